@@ -1,0 +1,4 @@
+//! The `reprompt` subcommands, written against `Write` so tests can run them in-process.
+
+pub mod check;
+pub mod render;

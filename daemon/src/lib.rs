@@ -1,0 +1,5 @@
+//! reprompt's daemon crate: the command-line tool today; the engine, evaluation, optimizer,
+//! history store and HTTP API grow here as their issues land (see ARCHITECTURE.md).
+
+pub mod cli;
+pub mod report;

@@ -1,0 +1,114 @@
+//! Compiler-style rendering of diagnostics: `file:line:col`, severity, code, message, and the
+//! source line with carets under the span; plus the JSON shape `reprompt check --json` prints.
+
+use std::fmt::Write as _;
+
+use reprompt_protocol::{Diagnostic, LineIndex, Span};
+use serde::Serialize;
+
+/// A 1-based line and column (columns count Unicode scalar values), as compilers print them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LocatedRange {
+    pub start: Location,
+    pub end: Location,
+}
+
+pub fn locate(index: &LineIndex, span: Span) -> LocatedRange {
+    let range = index.range(span);
+    let one = |p: reprompt_protocol::Position| Location { line: p.line + 1, column: p.column + 1 };
+    LocatedRange { start: one(range.start), end: one(range.end) }
+}
+
+/// One diagnostic in `--json` output.
+#[derive(Debug, Serialize)]
+pub struct JsonDiagnostic<'a> {
+    pub code: &'a str,
+    pub severity: &'a str,
+    pub message: &'a str,
+    /// 1-based lines and columns.
+    pub range: LocatedRange,
+    /// Byte offsets into the file.
+    pub span: Span,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<JsonRelated<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonRelated<'a> {
+    pub message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<LocatedRange>,
+}
+
+pub fn to_json<'a>(index: &LineIndex, diagnostic: &'a Diagnostic) -> JsonDiagnostic<'a> {
+    JsonDiagnostic {
+        code: diagnostic.code.as_str(),
+        severity: diagnostic.severity.as_str(),
+        message: &diagnostic.message,
+        range: locate(index, diagnostic.span),
+        span: diagnostic.span,
+        related: diagnostic
+            .related
+            .iter()
+            .map(|r| JsonRelated {
+                message: &r.message,
+                path: r.path.as_deref(),
+                range: r.path.is_none().then(|| locate(index, r.span)),
+            })
+            .collect(),
+        suggestion: diagnostic.suggestion.as_deref(),
+    }
+}
+
+/// Renders one diagnostic like a compiler does.
+pub fn render(path: &str, source: &str, index: &LineIndex, diagnostic: &Diagnostic) -> String {
+    let mut out = String::new();
+    let at = locate(index, diagnostic.span);
+    let _ = writeln!(out, "{}[{}]: {}", diagnostic.severity.as_str(), diagnostic.code.as_str(), diagnostic.message);
+    let gutter = (at.end.line.max(at.start.line)).to_string().len();
+    let pad = " ".repeat(gutter);
+    let _ = writeln!(out, "{pad}--> {path}:{}:{}", at.start.line, at.start.column);
+    if !source.is_empty() {
+        snippet(&mut out, index, diagnostic.span, &pad, '^');
+    }
+    for related in &diagnostic.related {
+        match &related.path {
+            Some(other) => {
+                let _ = writeln!(out, "{pad} = note: {} ({other})", related.message);
+            }
+            None => {
+                let loc = locate(index, related.span);
+                let _ = writeln!(out, "{pad} = note: {} at {path}:{}:{}", related.message, loc.start.line, loc.start.column);
+            }
+        }
+    }
+    if let Some(suggestion) = &diagnostic.suggestion {
+        if !diagnostic.message.contains(&format!("`{suggestion}`")) {
+            let _ = writeln!(out, "{pad} = help: did you mean `{suggestion}`?");
+        }
+    }
+    out
+}
+
+/// The first line of `span` with carets under it (a multi-line span is marked to the line end).
+fn snippet(out: &mut String, index: &LineIndex, span: Span, pad: &str, mark: char) {
+    let start = index.position(span.start);
+    let line = start.line as usize;
+    let text = index.line_text(line);
+    let end_col = if index.line_of(span.end) == line { index.position(span.end).column } else { text.chars().count() as u32 };
+    let width = end_col.saturating_sub(start.column).max(1) as usize;
+    let display: String = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+    let _ = writeln!(out, "{pad} |");
+    let _ = writeln!(out, "{:>w$} | {display}", line + 1, w = pad.len());
+    let _ = writeln!(out, "{pad} | {}{}", " ".repeat(start.column as usize), mark.to_string().repeat(width));
+}

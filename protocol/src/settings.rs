@@ -1,0 +1,280 @@
+//! reprompt's own front-matter settings, the dotted `reprompt.*` keys, typed and validated.
+//!
+//! Dotprompt collects dotted keys into `ext` and leaves them alone, so files stay valid for
+//! Genkit and other Dotprompt tools. Unknown `reprompt.*` keys are errors with a did-you-mean.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::diagnostic::{Code, Diagnostic, did_you_mean};
+use crate::span::Span;
+use crate::yaml::{YamlKind, YamlNode};
+
+/// Models reprompt can run by name (others are given as a path to a `.gguf` file).
+pub const KNOWN_MODELS: &[&str] = &["smollm2-135m-instruct"];
+
+/// Every `reprompt.*` key, with what it holds.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("task", "`classify` or `generate`"),
+    ("labels", "answer words, one per label id (classify)"),
+    ("dataset", "training examples: a .tsv, .csv or .jsonl path relative to the file"),
+    ("validation", "validation examples (a path)"),
+    ("test", "held-out test examples (a path)"),
+    ("reward", "a reward name, or a map of reward names to weights"),
+    ("budget", "task-model example evaluations one optimization may spend"),
+];
+
+/// Rewards and the task each needs (`None`: any task).
+pub const REWARDS: &[(&str, Option<Task>)] = &[
+    ("accuracy", Some(Task::Classify)),
+    ("gap", Some(Task::Classify)),
+    ("exact_match", Some(Task::Generate)),
+    ("f1", Some(Task::Generate)),
+    ("numeric_match", Some(Task::Generate)),
+    ("contains", Some(Task::Generate)),
+    ("regex", Some(Task::Generate)),
+    ("logprob", None),
+    ("perplexity", None),
+    ("perplexity_f1", Some(Task::Generate)),
+    ("json_schema", Some(Task::Generate)),
+    ("length", None),
+    ("consistency", None),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classify,
+    Generate,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Generate => "generate",
+        }
+    }
+}
+
+/// A value and the span of its text in the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// How a prompt is rewarded: one named reward, or a weighted sum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RewardSpec {
+    pub components: Vec<(String, f64)>,
+}
+
+impl RewardSpec {
+    pub fn single(name: &str) -> Self {
+        Self { components: vec![(name.to_string(), 1.0)] }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub task: Option<Task>,
+    pub labels: Option<Spanned<Vec<String>>>,
+    pub dataset: Option<Spanned<String>>,
+    pub validation: Option<Spanned<String>>,
+    pub test: Option<Spanned<String>>,
+    pub reward: Option<Spanned<RewardSpec>>,
+    pub budget: Option<u64>,
+}
+
+impl Settings {
+    /// The task, defaulting to `classify` when labels are given and `generate` otherwise.
+    pub fn task_or_default(&self) -> Task {
+        self.task.unwrap_or(if self.labels.is_some() { Task::Classify } else { Task::Generate })
+    }
+
+    /// Dataset paths by split name, as written.
+    pub fn splits(&self) -> impl Iterator<Item = (&'static str, &Spanned<String>)> {
+        [("dataset", &self.dataset), ("validation", &self.validation), ("test", &self.test)]
+            .into_iter()
+            .filter_map(|(name, path)| path.as_ref().map(|p| (name, p)))
+    }
+}
+
+/// Reads the `reprompt.*` entries of the front matter. `entries` are (setting name without the
+/// prefix, key node, value node).
+pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diagnostic>) -> Settings {
+    let mut settings = Settings::default();
+    let mut task_span = None;
+    for &(name, key, value) in entries {
+        match name {
+            "task" => match value.as_str() {
+                Some("classify") => settings.task = Some(Task::Classify),
+                Some("generate") => settings.task = Some(Task::Generate),
+                other => {
+                    let suggestion = other.and_then(|o| did_you_mean(o, ["classify", "generate"])).map(str::to_string);
+                    diagnostics.push(
+                        Diagnostic::error(Code::InvalidField, value.span, "`reprompt.task` must be `classify` or `generate`")
+                            .with_suggestion(suggestion),
+                    );
+                }
+            },
+            "labels" => match &value.kind {
+                YamlKind::Sequence(items) => {
+                    let mut labels = Vec::new();
+                    for item in items {
+                        match &item.kind {
+                            YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => labels.push(text.clone()),
+                            _ => diagnostics.push(Diagnostic::error(
+                                Code::InvalidField,
+                                item.span,
+                                "each label must be a non-empty word or phrase",
+                            )),
+                        }
+                    }
+                    for (i, label) in labels.iter().enumerate() {
+                        if labels[..i].contains(label) {
+                            diagnostics.push(Diagnostic::error(
+                                Code::LabelMismatch,
+                                items[i].span,
+                                format!("label `{label}` appears twice: each label id needs its own answer"),
+                            ));
+                        }
+                    }
+                    settings.labels = Some(Spanned { value: labels, span: value.span });
+                }
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    format!("`reprompt.labels` must be a list of answer words, not {}", value.type_name()),
+                )),
+            },
+            "dataset" | "validation" | "test" => match value.as_str() {
+                Some(path) if !path.trim().is_empty() => {
+                    let spanned = Some(Spanned { value: path.to_string(), span: value.span });
+                    match name {
+                        "dataset" => settings.dataset = spanned,
+                        "validation" => settings.validation = spanned,
+                        _ => settings.test = spanned,
+                    }
+                }
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    format!("`reprompt.{name}` must be a path to a .tsv, .csv or .jsonl file"),
+                )),
+            },
+            "reward" => {
+                if let Some(spec) = read_reward(value, diagnostics) {
+                    settings.reward = Some(Spanned { value: spec, span: value.span });
+                }
+            }
+            "budget" => match value.to_json() {
+                Value::Number(n) if n.as_u64().is_some_and(|b| b > 0) => settings.budget = n.as_u64(),
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    "`reprompt.budget` must be a positive whole number of example evaluations",
+                )),
+            },
+            unknown => {
+                let suggestion = did_you_mean(unknown, SETTINGS.iter().map(|(n, _)| *n)).map(|s| format!("reprompt.{s}"));
+                let hint = suggestion.as_ref().map(|s| format!(": did you mean `{s}`?")).unwrap_or_default();
+                diagnostics.push(
+                    Diagnostic::error(Code::UnknownSetting, key.span, format!("unknown setting `reprompt.{unknown}`{hint}"))
+                        .with_suggestion(suggestion),
+                );
+            }
+        }
+        if name == "task" {
+            task_span = Some(value.span);
+        }
+    }
+    check_task_fit(&settings, task_span, diagnostics);
+    settings
+}
+
+fn read_reward(value: &YamlNode, diagnostics: &mut Vec<Diagnostic>) -> Option<RewardSpec> {
+    fn check_name(name: &str, span: Span, diagnostics: &mut Vec<Diagnostic>) -> bool {
+        if REWARDS.iter().any(|(r, _)| *r == name) {
+            return true;
+        }
+        let suggestion = did_you_mean(name, REWARDS.iter().map(|(r, _)| *r)).map(str::to_string);
+        let known = REWARDS.iter().map(|(r, _)| format!("`{r}`")).collect::<Vec<_>>().join(", ");
+        diagnostics.push(
+            Diagnostic::error(Code::InvalidField, span, format!("unknown reward `{name}` (known: {known})")).with_suggestion(suggestion),
+        );
+        false
+    }
+    match &value.kind {
+        YamlKind::Scalar { value: Value::String(name), .. } => check_name(name, value.span, diagnostics).then(|| RewardSpec::single(name)),
+        YamlKind::Mapping(entries) => {
+            let mut components = Vec::new();
+            for (k, v) in entries {
+                let name = k.as_key().unwrap_or_default();
+                if !check_name(name, k.span, diagnostics) {
+                    continue;
+                }
+                match v.to_json().as_f64() {
+                    Some(weight) => components.push((name.to_string(), weight)),
+                    None => diagnostics.push(Diagnostic::error(
+                        Code::InvalidField,
+                        v.span,
+                        format!("the weight of `{name}` must be a number"),
+                    )),
+                }
+            }
+            (!components.is_empty()).then_some(RewardSpec { components })
+        }
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                Code::InvalidField,
+                value.span,
+                "`reprompt.reward` must be a reward name or a map of reward names to weights",
+            ));
+            None
+        }
+    }
+}
+
+fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mut Vec<Diagnostic>) {
+    let task = settings.task_or_default();
+    match (&settings.labels, task) {
+        (None, Task::Classify) => {
+            if let Some(span) = task_span {
+                diagnostics.push(Diagnostic::error(
+                    Code::LabelMismatch,
+                    span,
+                    "`reprompt.task: classify` needs `reprompt.labels`: one answer word per label id",
+                ));
+            }
+        }
+        (Some(labels), Task::Classify) if labels.value.len() < 2 => diagnostics.push(Diagnostic::error(
+            Code::LabelMismatch,
+            labels.span,
+            "a classification task needs at least two labels",
+        )),
+        (Some(labels), Task::Generate) => diagnostics.push(
+            Diagnostic::warning(
+                Code::LabelMismatch,
+                labels.span,
+                "`reprompt.labels` is ignored for `reprompt.task: generate`: generation is scored against answers",
+            )
+            .with_related(task_span.unwrap_or(labels.span), "the task is set here"),
+        ),
+        _ => {}
+    }
+    if let Some(reward) = &settings.reward {
+        for (name, _) in &reward.value.components {
+            if let Some((_, Some(needs))) = REWARDS.iter().find(|(r, _)| r == name) {
+                if *needs != task {
+                    diagnostics.push(Diagnostic::error(
+                        Code::InvalidField,
+                        reward.span,
+                        format!("reward `{name}` needs `reprompt.task: {}`, but the task is `{}`", needs.as_str(), task.as_str()),
+                    ));
+                }
+            }
+        }
+    }
+}
