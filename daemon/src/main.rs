@@ -25,14 +25,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let result = match &cli.command {
-        Command::Check(args) => cli::check::run(args, &mut stdout).map(|failed| if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }),
-        Command::Render(args) => cli::render::run(args, &mut stdout, &mut std::io::stderr()).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => {
+            cli::check::run(args, &mut stdout).map(|failed| if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Render(args) => {
+            cli::render::run(args, &mut stdout, &mut std::io::stderr()).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS, // `reprompt … | head`
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }

@@ -88,14 +88,18 @@ pub fn render(path: &str, source: &str, index: &LineIndex, diagnostic: &Diagnost
             }
             None => {
                 let loc = locate(index, related.span);
-                let _ = writeln!(out, "{pad} = note: {} at {path}:{}:{}", related.message, loc.start.line, loc.start.column);
+                let _ = writeln!(
+                    out,
+                    "{pad} = note: {} at {path}:{}:{}",
+                    related.message, loc.start.line, loc.start.column
+                );
             }
         }
     }
-    if let Some(suggestion) = &diagnostic.suggestion {
-        if !diagnostic.message.contains(&format!("`{suggestion}`")) {
-            let _ = writeln!(out, "{pad} = help: did you mean `{suggestion}`?");
-        }
+    if let Some(suggestion) = &diagnostic.suggestion
+        && !diagnostic.message.contains(&format!("`{suggestion}`"))
+    {
+        let _ = writeln!(out, "{pad} = help: did you mean `{suggestion}`?");
     }
     out
 }
@@ -105,7 +109,8 @@ fn snippet(out: &mut String, index: &LineIndex, span: Span, pad: &str, mark: cha
     let start = index.position(span.start);
     let line = start.line as usize;
     let text = index.line_text(line);
-    let end_col = if index.line_of(span.end) == line { index.position(span.end).column } else { text.chars().count() as u32 };
+    let end_col =
+        if index.line_of(span.end) == line { index.position(span.end).column } else { text.chars().count() as u32 };
     let width = end_col.saturating_sub(start.column).max(1) as usize;
     let display: String = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
     let _ = writeln!(out, "{pad} |");

@@ -29,7 +29,10 @@ impl DirEnvironment {
 
     pub fn partial_path(&self, name: &str) -> Option<PathBuf> {
         // A partial name may hold sub-directories (`{{> shared/header}}`) but never climbs out.
-        if name.is_empty() || name.split(['/', '\\']).any(|s| s == ".." || s.is_empty()) || Path::new(name).is_absolute() {
+        if name.is_empty()
+            || name.split(['/', '\\']).any(|s| s == ".." || s.is_empty())
+            || Path::new(name).is_absolute()
+        {
             return None;
         }
         let (dir, file) = match name.rsplit_once('/') {
@@ -66,7 +69,8 @@ pub fn check_file(path: &Path) -> CheckedFile {
         }
         Err(err) => {
             let document = document::parse("", Some(path));
-            let diagnostics = vec![Diagnostic::error(Code::Io, Span::at(0), format!("cannot read {}: {err}", path.display()))];
+            let diagnostics =
+                vec![Diagnostic::error(Code::Io, Span::at(0), format!("cannot read {}: {err}", path.display()))];
             CheckedFile { path: path.to_path_buf(), document, diagnostics }
         }
     }
@@ -84,17 +88,24 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
             diagnostics.push(Diagnostic::error(
                 Code::MissingDataset,
                 file.span,
-                format!("`reprompt.{split}`: no file at {} (paths are relative to the .prompt file)", resolved.display()),
+                format!(
+                    "`reprompt.{split}`: no file at {} (paths are relative to the .prompt file)",
+                    resolved.display()
+                ),
             ));
         }
     }
-    if let Some(model) = doc.model() {
-        if model.ends_with(".gguf") {
-            let resolved = base.join(model);
-            if !resolved.is_file() {
-                let span = doc.entry_span("model").map_or(Span::at(0), |(_, v)| v);
-                diagnostics.push(Diagnostic::error(Code::MissingModel, span, format!("no model file at {}", resolved.display())));
-            }
+    if let Some(model) = doc.model()
+        && model.ends_with(".gguf")
+    {
+        let resolved = base.join(model);
+        if !resolved.is_file() {
+            let span = doc.entry_span("model").map_or(Span::at(0), |(_, v)| v);
+            diagnostics.push(Diagnostic::error(
+                Code::MissingModel,
+                span,
+                format!("no model file at {}", resolved.display()),
+            ));
         }
     }
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
@@ -133,7 +144,10 @@ impl PartialWalk<'_> {
         }
         let Some(scan) = self.scan(name) else {
             if !chain.is_empty() {
-                *fault = Some(PartialFault::MissingNested { name: name.to_string(), from: chain.last().cloned().unwrap_or_default() });
+                *fault = Some(PartialFault::MissingNested {
+                    name: name.to_string(),
+                    from: chain.last().cloned().unwrap_or_default(),
+                });
             }
             return;
         };
@@ -143,7 +157,7 @@ impl PartialWalk<'_> {
         for nested in scan.partials.iter().filter(|p| p.at_root && !p.has_context) {
             self.walk(&nested.name, chain, used, fault);
         }
-        for nested in scan.partials.iter().filter(|p| !(p.at_root && !p.has_context)) {
+        for nested in scan.partials.iter().filter(|p| !p.at_root || p.has_context) {
             // Partials with their own context still must exist and not loop.
             let mut ignored = Vec::new();
             self.walk(&nested.name, chain, &mut ignored, fault);
@@ -187,10 +201,17 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
                 let mut d = Diagnostic::error(
                     Code::CircularPartial,
                     partial.span,
-                    format!("partials include each other: {}", cycle.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" → ")),
+                    format!(
+                        "partials include each other: {}",
+                        cycle.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" → ")
+                    ),
                 );
                 if let Some(path) = env.partial_path(&partial.name) {
-                    d.related.push(Related { message: "the cycle starts in this partial".into(), span: Span::at(0), path: Some(path.display().to_string()) });
+                    d.related.push(Related {
+                        message: "the cycle starts in this partial".into(),
+                        span: Span::at(0),
+                        path: Some(path.display().to_string()),
+                    });
                 }
                 diagnostics.push(d);
             }
@@ -201,7 +222,11 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
                     format!("partial `{from}` includes `{name}`, which does not exist"),
                 );
                 if let Some(path) = env.partial_path(&from) {
-                    d.related.push(Related { message: format!("`{name}` is included here"), span: Span::at(0), path: Some(path.display().to_string()) });
+                    d.related.push(Related {
+                        message: format!("`{name}` is included here"),
+                        span: Span::at(0),
+                        path: Some(path.display().to_string()),
+                    });
                 }
                 diagnostics.push(d);
             }
@@ -211,7 +236,13 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
     // Unused-variable findings were deferred to here when partials see the root context.
     let deferred = !doc.scan.uses_whole_context && doc.scan.partials.iter().any(|p| p.at_root && !p.has_context);
     if let (true, Some(declared)) = (deferred, doc.declared_variables()) {
-        let used: Vec<&str> = doc.scan.variables.iter().map(|v| v.name.as_str()).chain(used_by_partials.iter().map(String::as_str)).collect();
+        let used: Vec<&str> = doc
+            .scan
+            .variables
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(used_by_partials.iter().map(String::as_str))
+            .collect();
         for name in declared.iter().filter(|d| !used.contains(&d.as_str())) {
             let span = document::schema_key_span(doc, name).unwrap_or(Span::at(0));
             diagnostics.push(Diagnostic::warning(

@@ -21,8 +21,20 @@ use crate::yaml::{self, YamlErrorKind, YamlKind, YamlNode};
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Reserved Dotprompt front-matter keys (kept as metadata); anything else undotted is dropped.
-pub const RESERVED_KEYS: &[&str] =
-    &["config", "description", "ext", "input", "model", "name", "output", "raw", "toolDefs", "tools", "variant", "version"];
+pub const RESERVED_KEYS: &[&str] = &[
+    "config",
+    "description",
+    "ext",
+    "input",
+    "model",
+    "name",
+    "output",
+    "raw",
+    "toolDefs",
+    "tools",
+    "variant",
+    "version",
+];
 
 /// Common undotted keys authors write that Dotprompt silently drops.
 const METADATA_KEY: &str = "metadata";
@@ -108,7 +120,9 @@ pub fn name_and_variant(path: &Path) -> (Option<String>, Option<String>) {
     let stem = file.strip_suffix(".prompt").unwrap_or(file);
     let stem = stem.strip_prefix('_').unwrap_or(stem);
     match stem.rsplit_once('.') {
-        Some((name, variant)) if !name.is_empty() && !variant.is_empty() => (Some(name.to_string()), Some(variant.to_string())),
+        Some((name, variant)) if !name.is_empty() && !variant.is_empty() => {
+            (Some(name.to_string()), Some(variant.to_string()))
+        }
         _ => (Some(stem.to_string()), None),
     }
 }
@@ -132,7 +146,11 @@ pub fn parse_bytes(bytes: &[u8], path: Option<&Path>) -> PromptDocument {
             let mut doc = parse(&text, path);
             doc.diagnostics.insert(
                 0,
-                Diagnostic::error(Code::InvalidUtf8, Span::new(at, at + 1), format!("invalid UTF-8 at byte {at}: save the file as UTF-8")),
+                Diagnostic::error(
+                    Code::InvalidUtf8,
+                    Span::new(at, at + char::REPLACEMENT_CHARACTER.len_utf8()),
+                    format!("invalid UTF-8 at byte {at}: save the file as UTF-8"),
+                ),
             );
             doc
         }
@@ -194,7 +212,10 @@ fn find_fences(source: &str) -> FenceResult {
         if is_fence(content) {
             // The YAML excludes the newline before the closing fence.
             let yaml_end = offset.max(yaml_start);
-            return FenceResult::Found(Fences { yaml: Span::new(yaml_start, yaml_end), body_start: offset + line.len() });
+            return FenceResult::Found(Fences {
+                yaml: Span::new(yaml_start, yaml_end),
+                body_start: offset + line.len(),
+            });
         }
         offset += line.len();
     }
@@ -368,7 +389,10 @@ fn read_front_matter(doc: &mut PromptDocument, root: &YamlNode) {
         } else {
             let suggestion = crate::diagnostic::did_you_mean(name, RESERVED_KEYS.iter().copied())
                 .map(str::to_string)
-                .or_else(|| crate::diagnostic::did_you_mean(name, settings::SETTINGS.iter().map(|(n, _)| *n)).map(|s| format!("reprompt.{s}")));
+                .or_else(|| {
+                    crate::diagnostic::did_you_mean(name, settings::SETTINGS.iter().map(|(n, _)| *n))
+                        .map(|s| format!("reprompt.{s}"))
+                });
             let hint = match &suggestion {
                 Some(s) => format!(": did you mean `{s}`?"),
                 None => ": use a dotted key such as `myapp.key` for custom settings".to_string(),
@@ -383,18 +407,19 @@ fn read_front_matter(doc: &mut PromptDocument, root: &YamlNode) {
 }
 
 fn check_reserved(name: &str, value: &YamlNode, diagnostics: &mut Vec<Diagnostic>) {
-    let expect = |what: &str| Diagnostic::error(Code::InvalidField, value.span, format!("`{name}` must be {what}, not {}", value.type_name()));
+    let expect = |what: &str| {
+        Diagnostic::error(Code::InvalidField, value.span, format!("`{name}` must be {what}, not {}", value.type_name()))
+    };
     match name {
-        "name" | "variant" | "version" | "description" => {
-            if !matches!(value.kind, YamlKind::Scalar { .. }) {
-                diagnostics.push(expect("text"));
-            }
+        "name" | "variant" | "version" | "description" if !matches!(value.kind, YamlKind::Scalar { .. }) => {
+            diagnostics.push(expect("text"));
         }
         "model" => match &value.kind {
             YamlKind::Scalar { value: Value::String(model), .. } => {
                 let is_path = model.ends_with(".gguf") || model.contains('/') || model.contains('\\');
                 if !is_path && !KNOWN_MODELS.contains(&model.as_str()) {
-                    let suggestion = crate::diagnostic::did_you_mean(model, KNOWN_MODELS.iter().copied()).map(str::to_string);
+                    let suggestion =
+                        crate::diagnostic::did_you_mean(model, KNOWN_MODELS.iter().copied()).map(str::to_string);
                     diagnostics.push(
                         Diagnostic::warning(
                             Code::UnknownModel,
@@ -417,7 +442,7 @@ fn check_reserved(name: &str, value: &YamlNode, diagnostics: &mut Vec<Diagnostic
                     let number = matches!(v.to_json(), Value::Number(_));
                     let bad = match key {
                         "temperature" | "topP" => !number,
-                        "topK" | "maxOutputTokens" => !v.to_json().as_u64().is_some(),
+                        "topK" | "maxOutputTokens" => v.to_json().as_u64().is_none(),
                         "stopSequences" => !matches!(v.kind, YamlKind::Sequence(_)),
                         _ => false,
                     };
@@ -427,7 +452,11 @@ fn check_reserved(name: &str, value: &YamlNode, diagnostics: &mut Vec<Diagnostic
                             "stopSequences" => "a list of strings",
                             _ => "a number",
                         };
-                        diagnostics.push(Diagnostic::error(Code::InvalidField, v.span, format!("`config.{key}` must be {what}")));
+                        diagnostics.push(Diagnostic::error(
+                            Code::InvalidField,
+                            v.span,
+                            format!("`config.{key}` must be {what}"),
+                        ));
                     }
                 }
             }
@@ -435,29 +464,38 @@ fn check_reserved(name: &str, value: &YamlNode, diagnostics: &mut Vec<Diagnostic
         },
         "input" | "output" => match &value.kind {
             YamlKind::Mapping(_) => {
-                if let Some((_, schema)) = value.get("schema") {
-                    if let Err(err) = picoschema::compile(&schema.to_json(), &NoSchemas) {
-                        let span = path_span(schema, &err.path);
-                        diagnostics.push(Diagnostic::error(Code::InvalidSchema, span, format!("`{name}.schema`: {}", err.message)));
-                    }
+                if let Some((_, schema)) = value.get("schema")
+                    && let Err(err) = picoschema::compile(&schema.to_json(), &NoSchemas)
+                {
+                    let span = path_span(schema, &err.path);
+                    diagnostics.push(Diagnostic::error(
+                        Code::InvalidSchema,
+                        span,
+                        format!("`{name}.schema`: {}", err.message),
+                    ));
                 }
-                if name == "input" {
-                    if let Some((_, default)) = value.get("default") {
-                        if !matches!(default.kind, YamlKind::Mapping(_)) {
-                            diagnostics.push(Diagnostic::error(Code::InvalidField, default.span, "`input.default` must be a mapping of variable values"));
-                        }
-                    }
+                if name == "input"
+                    && let Some((_, default)) = value.get("default")
+                    && !matches!(default.kind, YamlKind::Mapping(_))
+                {
+                    diagnostics.push(Diagnostic::error(
+                        Code::InvalidField,
+                        default.span,
+                        "`input.default` must be a mapping of variable values",
+                    ));
                 }
-                if name == "output" {
-                    if let Some((_, format)) = value.get("format") {
-                        let ok = format.as_str().is_some_and(|f| matches!(f, "json" | "text" | "array" | "enum" | "jsonl" | "media"));
-                        if !ok {
-                            diagnostics.push(Diagnostic::error(
-                                Code::InvalidField,
-                                format.span,
-                                "`output.format` must be one of json, text, array, enum, jsonl, media",
-                            ));
-                        }
+                if name == "output"
+                    && let Some((_, format)) = value.get("format")
+                {
+                    let ok = format
+                        .as_str()
+                        .is_some_and(|f| matches!(f, "json" | "text" | "array" | "enum" | "jsonl" | "media"));
+                    if !ok {
+                        diagnostics.push(Diagnostic::error(
+                            Code::InvalidField,
+                            format.span,
+                            "`output.format` must be one of json, text, array, enum, jsonl, media",
+                        ));
                     }
                 }
             }
@@ -495,11 +533,18 @@ fn check_variables(doc: &mut PromptDocument) {
     let mut seen = Vec::new();
     for var in &doc.scan.variables {
         if !declared.contains(&var.name) && !seen.contains(&var.name) {
-            let suggestion = crate::diagnostic::did_you_mean(&var.name, declared.iter().map(String::as_str)).map(str::to_string);
-            let hint = suggestion.as_ref().map(|s| format!(": did you mean `{s}`?")).unwrap_or_else(|| ": add it to `input.schema`".into());
-            let mut diagnostic =
-                Diagnostic::warning(Code::UndefinedVariable, var.span, format!("`{}` is not declared in the input schema{hint}", var.name))
-                    .with_suggestion(suggestion);
+            let suggestion =
+                crate::diagnostic::did_you_mean(&var.name, declared.iter().map(String::as_str)).map(str::to_string);
+            let hint = suggestion
+                .as_ref()
+                .map(|s| format!(": did you mean `{s}`?"))
+                .unwrap_or_else(|| ": add it to `input.schema`".into());
+            let mut diagnostic = Diagnostic::warning(
+                Code::UndefinedVariable,
+                var.span,
+                format!("`{}` is not declared in the input schema{hint}", var.name),
+            )
+            .with_suggestion(suggestion);
             if let Some((key, _)) = doc.entry_span("input") {
                 diagnostic = diagnostic.with_related(key, "input variables are declared here");
             }
@@ -515,7 +560,8 @@ fn check_variables(doc: &mut PromptDocument) {
     let used: Vec<&str> = doc.scan.variables.iter().map(|v| v.name.as_str()).collect();
     let unused: Vec<String> = declared.iter().filter(|d| !used.contains(&d.as_str())).cloned().collect();
     for name in unused {
-        let span = schema_key_span(doc, &name).unwrap_or_else(|| doc.entry_span("input").map_or(Span::at(0), |(k, _)| k));
+        let span =
+            schema_key_span(doc, &name).unwrap_or_else(|| doc.entry_span("input").map_or(Span::at(0), |(k, _)| k));
         doc.diagnostics.push(Diagnostic::warning(
             Code::UnusedVariable,
             span,

@@ -54,7 +54,9 @@ pub enum Part {
         metadata: Option<Map<String, Value>>,
     },
     /// A placeholder such as a `{{section}}` marker: metadata only.
-    Pending { metadata: Map<String, Value> },
+    Pending {
+        metadata: Map<String, Value>,
+    },
     Other(Map<String, Value>),
 }
 
@@ -147,7 +149,12 @@ pub fn to_messages(rendered: &str, history: &[Message]) -> Vec<Message> {
             for message in history {
                 let mut metadata = message.metadata.clone().unwrap_or_default();
                 metadata.insert("purpose".into(), json!("history"));
-                sources.push(Source { role: message.role, text: String::new(), content: Some(message.content.clone()), metadata: Some(metadata) });
+                sources.push(Source {
+                    role: message.role,
+                    text: String::new(),
+                    content: Some(message.content.clone()),
+                    metadata: Some(metadata),
+                });
             }
             sources.push(Source { role: Role::Model, text: String::new(), content: None, metadata: None });
         } else if let Some(current) = sources.last_mut() {
@@ -157,13 +164,18 @@ pub fn to_messages(rendered: &str, history: &[Message]) -> Vec<Message> {
     let messages: Vec<Message> = sources
         .into_iter()
         .filter(|s| s.content.is_some() || !s.text.is_empty())
-        .map(|s| Message { role: s.role, content: s.content.unwrap_or_else(|| to_parts(&s.text)), metadata: s.metadata })
+        .map(|s| Message {
+            role: s.role,
+            content: s.content.unwrap_or_else(|| to_parts(&s.text)),
+            metadata: s.metadata,
+        })
         .collect();
     insert_history(messages, history)
 }
 
 fn insert_history(mut messages: Vec<Message>, history: &[Message]) -> Vec<Message> {
-    let has_history = messages.iter().any(|m| m.metadata.as_ref().and_then(|m| m.get("purpose")) == Some(&json!("history")));
+    let has_history =
+        messages.iter().any(|m| m.metadata.as_ref().and_then(|m| m.get("purpose")) == Some(&json!("history")));
     if history.is_empty() || has_history {
         return messages;
     }

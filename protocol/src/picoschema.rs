@@ -66,7 +66,10 @@ pub fn compile(schema: &Value, resolver: &dyn SchemaResolver) -> Result<Option<V
             }
             parse_pico(schema, resolver, &mut Vec::new()).map(Some)
         }
-        other => Err(SchemaError { path: Vec::new(), message: format!("a schema must be a type name or a mapping, not {other}") }),
+        other => Err(SchemaError {
+            path: Vec::new(),
+            message: format!("a schema must be a type name or a mapping, not {other}"),
+        }),
     }
 }
 
@@ -136,17 +139,18 @@ fn parse_pico(value: &Value, resolver: &dyn SchemaResolver, path: &mut Vec<Strin
         }
         let Some(info) = type_info else {
             let mut prop = parse_pico(field, resolver, path)?;
-            if optional {
-                if let Some(Value::String(ty)) = prop.get("type").cloned() {
-                    prop["type"] = json!([ty, "null"]);
-                }
+            if optional && let Some(Value::String(ty)) = prop.get("type").cloned() {
+                prop["type"] = json!([ty, "null"]);
             }
             properties.insert(property, prop);
             path.pop();
             continue;
         };
         let Some(info) = info.strip_suffix(')') else {
-            return Err(SchemaError { path: path.clone(), message: format!("`{key}`: the `(` is not closed with `)`") });
+            return Err(SchemaError {
+                path: path.clone(),
+                message: format!("`{key}`: the `(` is not closed with `)`"),
+            });
         };
         let (ty, description) = split_description(info);
         let mut prop = match ty {
@@ -164,7 +168,10 @@ fn parse_pico(value: &Value, resolver: &dyn SchemaResolver, path: &mut Vec<Strin
             }
             "enum" => {
                 let Value::Array(values) = field else {
-                    return Err(SchemaError { path: path.clone(), message: format!("`{key}`: an enum needs a list of values") });
+                    return Err(SchemaError {
+                        path: path.clone(),
+                        message: format!("`{key}`: an enum needs a list of values"),
+                    });
                 };
                 let mut values = values.clone();
                 if optional && !values.contains(&Value::Null) {

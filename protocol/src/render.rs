@@ -10,8 +10,8 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError, RenderErrorReason, Renderable,
-    ScopedJson,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError, RenderErrorReason,
+    Renderable, ScopedJson,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -119,7 +119,11 @@ impl std::fmt::Debug for CompiledPrompt {
 
 /// The document's metadata in the reference shape: reserved keys, `ext`, `raw`, and `config`
 /// and `metadata` defaulting to `{}`; `options` override (configs merge).
-pub fn resolve_metadata(doc: &PromptDocument, options: &Map<String, Value>, env: &dyn Environment) -> Result<Map<String, Value>> {
+pub fn resolve_metadata(
+    doc: &PromptDocument,
+    options: &Map<String, Value>,
+    env: &dyn Environment,
+) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     out.insert("ext".into(), Value::Object(doc.ext.clone()));
     out.insert("metadata".into(), json!({}));
@@ -141,15 +145,15 @@ pub fn resolve_metadata(doc: &PromptDocument, options: &Map<String, Value>, env:
     out.insert("config".into(), Value::Object(config));
     let resolver = EnvSchemas(env);
     for section in ["input", "output"] {
-        if let Some(Value::Object(map)) = out.get_mut(section) {
-            if let Some(schema) = map.get("schema") {
-                match picoschema::compile(schema, &resolver)? {
-                    Some(compiled) => {
-                        map.insert("schema".into(), compiled);
-                    }
-                    None => {
-                        map.remove("schema");
-                    }
+        if let Some(Value::Object(map)) = out.get_mut(section)
+            && let Some(schema) = map.get("schema")
+        {
+            match picoschema::compile(schema, &resolver)? {
+                Some(compiled) => {
+                    map.insert("schema".into(), compiled);
+                }
+                None => {
+                    map.remove("schema");
                 }
             }
         }
@@ -168,10 +172,9 @@ impl CompiledPrompt {
         register_helpers(&mut registry);
         register_partials(&mut registry, doc.template(), env, &mut HashSet::new())?;
         let template = rewrite_data_paths(doc.template());
-        registry.register_template_string(MAIN, template).map_err(|e| RenderFailure::Template {
-            message: e.reason().to_string(),
-            position: e.pos(),
-        })?;
+        registry
+            .register_template_string(MAIN, template)
+            .map_err(|e| RenderFailure::Template { message: e.reason().to_string(), position: e.pos() })?;
         Ok(Self { registry, metadata })
     }
 
@@ -208,7 +211,12 @@ impl CompiledPrompt {
 }
 
 /// Registers every partial `template` references (recursively), from `env`.
-fn register_partials(registry: &mut Handlebars<'static>, template: &str, env: &dyn Environment, seen: &mut HashSet<String>) -> Result<()> {
+fn register_partials(
+    registry: &mut Handlebars<'static>,
+    template: &str,
+    env: &dyn Environment,
+    seen: &mut HashSet<String>,
+) -> Result<()> {
     for partial in template::scan(template).partials {
         if !seen.insert(partial.name.clone()) {
             continue; // registered already, or a cycle (the renderer reports recursion)
@@ -307,7 +315,9 @@ impl HelperDef for DataLookup {
             for segment in path.split('.') {
                 current = match current {
                     Value::Object(map) => map.get(segment).unwrap_or(&Value::Null),
-                    Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)).unwrap_or(&Value::Null),
+                    Value::Array(items) => {
+                        segment.parse::<usize>().ok().and_then(|i| items.get(i)).unwrap_or(&Value::Null)
+                    }
                     _ => &Value::Null,
                 };
             }
@@ -428,7 +438,8 @@ mod tests {
 
     #[test]
     fn data_paths_are_rewritten_precisely() {
-        let out = rewrite_data_paths("{{@state.n}} {{#if @auth.ok}}{{@index}}{{/if}} {{json x=@user.role}} \"{{@state.n}}\"");
+        let out =
+            rewrite_data_paths("{{@state.n}} {{#if @auth.ok}}{{@index}}{{/if}} {{json x=@user.role}} \"{{@state.n}}\"");
         assert_eq!(
             out,
             "{{__dotprompt_data \"state.n\"}} {{#if (__dotprompt_data \"auth.ok\")}}{{@index}}{{/if}} {{json x=(__dotprompt_data \"user.role\")}} \"{{__dotprompt_data \"state.n\"}}\""

@@ -114,8 +114,12 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                 other => {
                     let suggestion = other.and_then(|o| did_you_mean(o, ["classify", "generate"])).map(str::to_string);
                     diagnostics.push(
-                        Diagnostic::error(Code::InvalidField, value.span, "`reprompt.task` must be `classify` or `generate`")
-                            .with_suggestion(suggestion),
+                        Diagnostic::error(
+                            Code::InvalidField,
+                            value.span,
+                            "`reprompt.task` must be `classify` or `generate`",
+                        )
+                        .with_suggestion(suggestion),
                     );
                 }
             },
@@ -124,7 +128,9 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     let mut labels = Vec::new();
                     for item in items {
                         match &item.kind {
-                            YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => labels.push(text.clone()),
+                            YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => {
+                                labels.push(text.clone())
+                            }
                             _ => diagnostics.push(Diagnostic::error(
                                 Code::InvalidField,
                                 item.span,
@@ -178,11 +184,16 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                 )),
             },
             unknown => {
-                let suggestion = did_you_mean(unknown, SETTINGS.iter().map(|(n, _)| *n)).map(|s| format!("reprompt.{s}"));
+                let suggestion =
+                    did_you_mean(unknown, SETTINGS.iter().map(|(n, _)| *n)).map(|s| format!("reprompt.{s}"));
                 let hint = suggestion.as_ref().map(|s| format!(": did you mean `{s}`?")).unwrap_or_default();
                 diagnostics.push(
-                    Diagnostic::error(Code::UnknownSetting, key.span, format!("unknown setting `reprompt.{unknown}`{hint}"))
-                        .with_suggestion(suggestion),
+                    Diagnostic::error(
+                        Code::UnknownSetting,
+                        key.span,
+                        format!("unknown setting `reprompt.{unknown}`{hint}"),
+                    )
+                    .with_suggestion(suggestion),
                 );
             }
         }
@@ -202,12 +213,15 @@ fn read_reward(value: &YamlNode, diagnostics: &mut Vec<Diagnostic>) -> Option<Re
         let suggestion = did_you_mean(name, REWARDS.iter().map(|(r, _)| *r)).map(str::to_string);
         let known = REWARDS.iter().map(|(r, _)| format!("`{r}`")).collect::<Vec<_>>().join(", ");
         diagnostics.push(
-            Diagnostic::error(Code::InvalidField, span, format!("unknown reward `{name}` (known: {known})")).with_suggestion(suggestion),
+            Diagnostic::error(Code::InvalidField, span, format!("unknown reward `{name}` (known: {known})"))
+                .with_suggestion(suggestion),
         );
         false
     }
     match &value.kind {
-        YamlKind::Scalar { value: Value::String(name), .. } => check_name(name, value.span, diagnostics).then(|| RewardSpec::single(name)),
+        YamlKind::Scalar { value: Value::String(name), .. } => {
+            check_name(name, value.span, diagnostics).then(|| RewardSpec::single(name))
+        }
         YamlKind::Mapping(entries) => {
             let mut components = Vec::new();
             for (k, v) in entries {
@@ -266,14 +280,18 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
     }
     if let Some(reward) = &settings.reward {
         for (name, _) in &reward.value.components {
-            if let Some((_, Some(needs))) = REWARDS.iter().find(|(r, _)| r == name) {
-                if *needs != task {
-                    diagnostics.push(Diagnostic::error(
-                        Code::InvalidField,
-                        reward.span,
-                        format!("reward `{name}` needs `reprompt.task: {}`, but the task is `{}`", needs.as_str(), task.as_str()),
-                    ));
-                }
+            if let Some((_, Some(needs))) = REWARDS.iter().find(|(r, _)| r == name)
+                && *needs != task
+            {
+                diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    reward.span,
+                    format!(
+                        "reward `{name}` needs `reprompt.task: {}`, but the task is `{}`",
+                        needs.as_str(),
+                        task.as_str()
+                    ),
+                ));
             }
         }
     }

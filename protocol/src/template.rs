@@ -29,9 +29,18 @@ pub fn is_known_helper(name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Term {
     /// A path such as `name`, `a.b`, `../x`, `this`, `@index`, `@root.a`.
-    Path { raw: String, span: Span },
-    Literal { value: Value, span: Span },
-    SubExpression { expr: Box<Expr>, span: Span },
+    Path {
+        raw: String,
+        span: Span,
+    },
+    Literal {
+        value: Value,
+        span: Span,
+    },
+    SubExpression {
+        expr: Box<Expr>,
+        span: Span,
+    },
 }
 
 impl Term {
@@ -206,14 +215,22 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
             let end = find_comment_end(source, search_from, terminator);
             match end {
                 Some(end) => {
-                    scan.mustaches.push(Mustache { kind: MustacheKind::Comment, span: Span::new(open, end), expr: None });
+                    scan.mustaches.push(Mustache {
+                        kind: MustacheKind::Comment,
+                        span: Span::new(open, end),
+                        expr: None,
+                    });
                     pos = end;
                 }
                 None => {
                     scan.diagnostics.push(Diagnostic::error(
                         Code::UnbalancedBrace,
                         Span::new(open, open + 2),
-                        if long { "comment `{{!--` is never closed with `--}}`" } else { "comment `{{!` is never closed with `}}`" },
+                        if long {
+                            "comment `{{!--` is never closed with `--}}`"
+                        } else {
+                            "comment `{{!` is never closed with `}}`"
+                        },
                     ));
                     pos = source.len();
                 }
@@ -299,8 +316,8 @@ fn classify(source: &str, span: Span, content: Span, triple: bool, scan: &mut Te
         (MustacheKind::Partial, 1)
     } else if body.starts_with('&') {
         (MustacheKind::Expression, 1)
-    } else if body.starts_with('^') {
-        if body[1..].trim().is_empty() { (MustacheKind::Else, 1) } else { (MustacheKind::InverseOpen, 1) }
+    } else if let Some(rest) = body.strip_prefix('^') {
+        if rest.trim().is_empty() { (MustacheKind::Else, 1) } else { (MustacheKind::InverseOpen, 1) }
     } else if body == "else" || body.starts_with("else ") || body.starts_with("else\n") || body.starts_with("else\t") {
         (MustacheKind::Else, 4)
     } else {
@@ -310,11 +327,16 @@ fn classify(source: &str, span: Span, content: Span, triple: bool, scan: &mut Te
     let expr_text = &source[expr_span.start..expr_span.end];
     let expr = if expr_text.trim().is_empty() {
         if !matches!(kind, MustacheKind::Else) {
-            scan.diagnostics.push(Diagnostic::error(Code::InvalidTemplate, span, "empty mustache: expected an expression"));
+            scan.diagnostics.push(Diagnostic::error(
+                Code::InvalidTemplate,
+                span,
+                "empty mustache: expected an expression",
+            ));
         }
         None
     } else {
-        let mut parser = ExprParser { source, pos: expr_span.start, end: expr_span.end, depth: 0, diagnostics: Vec::new() };
+        let mut parser =
+            ExprParser { source, pos: expr_span.start, end: expr_span.end, depth: 0, diagnostics: Vec::new() };
         let expr = parser.expression(kind == MustacheKind::Partial || kind == MustacheKind::PartialBlockOpen);
         let failed = !parser.diagnostics.is_empty();
         scan.diagnostics.append(&mut parser.diagnostics);
@@ -474,7 +496,10 @@ impl ExprParser<'_> {
                         match self.source[self.pos..self.end].find(']') {
                             Some(close) => self.pos += close + 1,
                             None => {
-                                self.fail(Span::new(self.pos, self.end), "path segment `[` is not closed with `]`".into());
+                                self.fail(
+                                    Span::new(self.pos, self.end),
+                                    "path segment `[` is not closed with `]`".into(),
+                                );
                                 return None;
                             }
                         }
@@ -545,7 +570,11 @@ fn analyze_blocks(scan: &mut TemplateScan) {
             }
             MustacheKind::Else => {
                 if stack.is_empty() {
-                    diagnostics.push(Diagnostic::error(Code::UnmatchedClosingBlock, mustache.span, "`{{else}}` outside of a block"));
+                    diagnostics.push(Diagnostic::error(
+                        Code::UnmatchedClosingBlock,
+                        mustache.span,
+                        "`{{else}}` outside of a block",
+                    ));
                 }
                 if let Some(expr) = &mustache.expr {
                     // `{{else if x}}`: the chained helper's arguments are read in the same scope.
@@ -584,11 +613,20 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                     }
                     _ => {
                         if !is_known_helper(&name) {
-                            diagnostics.push(Diagnostic::error(
-                                Code::UnknownHelper,
-                                expr.head.span(),
-                                format!("unknown block helper `{name}` (Dotprompt knows {})", known_helpers_list()),
-                            ).with_suggestion(crate::diagnostic::did_you_mean(&name, BUILTIN_HELPERS.iter().chain(DOTPROMPT_HELPERS).copied()).map(str::to_string)));
+                            diagnostics.push(
+                                Diagnostic::error(
+                                    Code::UnknownHelper,
+                                    expr.head.span(),
+                                    format!("unknown block helper `{name}` (Dotprompt knows {})", known_helpers_list()),
+                                )
+                                .with_suggestion(
+                                    crate::diagnostic::did_you_mean(
+                                        &name,
+                                        BUILTIN_HELPERS.iter().chain(DOTPROMPT_HELPERS).copied(),
+                                    )
+                                    .map(str::to_string),
+                                ),
+                            );
                         }
                         for param in &expr.params {
                             refs.value(param, scoped, &locals, &mut diagnostics);
@@ -601,7 +639,13 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                 };
                 let index = blocks.len();
                 blocks.push(Block { name: name.clone(), open: mustache.span, close: None });
-                stack.push(OpenBlock { name, open: mustache.span, changes_scope, locals: expr.block_params.clone(), index });
+                stack.push(OpenBlock {
+                    name,
+                    open: mustache.span,
+                    changes_scope,
+                    locals: expr.block_params.clone(),
+                    index,
+                });
             }
             MustacheKind::BlockClose => {
                 let name = mustache.expr.as_ref().and_then(Expr::head_name).unwrap_or("").to_string();
@@ -611,7 +655,8 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                         stack.pop();
                     }
                     Some(open) => {
-                        let message = format!("`{{{{/{name}}}}}` does not match the open block `{{{{#{}}}}}`", open.name);
+                        let message =
+                            format!("`{{{{/{name}}}}}` does not match the open block `{{{{#{}}}}}`", open.name);
                         diagnostics.push(
                             Diagnostic::error(Code::UnmatchedClosingBlock, mustache.span, message)
                                 .with_related(open.open, format!("`{}` opened here", open.name)),
@@ -764,10 +809,10 @@ impl Refs {
                 let (path, up) = strip_parents(raw);
                 if up > 0 {
                     // `../x` climbs scopes; climbing out of every scope reads the input.
-                    if up >= scoped {
-                        if let Some(name) = first_segment(path) {
-                            self.variables.push(VariableRef { name, path: path.to_string(), span: *span });
-                        }
+                    if up >= scoped
+                        && let Some(name) = first_segment(path)
+                    {
+                        self.variables.push(VariableRef { name, path: path.to_string(), span: *span });
                     }
                     return;
                 }
@@ -843,7 +888,10 @@ mod tests {
         let scan = scan(src);
         assert!(scan.diagnostics.is_empty(), "{:?}", scan.diagnostics);
         let kinds: Vec<_> = scan.mustaches.iter().map(|m| m.kind).collect();
-        assert_eq!(kinds, [MustacheKind::Expression, MustacheKind::Triple, MustacheKind::Comment, MustacheKind::Comment]);
+        assert_eq!(
+            kinds,
+            [MustacheKind::Expression, MustacheKind::Triple, MustacheKind::Comment, MustacheKind::Comment]
+        );
         let var = &scan.variables[0];
         assert_eq!(&src[var.span.start..var.span.end], "name");
         assert_eq!(&src[scan.mustaches[1].span.start..scan.mustaches[1].span.end], "{{{raw}}}");

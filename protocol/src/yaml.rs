@@ -20,7 +20,10 @@ pub const MAX_NODES: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum YamlKind {
-    Scalar { text: String, value: Value },
+    Scalar {
+        text: String,
+        value: Value,
+    },
     Sequence(Vec<YamlNode>),
     /// Entries in document order; keys are scalars rendered to strings.
     Mapping(Vec<(YamlNode, YamlNode)>),
@@ -169,20 +172,33 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
             Event::SequenceEnd => match stack.pop() {
                 Some(Frame::Sequence { start, anchor, items }) => {
                     let end = items.last().map_or(span.end, |n| n.span.end.max(start));
-                    remember(&mut anchors, anchor, YamlNode { span: Span::new(start, end), kind: YamlKind::Sequence(items) })
+                    remember(
+                        &mut anchors,
+                        anchor,
+                        YamlNode { span: Span::new(start, end), kind: YamlKind::Sequence(items) },
+                    )
                 }
                 _ => return Err(syntax(span, "unexpected end of sequence")),
             },
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Mapping { start, anchor, entries, .. }) => {
                     let end = entries.last().map_or(span.end, |(_, v)| v.span.end.max(start));
-                    remember(&mut anchors, anchor, YamlNode { span: Span::new(start, end), kind: YamlKind::Mapping(entries) })
+                    remember(
+                        &mut anchors,
+                        anchor,
+                        YamlNode { span: Span::new(start, end), kind: YamlKind::Mapping(entries) },
+                    )
                 }
                 _ => return Err(syntax(span, "unexpected end of mapping")),
             },
             Event::Scalar(text, style, anchor, tag) => {
-                let value = resolve_scalar(&text, style, tag.as_deref().map(|t| (t.handle.as_str(), t.suffix.as_str())));
-                remember(&mut anchors, anchor, YamlNode { span, kind: YamlKind::Scalar { text: text.into_owned(), value } })
+                let value =
+                    resolve_scalar(&text, style, tag.as_deref().map(|t| (t.handle.as_str(), t.suffix.as_str())));
+                remember(
+                    &mut anchors,
+                    anchor,
+                    YamlNode { span, kind: YamlKind::Scalar { text: text.into_owned(), value } },
+                )
             }
             Event::Alias(id) => match anchors.get(&id) {
                 Some(target) => {
@@ -208,7 +224,10 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
             Some(Frame::Mapping { entries, key, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
-                    if let Some((first, _)) = entries.iter().find(|(existing, _)| existing.as_key().is_some() && existing.as_key() == k.as_key()) {
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(existing, _)| existing.as_key().is_some() && existing.as_key() == k.as_key())
+                    {
                         return Err(YamlError {
                             span: k.span,
                             message: format!(
@@ -224,7 +243,8 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
             },
         }
     }
-    Ok(root.unwrap_or(YamlNode { span: Span::at(0), kind: YamlKind::Scalar { text: String::new(), value: Value::Null } }))
+    Ok(root
+        .unwrap_or(YamlNode { span: Span::at(0), kind: YamlKind::Scalar { text: String::new(), value: Value::Null } }))
 }
 
 fn syntax(span: Span, message: &str) -> YamlError {
@@ -275,22 +295,23 @@ fn resolve_plain(text: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN" | ".NAN" => {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
+        | ".NAN" => {
             // JSON has no infinities or NaN: keep the text.
             return Value::String(text.to_string());
         }
         _ => {}
     }
     let integer = |digits: &str, radix: u32| i64::from_str_radix(digits, radix).ok().map(|n| Value::Number(n.into()));
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Some(v) = integer(hex, 16) {
-            return v;
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Some(v) = integer(hex, 16)
+    {
+        return v;
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Some(v) = integer(oct, 8) {
-            return v;
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Some(v) = integer(oct, 8)
+    {
+        return v;
     }
     let bytes = text.as_bytes();
     let looks_numeric = bytes.iter().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
@@ -305,10 +326,10 @@ fn resolve_plain(text: &str) -> Value {
                 return Value::Number(n.into());
             }
         }
-        if let Ok(f) = text.parse::<f64>() {
-            if let Some(n) = Number::from_f64(f) {
-                return Value::Number(n);
-            }
+        if let Ok(f) = text.parse::<f64>()
+            && let Some(n) = Number::from_f64(f)
+        {
+            return Value::Number(n);
         }
     }
     Value::String(text.to_string())
@@ -339,7 +360,10 @@ mod tests {
     #[test]
     fn converts_with_core_schema() {
         let value = to_json("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: [x, 2]\ng: {h: i}\nk: 0x1f\n").unwrap();
-        assert_eq!(value, json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "1", "f": ["x", 2], "g": {"h": "i"}, "k": 31}));
+        assert_eq!(
+            value,
+            json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "1", "f": ["x", 2], "g": {"h": "i"}, "k": 31})
+        );
     }
 
     #[test]

@@ -60,10 +60,10 @@ fn run_case(suite: &Map<String, Value>, case: &Map<String, Value>) -> Result<(),
     if result != expected {
         return Err(format!("render\n  got:      {result}\n  expected: {expected}"));
     }
-    if let Some(expected_raw) = expect.get("raw") {
-        if raw.as_ref() != Some(expected_raw) {
-            return Err(format!("raw\n  got:      {raw:?}\n  expected: {expected_raw}"));
-        }
+    if let Some(expected_raw) = expect.get("raw")
+        && raw.as_ref() != Some(expected_raw)
+    {
+        return Err(format!("raw\n  got:      {raw:?}\n  expected: {expected_raw}"));
     }
     let mut metadata = compiled.metadata().clone();
     metadata.remove("raw");

@@ -44,7 +44,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
     }
     files.dedup();
     let checked: Vec<CheckedFile> = files.iter().map(|f| check::check_file(f)).collect();
-    let count = |severity: Severity| checked.iter().flat_map(|c| &c.diagnostics).filter(|d| d.severity == severity).count();
+    let count =
+        |severity: Severity| checked.iter().flat_map(|c| &c.diagnostics).filter(|d| d.severity == severity).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
     if args.json {
         let indexes: Vec<LineIndex> = checked.iter().map(|c| LineIndex::new(&c.document.source)).collect();

@@ -40,11 +40,14 @@ pub fn run(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             } else {
                 std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
             };
-            serde_json::from_str(&text).with_context(|| format!("{}: expected {{\"input\": {{…}}, \"context\": {{…}}, \"messages\": […]}}", path.display()))?
+            serde_json::from_str(&text).with_context(|| {
+                format!("{}: expected {{\"input\": {{…}}, \"context\": {{…}}, \"messages\": […]}}", path.display())
+            })?
         }
     };
     let env = DirEnvironment::for_file(&args.file);
-    let compiled = CompiledPrompt::new(&doc, &env, &Map::new()).with_context(|| format!("compiling {}", args.file.display()))?;
+    let compiled =
+        CompiledPrompt::new(&doc, &env, &Map::new()).with_context(|| format!("compiling {}", args.file.display()))?;
     let rendered = compiled.render(&data).with_context(|| format!("rendering {}", args.file.display()))?;
     serde_json::to_writer_pretty(&mut *out, &rendered)?;
     writeln!(out)?;
