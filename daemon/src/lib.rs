@@ -2,4 +2,5 @@
 //! history store and HTTP API grow here as their issues land (see ARCHITECTURE.md).
 
 pub mod cli;
+pub mod engine;
 pub mod report;

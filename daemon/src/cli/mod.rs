@@ -1,4 +1,5 @@
 //! The `reprompt` subcommands, written against `Write` so tests can run them in-process.
 
 pub mod check;
+pub mod models;
 pub mod render;

@@ -1,0 +1,316 @@
+//! Our llama forward pass, built from candle ops (candle's `quantized_llama` was the reference).
+//!
+//! What the upstream model lacks and reprompt needs: batches of rows that share a cached prefix
+//! (right-padded, so the causal mask is the only mask needed), hidden states and logits at any
+//! positions, and two weight forms — dense f32 (fastest for prompt processing: real GEMMs) and
+//! quantized (fastest for one-token decoding: fewer bytes to stream). GQA attention groups the
+//! query heads of each KV head into one matmul instead of copying K and V per head.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{D, DType, Device, Module, Tensor};
+
+use super::error::Result;
+use super::gguf::{GgufFile, LlamaConfig};
+
+/// Which weight form a forward pass uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Dense f32 weights (prompt processing, scoring).
+    Dense,
+    /// Quantized weights as stored in the GGUF (one-token decoding).
+    Quantized,
+}
+
+/// Which weight forms to keep in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// Only the quantized weights: smallest, and bit-for-bit the upstream computation.
+    Quantized,
+    /// Only dense f32 weights.
+    Dense,
+    /// Both: dense for prompts, quantized for decoding (the default).
+    Both,
+}
+
+/// A linear layer in one or both forms; `dense` is stored transposed, `(in, out)`, contiguous.
+#[derive(Clone, Debug)]
+struct Linear {
+    quant: Option<QMatMul>,
+    dense: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match (mode, &self.quant, &self.dense) {
+            (Mode::Dense, _, Some(w)) | (Mode::Quantized, None, Some(w)) => Ok(x.matmul(w)?),
+            (_, Some(q), _) => Ok(q.forward(x)?),
+            (_, None, None) => unreachable!("a linear layer always has one form"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    /// `[q | k | v]` fused, `(hidden, q + 2·kv)`, for dense passes.
+    qkv_dense: Option<Tensor>,
+    /// `[gate | up]` fused, `(hidden, 2·ffn)`.
+    gate_up_dense: Option<Tensor>,
+}
+
+/// Keys and values of a processed prefix, per layer: `(batch, kv_heads, len, head_dim)`.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+    pub len: usize,
+}
+
+impl KvCache {
+    /// Bytes held (f32 keys and values).
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|(k, v)| (k.elem_count() + v.elem_count()) * 4).sum()
+    }
+}
+
+pub struct Model {
+    pub config: LlamaConfig,
+    pub device: Device,
+    embed: Tensor,
+    output: Linear,
+    /// Whether the output head is the embedding matrix.
+    tied: bool,
+    layers: Vec<Layer>,
+    final_norm: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    pub weights: Weights,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).field("weights", &self.weights).finish_non_exhaustive()
+    }
+}
+
+fn load_linear(gguf: &mut GgufFile, name: &str, weights: Weights, device: &Device) -> Result<Linear> {
+    let q = gguf.tensor(name, device)?;
+    let dense = match weights {
+        Weights::Quantized => None,
+        _ => Some(q.dequantize(device)?.t()?.contiguous()?),
+    };
+    let quant = match weights {
+        Weights::Dense => None,
+        _ => Some(QMatMul::from_qtensor(q)?),
+    };
+    Ok(Linear { quant, dense })
+}
+
+impl Model {
+    pub fn load(gguf: &mut GgufFile, weights: Weights, device: &Device) -> Result<Self> {
+        let config = gguf.llama_config()?;
+        let embed_q = gguf.tensor("token_embd.weight", device)?;
+        let embed = embed_q.dequantize(device)?;
+        // Tied models reuse the embedding as the output head.
+        let tied = !gguf.has_tensor("output.weight");
+        let output = if !tied {
+            load_linear(gguf, "output.weight", weights, device)?
+        } else {
+            let quant = match weights {
+                Weights::Dense => None,
+                _ => Some(QMatMul::from_qtensor(embed_q)?),
+            };
+            Linear { quant, dense: None }
+        };
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = format!("blk.{i}");
+            let mut linear = |n: &str| load_linear(gguf, &format!("{p}.{n}.weight"), weights, device);
+            let (q, k, v, o) = (linear("attn_q")?, linear("attn_k")?, linear("attn_v")?, linear("attn_output")?);
+            let (gate, up, down) = (linear("ffn_gate")?, linear("ffn_up")?, linear("ffn_down")?);
+            let fuse = |parts: &[&Linear]| -> Result<Option<Tensor>> {
+                let dense: Option<Vec<&Tensor>> = parts.iter().map(|l| l.dense.as_ref()).collect();
+                Ok(match dense {
+                    Some(ts) => Some(Tensor::cat(&ts, 1)?),
+                    None => None,
+                })
+            };
+            let qkv_dense = fuse(&[&q, &k, &v])?;
+            let gate_up_dense = fuse(&[&gate, &up])?;
+            // The fused copies replace the separate dense ones.
+            let quant_only = |l: Linear| Linear { quant: l.quant, dense: None };
+            let (q, k, v, gate, up) = (quant_only(q), quant_only(k), quant_only(v), quant_only(gate), quant_only(up));
+            layers.push(Layer {
+                attn_norm: gguf.tensor(&format!("{p}.attn_norm.weight"), device)?.dequantize(device)?,
+                ffn_norm: gguf.tensor(&format!("{p}.ffn_norm.weight"), device)?.dequantize(device)?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                qkv_dense,
+                gate_up_dense,
+            });
+        }
+        let final_norm = gguf.tensor("output_norm.weight", device)?.dequantize(device)?;
+        let half = config.head_dim / 2;
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / config.rope_base.powf((2 * i) as f32 / config.head_dim as f32)).collect();
+        let positions = config.context_length;
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let t = Tensor::arange(0u32, positions as u32, device)?.to_dtype(DType::F32)?.reshape((positions, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            config,
+            device: device.clone(),
+            embed,
+            output,
+            tied,
+            layers,
+            final_norm,
+            weights,
+        })
+    }
+
+    /// Runs `batch` rows of `seq` tokens each (row-major in `tokens`) at positions
+    /// `start..start + seq`, after `prefix` (whose length must be `start`). Returns the final
+    /// normalized hidden states `(batch·seq, hidden)` and, if `keep_cache`, the keys and values
+    /// of prefix + these tokens.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        seq: usize,
+        start: usize,
+        prefix: Option<&KvCache>,
+        mode: Mode,
+        keep_cache: bool,
+    ) -> Result<(Tensor, Option<KvCache>)> {
+        let cfg = &self.config;
+        let prefix_len = prefix.map_or(0, |p| p.len);
+        if prefix_len != start {
+            return Err(super::error::EngineError::Invalid(format!(
+                "prefix holds {prefix_len} tokens but the rows start at {start}"
+            )));
+        }
+        if start + seq > cfg.context_length {
+            return Err(super::error::EngineError::TooLong { tokens: start + seq, limit: cfg.context_length });
+        }
+        if tokens.len() != batch * seq || seq == 0 {
+            return Err(super::error::EngineError::Invalid(format!(
+                "{} tokens for {batch} rows of {seq}",
+                tokens.len()
+            )));
+        }
+        let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let groups = heads / kv_heads;
+        let total = start + seq;
+        let ids = Tensor::from_slice(tokens, batch * seq, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        let cos = self.cos.narrow(0, start, seq)?;
+        let sin = self.sin.narrow(0, start, seq)?;
+        // Causal mask over [prefix | rows], repeated for the query heads grouped per KV head.
+        let mask = if seq > 1 {
+            let bias: Vec<f32> = (0..groups * seq)
+                .flat_map(|r| {
+                    let i = r % seq;
+                    (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })
+                })
+                .collect();
+            Some(Tensor::from_vec(bias, (groups * seq, total), &self.device)?)
+        } else {
+            None
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut caches = Vec::with_capacity(if keep_cache { self.layers.len() } else { 0 });
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
+            let (q, k, v) = match &layer.qkv_dense {
+                Some(w) if mode == Mode::Dense || layer.q.quant.is_none() => {
+                    let qkv = h.matmul(w)?;
+                    let kv = kv_heads * hd;
+                    (qkv.narrow(1, 0, heads * hd)?, qkv.narrow(1, heads * hd, kv)?, qkv.narrow(1, heads * hd + kv, kv)?)
+                }
+                _ => (layer.q.forward(&h, mode)?, layer.k.forward(&h, mode)?, layer.v.forward(&h, mode)?),
+            };
+            let q = q.reshape((batch, seq, heads, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((batch, seq, kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((batch, seq, kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            let (k, v) = match prefix {
+                Some(p) => {
+                    let (pk, pv) = &p.layers[li];
+                    let widen = |t: &Tensor| -> Result<Tensor> {
+                        Ok(if t.dim(0)? == batch {
+                            t.clone()
+                        } else {
+                            t.broadcast_as((batch, kv_heads, p.len, hd))?.contiguous()?
+                        })
+                    };
+                    (Tensor::cat(&[&widen(pk)?, &k], 2)?, Tensor::cat(&[&widen(pv)?, &v], 2)?)
+                }
+                None => (k, v),
+            };
+            // Query heads sharing a KV head become one (groups·seq) block of rows.
+            let qg = q.reshape((batch, kv_heads, groups * seq, hd))?;
+            let mut att = (qg.matmul(&k.t()?)? * scale)?;
+            if let Some(mask) = &mask {
+                att = att.broadcast_add(mask)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att
+                .matmul(&v)?
+                .reshape((batch, heads, seq, hd))?
+                .transpose(1, 2)?
+                .reshape((batch * seq, heads * hd))?;
+            if keep_cache {
+                caches.push((k, v));
+            }
+            x = (x + layer.o.forward(&y, mode)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
+            let act = match &layer.gate_up_dense {
+                Some(w) if mode == Mode::Dense || layer.gate.quant.is_none() => {
+                    let gu = h.matmul(w)?;
+                    let gate = gu.narrow(1, 0, cfg.ffn)?;
+                    let up = gu.narrow(1, cfg.ffn, cfg.ffn)?;
+                    (candle_nn::ops::silu(&gate)? * up)?
+                }
+                _ => (candle_nn::ops::silu(&layer.gate.forward(&h, mode)?)? * layer.up.forward(&h, mode)?)?,
+            };
+            x = (x + layer.down.forward(&act, mode)?)?;
+        }
+        let hidden = candle_nn::ops::rms_norm(&x, &self.final_norm, cfg.rms_eps)?;
+        let cache = keep_cache.then_some(KvCache { layers: caches, len: total });
+        Ok((hidden, cache))
+    }
+
+    /// Logits `(n, vocab)` for hidden-state rows `(n, hidden)`.
+    pub fn logits(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        match (mode, &self.output.quant, &self.output.dense) {
+            (Mode::Quantized, Some(q), _) => Ok(q.forward(hidden)?),
+            (_, _, Some(w)) => Ok(hidden.matmul(w)?),
+            // Tied head in dense mode: the f32 embedding is the output matrix.
+            (_, _, None) if self.tied => Ok(hidden.matmul(&self.embed.t()?)?),
+            (_, Some(q), None) => Ok(q.forward(hidden)?),
+            (_, None, None) => unreachable!("an untied head always has one form"),
+        }
+    }
+
+    /// Log-softmax over the vocabulary of each row.
+    pub fn log_probs(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        let logits = self.logits(hidden, mode)?;
+        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?)
+    }
+}

