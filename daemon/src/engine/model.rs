@@ -6,7 +6,7 @@
 //! quantized (fastest for one-token decoding: fewer bytes to stream). GQA attention groups the
 //! query heads of each KV head into one matmul instead of copying K and V per head.
 
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::error::Result;
@@ -102,15 +102,32 @@ impl std::fmt::Debug for Model {
 
 fn load_linear(gguf: &mut GgufFile, name: &str, weights: Weights, device: &Device) -> Result<Linear> {
     let q = gguf.tensor(name, device)?;
-    let dense = match weights {
+    let full = match weights {
         Weights::Quantized => None,
-        _ => Some(q.dequantize(device)?.t()?.contiguous()?),
+        _ => Some(q.dequantize(device)?),
     };
-    let quant = match weights {
-        Weights::Dense => None,
+    let quant = match (weights, &full) {
+        (Weights::Dense, _) => None,
+        // Decoding streams every weight once per token: Q8_0 has SIMD dot products on x86 where
+        // the 4-bit formats fall back to scalar code, so requantize (lossless for Q8_0 files).
+        (Weights::Both, Some(full)) if decode_format(q.dtype()) != q.dtype() => {
+            Some(QMatMul::from_qtensor(QTensor::quantize(full, decode_format(q.dtype()))?)?)
+        }
         _ => Some(QMatMul::from_qtensor(q)?),
     };
+    let dense = match full {
+        Some(full) => Some(full.t()?.contiguous()?),
+        None => None,
+    };
     Ok(Linear { quant, dense })
+}
+
+/// The quantized format decoding uses for weights stored as `stored`.
+fn decode_format(stored: GgmlDType) -> GgmlDType {
+    match stored {
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => GgmlDType::Q8_0,
+        other => other,
+    }
 }
 
 impl Model {

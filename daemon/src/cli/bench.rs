@@ -1,0 +1,179 @@
+//! `reprompt bench engine`: load time, prompt and decode speed, peak memory, and the cost of
+//! scoring SST-2 examples — the numbers BENCHMARKS.md compares with llama.cpp.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use candle_core::IndexOp;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::engine::model::{Mode, Weights};
+use crate::engine::runtime::{Runtime, RuntimeOptions};
+use crate::engine::{DeviceChoice, store};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Engine speed: load, prompt tokens/s, decode tokens/s, peak RSS, ms per scored example
+    Engine(EngineBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EngineBenchArgs {
+    /// Model name or .gguf path
+    #[arg(long, default_value = store::DEFAULT_MODEL)]
+    pub model: String,
+    /// Directory with the SST-2 `train.tsv` and `dev.tsv` used for the scoring benchmark
+    #[arg(long, default_value = "examples/sentiment/data")]
+    pub data: PathBuf,
+    /// Timed repetitions per measurement (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(command: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Engine(args) => engine(args, out),
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Peak resident set size of this process, MB (Linux; 0 elsewhere).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Reads an RLPrompt-style TSV (header, split on the last tab).
+fn read_tsv(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let Some((sentence, label)) = line.rsplit_once('\t') else { bail!("{}:{}: no tab", path.display(), i + 1) };
+        rows.push((sentence.to_string(), label.trim().parse().with_context(|| format!("{}:{}: label", path.display(), i + 1))?));
+    }
+    Ok(rows)
+}
+
+/// The benchmark's classification prompt: instruction, four demonstrations, the input.
+/// `bench/llamacpp_score.py` builds the identical text.
+pub fn sst2_context(demos: &[(String, usize)], sentence: &str) -> String {
+    let words = ["terrible", "great"];
+    let mut text = String::from("Classify the sentiment of each movie review as great or terrible.\n\n");
+    for (demo, label) in demos {
+        text.push_str(&format!("Review: {demo}\nSentiment: {}\n\n", words[*label]));
+    }
+    text.push_str(&format!("Review: {sentence}\nSentiment:"));
+    text
+}
+
+fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = store::resolve(&args.model, Path::new("."))?;
+    let device = args.device.device()?;
+    let started = Instant::now();
+    let mut rt = Runtime::load(&path, Weights::Both, &device, RuntimeOptions::default())?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let repeats = args.repeats.max(1);
+
+    // Prompt processing: b = 1, all positions, logits at the last one.
+    let filler = "The film follows a young woman who returns to her small coastal town after years away, and slowly reconnects with the family she left behind. ";
+    let long_ids = rt.tokenize(&filler.repeat(40))?;
+    let mut prompt_tps = serde_json::Map::new();
+    for n in [64usize, 256] {
+        let ids = &long_ids[..n];
+        let mut times = Vec::new();
+        for i in 0..=repeats {
+            let t = Instant::now();
+            let (hidden, _) = rt.model.forward(ids, 1, n, 0, None, Mode::Dense, false)?;
+            let _ = rt.model.logits(&hidden.i(n - 1..n)?, Mode::Dense)?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        prompt_tps.insert(n.to_string(), json!(n as f64 / median(times)));
+    }
+
+    // Decode: 64 greedy steps after a 16-token prompt, quantized weights.
+    let steps = 64;
+    let mut decode = Vec::new();
+    for _ in 0..repeats.min(3) {
+        let prompt = &long_ids[..16];
+        let (hidden, cache) = rt.model.forward(prompt, 1, prompt.len(), 0, None, Mode::Dense, true)?;
+        let mut cache = cache.context("cache")?;
+        let mut last = hidden.i(prompt.len() - 1..prompt.len())?;
+        let t = Instant::now();
+        for _ in 0..steps {
+            let logits: Vec<f32> = rt.model.logits(&last, Mode::Quantized)?.squeeze(0)?.to_vec1()?;
+            let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+            let (hidden, next_cache) = rt.model.forward(&[next], 1, 1, cache.len, Some(&cache), Mode::Quantized, true)?;
+            cache = next_cache.context("cache")?;
+            last = hidden;
+        }
+        decode.push(steps as f64 / t.elapsed().as_secs_f64());
+    }
+    let decode_tps = median(decode);
+
+    // Scoring: 32 SST-2 dev sentences, instruction + 4 demonstrations, label words.
+    let train = read_tsv(&args.data.join("train.tsv"))?;
+    let dev = read_tsv(&args.data.join("dev.tsv"))?;
+    if train.len() < 18 || dev.len() < 32 {
+        bail!("{} needs the 16-shot SST-2 train.tsv and dev.tsv", args.data.display());
+    }
+    let demos: Vec<(String, usize)> = [0, 16, 1, 17].iter().map(|&i| train[i].clone()).collect();
+    let contexts: Vec<String> = dev[..32].iter().map(|(s, _)| sst2_context(&demos, s)).collect();
+    let choices = vec![" great".to_string(), " terrible".to_string()];
+    let mut per_example = Vec::new();
+    let mut correct = 0;
+    for i in 0..=repeats {
+        rt.clear_prefixes();
+        let t = Instant::now();
+        let scores = rt.choice_logprobs(&contexts, &choices)?;
+        let elapsed = t.elapsed().as_secs_f64();
+        if i > 0 {
+            per_example.push(elapsed * 1000.0 / contexts.len() as f64);
+        }
+        correct = scores.iter().zip(&dev).filter(|(s, (_, label))| (if s[0] >= s[1] { 1 } else { 0 }) == *label).count();
+    }
+    let ms_per_example = median(per_example);
+    let tokens_per_example = contexts.iter().map(|c| rt.tokenize(c).map(|t| t.len())).sum::<Result<usize, _>>()? / contexts.len();
+    let report = json!({
+        "model": path.display().to_string(),
+        "device": format!("{:?}", args.device),
+        "threads": candle_core::utils::get_num_threads(),
+        "load_seconds": load_seconds,
+        "prompt_tokens_per_s": prompt_tps,
+        "decode_tokens_per_s": decode_tps,
+        "ms_per_scored_example": ms_per_example,
+        "scored_examples": contexts.len(),
+        "tokens_per_scored_example": tokens_per_example,
+        "scoring_accuracy": correct as f64 / contexts.len() as f64,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(out, "model            {}", path.display())?;
+        writeln!(out, "threads          {}", candle_core::utils::get_num_threads())?;
+        writeln!(out, "load             {:.2} s", load_seconds)?;
+        writeln!(out, "prompt pp64      {:.0} tok/s", prompt_tps["64"].as_f64().unwrap_or(0.0))?;
+        writeln!(out, "prompt pp256     {:.0} tok/s", prompt_tps["256"].as_f64().unwrap_or(0.0))?;
+        writeln!(out, "decode tg64      {:.0} tok/s", decode_tps)?;
+        writeln!(out, "scoring          {:.1} ms per SST-2 example ({} examples, {} tokens each, accuracy {:.1}%)", ms_per_example, contexts.len(), tokens_per_example, 100.0 * correct as f64 / contexts.len() as f64)?;
+        writeln!(out, "peak RSS         {:.0} MB", peak_rss_mb())?;
+    }
+    Ok(())
+}
