@@ -50,7 +50,7 @@ fn last_position_logits_match_upstream_candle() {
     let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let expected: Vec<f32> = upstream.forward(&input, 0).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
 
-    let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), 0, None, Mode::Quantized, false).unwrap();
+    let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), None, Mode::Quantized, false).unwrap();
     let last = hidden.i(ids.len() - 1..ids.len()).unwrap();
     let ours: Vec<f32> = rt.model.logits(&last, Mode::Quantized).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
     assert_eq!(ours.len(), expected.len());
@@ -63,7 +63,7 @@ fn dense_weights_agree_with_quantized_ones() {
     let rt = runtime(Weights::Both, RuntimeOptions::default());
     let ids = rt.tokenize(&plain_prompt("a tedious, joyless slog")).unwrap();
     let logits = |mode| -> Vec<f32> {
-        let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), 0, None, mode, false).unwrap();
+        let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), None, mode, false).unwrap();
         let last = hidden.i(ids.len() - 1..ids.len()).unwrap();
         candle_nn::ops::log_softmax(&rt.model.logits(&last, mode).unwrap(), 1)
             .unwrap()
@@ -105,7 +105,7 @@ fn batching_and_prefix_reuse_change_nothing() {
     // Uncached reference: each whole context in one pass, no prefix, no batch.
     for (i, context) in contexts.iter().enumerate() {
         let ids = rt.tokenize(context).unwrap();
-        let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), 0, None, Mode::Dense, false).unwrap();
+        let (hidden, _) = rt.model.forward(&ids, 1, ids.len(), None, Mode::Dense, false).unwrap();
         let lp = rt.model.log_probs(&hidden.i(ids.len() - 1..ids.len()).unwrap(), Mode::Dense).unwrap();
         let lp: Vec<f32> = lp.squeeze(0).unwrap().to_vec1().unwrap();
         let great = rt.tokenize(" great").unwrap()[0] as usize;
@@ -166,10 +166,10 @@ fn greedy_generation_answers_a_simple_question() {
     let prompt =
         rt.chat_prompt(&[ChatTurn::new("user", "What is the capital of France? Answer with one word.")], true).unwrap();
     let params = GenerateParams { max_tokens: 12, ..GenerateParams::default() };
-    let out = rt.generate(&[prompt.clone()], &params).unwrap().remove(0);
+    let out = rt.generate(std::slice::from_ref(&prompt), &params).unwrap().remove(0);
     assert!(out.text.contains("Paris"), "{out:?}");
     // Deterministic, and stop sequences cut the text.
-    let again = rt.generate(&[prompt.clone()], &params).unwrap().remove(0);
+    let again = rt.generate(std::slice::from_ref(&prompt), &params).unwrap().remove(0);
     assert_eq!(out, again);
     let stopped = rt.generate(&[prompt], &GenerateParams { stop: vec!["aris".into()], ..params }).unwrap().remove(0);
     assert_eq!(stopped.stop, StopReason::StopSequence);

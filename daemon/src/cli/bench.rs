@@ -54,7 +54,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -64,7 +66,10 @@ fn read_tsv(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let Some((sentence, label)) = line.rsplit_once('\t') else { bail!("{}:{}: no tab", path.display(), i + 1) };
-        rows.push((sentence.to_string(), label.trim().parse().with_context(|| format!("{}:{}: label", path.display(), i + 1))?));
+        rows.push((
+            sentence.to_string(),
+            label.trim().parse().with_context(|| format!("{}:{}: label", path.display(), i + 1))?,
+        ));
     }
     Ok(rows)
 }
@@ -98,7 +103,7 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut times = Vec::new();
         for i in 0..=repeats {
             let t = Instant::now();
-            let (hidden, _) = rt.model.forward(ids, 1, n, 0, None, Mode::Dense, false)?;
+            let (hidden, _) = rt.model.forward(ids, 1, n, None, Mode::Dense, false)?;
             let _ = rt.model.logits(&hidden.i(n - 1..n)?, Mode::Dense)?;
             if i > 0 {
                 times.push(t.elapsed().as_secs_f64());
@@ -112,14 +117,14 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut decode = Vec::new();
     for _ in 0..repeats.min(3) {
         let prompt = &long_ids[..16];
-        let (hidden, cache) = rt.model.forward(prompt, 1, prompt.len(), 0, None, Mode::Dense, true)?;
+        let (hidden, cache) = rt.model.forward(prompt, 1, prompt.len(), None, Mode::Dense, true)?;
         let mut cache = cache.context("cache")?;
         let mut last = hidden.i(prompt.len() - 1..prompt.len())?;
         let t = Instant::now();
         for _ in 0..steps {
             let logits: Vec<f32> = rt.model.logits(&last, Mode::Quantized)?.squeeze(0)?.to_vec1()?;
             let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
-            let (hidden, next_cache) = rt.model.forward(&[next], 1, 1, cache.len, Some(&cache), Mode::Quantized, true)?;
+            let (hidden, next_cache) = rt.model.forward(&[next], 1, 1, Some(&cache), Mode::Quantized, true)?;
             cache = next_cache.context("cache")?;
             last = hidden;
         }
@@ -146,10 +151,12 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if i > 0 {
             per_example.push(elapsed * 1000.0 / contexts.len() as f64);
         }
-        correct = scores.iter().zip(&dev).filter(|(s, (_, label))| (if s[0] >= s[1] { 1 } else { 0 }) == *label).count();
+        correct =
+            scores.iter().zip(&dev).filter(|(s, (_, label))| (if s[0] >= s[1] { 1 } else { 0 }) == *label).count();
     }
     let ms_per_example = median(per_example);
-    let tokens_per_example = contexts.iter().map(|c| rt.tokenize(c).map(|t| t.len())).sum::<Result<usize, _>>()? / contexts.len();
+    let tokens_per_example =
+        contexts.iter().map(|c| rt.tokenize(c).map(|t| t.len())).sum::<Result<usize, _>>()? / contexts.len();
     let report = json!({
         "model": path.display().to_string(),
         "device": format!("{:?}", args.device),
@@ -172,7 +179,14 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "prompt pp64      {:.0} tok/s", prompt_tps["64"].as_f64().unwrap_or(0.0))?;
         writeln!(out, "prompt pp256     {:.0} tok/s", prompt_tps["256"].as_f64().unwrap_or(0.0))?;
         writeln!(out, "decode tg64      {:.0} tok/s", decode_tps)?;
-        writeln!(out, "scoring          {:.1} ms per SST-2 example ({} examples, {} tokens each, accuracy {:.1}%)", ms_per_example, contexts.len(), tokens_per_example, 100.0 * correct as f64 / contexts.len() as f64)?;
+        writeln!(
+            out,
+            "scoring          {:.1} ms per SST-2 example ({} examples, {} tokens each, accuracy {:.1}%)",
+            ms_per_example,
+            contexts.len(),
+            tokens_per_example,
+            100.0 * correct as f64 / contexts.len() as f64
+        )?;
         writeln!(out, "peak RSS         {:.0} MB", peak_rss_mb())?;
     }
     Ok(())

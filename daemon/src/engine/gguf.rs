@@ -110,7 +110,7 @@ impl GgufFile {
         let hidden = self.get_u32("llama.embedding_length")? as usize;
         let heads = self.get_u32("llama.attention.head_count")? as usize;
         let kv_heads = self.get_u32("llama.attention.head_count_kv").unwrap_or(heads as u32) as usize;
-        if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !hidden.is_multiple_of(heads) || !heads.is_multiple_of(kv_heads) {
             return Err(self.bad(format!("inconsistent heads: hidden {hidden}, heads {heads}, kv heads {kv_heads}")));
         }
         if self.content.metadata.contains_key("llama.expert_count") {

@@ -200,27 +200,20 @@ impl Model {
         })
     }
 
-    /// Runs `batch` rows of `seq` tokens each (row-major in `tokens`) at positions
-    /// `start..start + seq`, after `prefix` (whose length must be `start`). Returns the final
-    /// normalized hidden states `(batch·seq, hidden)` and, if `keep_cache`, the keys and values
-    /// of prefix + these tokens.
+    /// Runs `batch` rows of `seq` tokens each (row-major in `tokens`) after `prefix`, at
+    /// positions `prefix.len..prefix.len + seq`. Returns the final normalized hidden states
+    /// `(batch·seq, hidden)` and, if `keep_cache`, the keys and values of prefix + these tokens.
     pub fn forward(
         &self,
         tokens: &[u32],
         batch: usize,
         seq: usize,
-        start: usize,
         prefix: Option<&KvCache>,
         mode: Mode,
         keep_cache: bool,
     ) -> Result<(Tensor, Option<KvCache>)> {
         let cfg = &self.config;
-        let prefix_len = prefix.map_or(0, |p| p.len);
-        if prefix_len != start {
-            return Err(super::error::EngineError::Invalid(format!(
-                "prefix holds {prefix_len} tokens but the rows start at {start}"
-            )));
-        }
+        let start = prefix.map_or(0, |p| p.len);
         if start + seq > cfg.context_length {
             return Err(super::error::EngineError::TooLong { tokens: start + seq, limit: cfg.context_length });
         }

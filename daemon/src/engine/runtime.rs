@@ -200,7 +200,7 @@ impl Runtime {
             return Ok(base);
         }
         let mode = self.dense_mode();
-        let (_, cache) = self.model.forward(&ids[start..len], 1, len - start, start, base.as_ref(), mode, true)?;
+        let (_, cache) = self.model.forward(&ids[start..len], 1, len - start, base.as_ref(), mode, true)?;
         self.stats.forward_passes += 1;
         self.stats.positions += (len - start) as u64;
         let cache = cache.expect("keep_cache returns a cache");
@@ -263,7 +263,7 @@ impl Runtime {
                 tokens.extend_from_slice(suffix);
                 tokens.extend(std::iter::repeat_n(pad, seq - suffix.len()));
             }
-            let (hidden, _) = self.model.forward(&tokens, batch.len(), seq, shared, prefix.as_ref(), mode, false)?;
+            let (hidden, _) = self.model.forward(&tokens, batch.len(), seq, prefix.as_ref(), mode, false)?;
             self.stats.forward_passes += 1;
             self.stats.positions += tokens.len() as u64;
             let mut picks = Vec::new();
@@ -368,7 +368,7 @@ impl Runtime {
             return Err(EngineError::TooLong { tokens: ids.len(), limit });
         }
         let rest = &ids[shared..];
-        let (hidden, cache) = self.model.forward(rest, 1, rest.len(), shared, prefix, self.dense_mode(), true)?;
+        let (hidden, cache) = self.model.forward(rest, 1, rest.len(), prefix, self.dense_mode(), true)?;
         self.stats.forward_passes += 1;
         self.stats.positions += rest.len() as u64;
         let mut cache = cache.expect("keep_cache returns a cache");
@@ -396,7 +396,7 @@ impl Runtime {
                 return self.finish(generated, StopReason::ContextFull, params);
             }
             mode = self.decode_mode();
-            let (hidden, next_cache) = self.model.forward(&[next], 1, 1, cache.len, Some(&cache), mode, true)?;
+            let (hidden, next_cache) = self.model.forward(&[next], 1, 1, Some(&cache), mode, true)?;
             self.stats.forward_passes += 1;
             self.stats.positions += 1;
             cache = next_cache.expect("keep_cache returns a cache");
@@ -406,11 +406,10 @@ impl Runtime {
 
     fn finish(&self, generated: Vec<u32>, stop: StopReason, params: &GenerateParams) -> Result<Generation> {
         let mut text = self.tokenizer.decode(&generated)?;
-        if stop == StopReason::StopSequence {
-            if let Some(cut) = params.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
-            {
-                text.truncate(cut);
-            }
+        if stop == StopReason::StopSequence
+            && let Some(cut) = params.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
+        {
+            text.truncate(cut);
         }
         Ok(Generation { text, tokens: generated.len(), stop })
     }
@@ -425,7 +424,7 @@ impl Runtime {
                 out.push(vec![0.0; self.model.config.hidden]);
                 continue;
             }
-            let (hidden, _) = self.model.forward(&ids, 1, ids.len(), 0, None, mode, false)?;
+            let (hidden, _) = self.model.forward(&ids, 1, ids.len(), None, mode, false)?;
             self.stats.forward_passes += 1;
             self.stats.positions += ids.len() as u64;
             out.push(hidden.mean(0)?.to_vec1()?);
