@@ -3,4 +3,6 @@
 
 pub mod cli;
 pub mod engine;
+pub mod eval;
+pub mod optimize;
 pub mod report;

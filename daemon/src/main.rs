@@ -19,6 +19,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Render a .prompt file to messages (Dotprompt JSON)
     Render(cli::render::RenderArgs),
+    /// Score a .prompt file on its dataset with the real model
+    Score(cli::score::ScoreArgs),
     /// Benchmarks (engine speed)
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Render(args) => {
             cli::render::run(args, &mut stdout, &mut std::io::stderr()).map(|()| ExitCode::SUCCESS)
         }
+        Command::Score(args) => cli::score::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => cli::bench::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Models(command) => cli::models::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
     };

@@ -8,6 +8,7 @@
 //! - [`hash::content_hash`] keys evaluations by content.
 
 pub mod check;
+pub mod dataset;
 pub mod diagnostic;
 pub mod document;
 pub mod hash;

@@ -22,6 +22,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("test", "held-out test examples (a path)"),
     ("reward", "a reward name, or a map of reward names to weights"),
     ("budget", "task-model example evaluations one optimization may spend"),
+    ("format", "`chat` (the model's chat template, default) or `plain` (the rendered text as is)"),
+    ("columns", "a map of input variable to dataset column, where the names differ"),
+    ("label_column", "the dataset column holding labels (default `label`)"),
+    ("answer_column", "the dataset column holding answers (default `answer`)"),
+    ("regex", "the pattern the `regex` reward matches outputs against"),
 ];
 
 /// Rewards and the task each needs (`None`: any task).
@@ -40,6 +45,17 @@ pub const REWARDS: &[(&str, Option<Task>)] = &[
     ("length", None),
     ("consistency", None),
 ];
+
+/// How rendered messages become model input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Through the model's chat template, roles as turns.
+    #[default]
+    Chat,
+    /// The rendered text of all messages concatenated, for plain completion.
+    Plain,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +101,11 @@ pub struct Settings {
     pub test: Option<Spanned<String>>,
     pub reward: Option<Spanned<RewardSpec>>,
     pub budget: Option<u64>,
+    pub format: Format,
+    pub columns: Option<serde_json::Map<String, Value>>,
+    pub label_column: Option<String>,
+    pub answer_column: Option<String>,
+    pub regex: Option<Spanned<String>>,
 }
 
 impl Settings {

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod check;
 pub mod models;
 pub mod render;
+pub mod score;

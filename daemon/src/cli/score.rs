@@ -1,0 +1,130 @@
+//! `reprompt score file.prompt`: the prompt's reward on a split with the real model — a table
+//! of the reward, each component, n, interval, model, time and evaluations spent.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use reprompt_protocol::parse_bytes;
+
+use crate::engine::{DeviceChoice, Engine, EngineOptions, store};
+use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, Split};
+
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// The `.prompt` file to score
+    pub file: PathBuf,
+    /// Which dataset split to score on
+    #[arg(long, value_enum, default_value_t = Split::Validation)]
+    pub split: Split,
+    /// Score only the first N examples
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the first N failing examples
+    #[arg(long, default_value_t = 0)]
+    pub show_failures: usize,
+    /// Ignore and do not write the evaluation cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Print the evaluation as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Opens the model a prompt names (default model if none).
+pub fn open_engine(
+    doc: &reprompt_protocol::PromptDocument,
+    file: &Path,
+    device: DeviceChoice,
+) -> anyhow::Result<Engine> {
+    let model = doc.model().unwrap_or(store::DEFAULT_MODEL);
+    let path = store::resolve(model, file.parent().unwrap_or(Path::new("")))?;
+    Engine::open(&path, EngineOptions { device, ..EngineOptions::default() })
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let doc = parse_bytes(&bytes, Some(&args.file));
+    let engine = open_engine(&doc, &args.file, args.device)?;
+    let cache: Option<Box<dyn EvalCache>> =
+        if args.no_cache { None } else { Some(Box::new(FileCache::default_location())) };
+    let evaluator = Evaluator::new(engine, cache);
+    let bar = if std::io::stderr().is_terminal() && !args.json { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} scoring {pos}/{len} examples [{elapsed_precise}] {wide_bar} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let evaluation = evaluator.evaluate(&doc, &args.file, args.split, args.limit, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &evaluation)?;
+        writeln!(out)?;
+    } else {
+        print_table(&args.file, &evaluation, args.show_failures, out)?;
+    }
+    Ok(())
+}
+
+fn print_table(file: &Path, e: &Evaluation, failures: usize, out: &mut dyn Write) -> anyhow::Result<()> {
+    let model = e.model.split('@').next().unwrap_or(&e.model);
+    writeln!(out, "{} · {:?} split · {} · {}", file.display(), e.split, e.dataset.display(), model)?;
+    writeln!(out)?;
+    writeln!(out, "  {:<16} {:>8} {:>8}  95% interval", "", "weight", "value")?;
+    let reward_name =
+        if e.reward.components.len() == 1 { e.reward.components[0].0.clone() } else { "weighted sum".to_string() };
+    let (mean, low, high, method) = (e.aggregate.mean, e.aggregate.low, e.aggregate.high, &e.interval_method);
+    writeln!(out, "  {:<16} {:>8} {mean:>8.4}  [{low:.4}, {high:.4}]  {reward_name}, {method}", "reward", "")?;
+    for c in &e.components {
+        writeln!(
+            out,
+            "  {:<16} {:>8} {:>8.4}  [{:.4}, {:.4}]",
+            c.name,
+            format!("{:+}", c.weight),
+            c.interval.mean,
+            c.interval.low,
+            c.interval.high
+        )?;
+    }
+    writeln!(out)?;
+    let rate = if e.seconds > 0.0 {
+        format!(", {:.0} evaluations/min", e.evaluations as f64 * 60.0 / e.seconds)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "  n {} · {} evaluations spent · {:.1} s{rate}{}",
+        e.n,
+        e.evaluations,
+        e.seconds,
+        if e.cached { " · from cache" } else { "" }
+    )?;
+    if failures > 0 {
+        let failing: Vec<_> = e.failures().take(failures).collect();
+        writeln!(out, "\nfailing examples ({} of {} shown):", failing.len(), e.failures().count())?;
+        for f in failing {
+            let input: Vec<String> =
+                f.input.iter().map(|(k, v)| format!("{k}={}", shorten(&v.to_string(), 90))).collect();
+            writeln!(out, "  line {}: {}", f.line, input.join(" "))?;
+            writeln!(out, "    gold: {}  predicted: {}", shorten(&f.gold, 60), shorten(&f.prediction, 60))?;
+        }
+    }
+    Ok(())
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.replace('\n', "⏎");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(max).collect::<String>())
+    }
+}

@@ -1,0 +1,468 @@
+//! An evaluation: (prompt, model, dataset, reward, split) → per-example results and an
+//! aggregate with a 95% interval. Rendering happens here; the engine only sees text.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use reprompt_protocol::check::DirEnvironment;
+use reprompt_protocol::dataset::{self, Dataset, DatasetSpec, Example};
+use reprompt_protocol::hash::content_hash;
+use reprompt_protocol::render::{CompiledPrompt, DataArgument};
+use reprompt_protocol::settings::{Format, RewardSpec, Task};
+use reprompt_protocol::{PromptDocument, Severity};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::cache::EvalCache;
+use super::layout::{answer_after, model_text};
+use super::rewards;
+use super::stats::{self, Interval};
+use crate::engine::{Engine, GenerateParams, store};
+
+/// Bumped when scoring changes, so cached evaluations of older code are not reused.
+pub const EVAL_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{path}: the prompt has errors; run `reprompt check {path}`:\n{messages}")]
+    Prompt { path: String, messages: String },
+    #[error("the prompt names no `reprompt.{0}` dataset for this split")]
+    NoSplit(&'static str),
+    #[error("dataset problems:\n{}", .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+    Dataset(Vec<dataset::DatasetIssue>),
+    #[error("{0}")]
+    Render(#[from] reprompt_protocol::render::RenderFailure),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+impl Split {
+    pub fn setting(self) -> &'static str {
+        match self {
+            Split::Train => "dataset",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// One example's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExampleResult {
+    pub line: usize,
+    pub input: Map<String, Value>,
+    pub gold: String,
+    pub prediction: String,
+    /// The weighted reward of this example.
+    pub score: f64,
+    pub components: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_probabilities: Option<Vec<f64>>,
+    /// Whether the primary metric was fully met (accuracy, exact or numeric match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComponentSummary {
+    pub name: String,
+    pub weight: f64,
+    pub interval: Interval,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub key: String,
+    pub prompt_hash: String,
+    pub model: String,
+    pub dataset: PathBuf,
+    pub dataset_hash: String,
+    pub split: Split,
+    pub reward: RewardSpec,
+    pub n: usize,
+    /// The weighted reward with its 95% interval (Wilson for a single 0/1 metric, else
+    /// bootstrap).
+    pub aggregate: Interval,
+    pub interval_method: String,
+    pub components: Vec<ComponentSummary>,
+    pub examples: Vec<ExampleResult>,
+    /// Task-model example evaluations this run spent (0 when served from the cache).
+    pub evaluations: usize,
+    pub seconds: f64,
+    #[serde(default)]
+    pub cached: bool,
+}
+
+impl Evaluation {
+    pub fn failures(&self) -> impl Iterator<Item = &ExampleResult> {
+        self.examples.iter().filter(|e| e.correct == Some(false))
+    }
+}
+
+/// A prompt ready to score examples: compiled, with its task, labels, reward and format.
+pub struct PreparedPrompt {
+    pub compiled: CompiledPrompt,
+    pub task: Task,
+    pub labels: Vec<String>,
+    pub reward: RewardSpec,
+    pub format: Format,
+    pub generate: GenerateParams,
+    pub regex: Option<regex::Regex>,
+    pub output_schema: Option<jsonschema::Validator>,
+    pub prompt_hash: String,
+}
+
+impl PreparedPrompt {
+    /// Compiles `doc` (read from `path`) for evaluation; refuses a prompt with errors.
+    pub fn new(doc: &PromptDocument, path: &Path) -> Result<Self> {
+        let errors: Vec<String> = reprompt_protocol::check::check_document(doc, path)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| format!("  error[{}]: {}", d.code.as_str(), d.message))
+            .collect();
+        if !errors.is_empty() {
+            return Err(EvalError::Prompt { path: path.display().to_string(), messages: errors.join("\n") });
+        }
+        let env = DirEnvironment::for_file(path);
+        let compiled = CompiledPrompt::new(doc, &env, &Map::new())?;
+        let settings = &doc.settings;
+        let task = settings.task_or_default();
+        let reward = settings.reward.as_ref().map(|r| r.value.clone()).unwrap_or_else(|| {
+            RewardSpec::single(match task {
+                Task::Classify => "accuracy",
+                Task::Generate => "exact_match",
+            })
+        });
+        let config = compiled.metadata().get("config").cloned().unwrap_or(Value::Null);
+        let generate = GenerateParams {
+            max_tokens: config.get("maxOutputTokens").and_then(Value::as_u64).unwrap_or(256) as usize,
+            temperature: config.get("temperature").and_then(Value::as_f64).unwrap_or(0.0) as f32,
+            top_p: config.get("topP").and_then(Value::as_f64).unwrap_or(1.0) as f32,
+            seed: 0,
+            stop: config
+                .get("stopSequences")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        };
+        let regex = match &settings.regex {
+            Some(p) => {
+                Some(regex::Regex::new(&p.value).map_err(|e| EvalError::Invalid(format!("`reprompt.regex`: {e}")))?)
+            }
+            None => None,
+        };
+        if reward.components.iter().any(|(n, _)| n == "regex") && regex.is_none() {
+            return Err(EvalError::Invalid("the `regex` reward needs `reprompt.regex: <pattern>`".into()));
+        }
+        let output_schema = match compiled.metadata().get("output").and_then(|o| o.get("schema")) {
+            Some(schema) => Some(
+                jsonschema::validator_for(schema).map_err(|e| EvalError::Invalid(format!("`output.schema`: {e}")))?,
+            ),
+            None => None,
+        };
+        if reward.components.iter().any(|(n, _)| n == "json_schema") && output_schema.is_none() {
+            return Err(EvalError::Invalid("the `json_schema` reward needs an `output.schema`".into()));
+        }
+        Ok(Self {
+            compiled,
+            task,
+            labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
+            reward,
+            format: settings.format,
+            generate,
+            regex,
+            output_schema,
+            prompt_hash: content_hash(&doc.source),
+        })
+    }
+
+    fn needs(&self, name: &str) -> bool {
+        self.reward.components.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// Loads the dataset of `split` named by the prompt at `path`.
+pub fn load_split(doc: &PromptDocument, path: &Path, split: Split) -> Result<Dataset> {
+    let settings = &doc.settings;
+    let file = match split {
+        Split::Train => &settings.dataset,
+        Split::Validation => &settings.validation,
+        Split::Test => &settings.test,
+    }
+    .as_ref()
+    .ok_or(EvalError::NoSplit(split.setting()))?;
+    let resolved = path.parent().unwrap_or(Path::new("")).join(&file.value);
+    dataset::load(&resolved, &DatasetSpec::for_document(doc)).map_err(EvalError::Dataset)
+}
+
+/// Scores examples with a model; optionally caches whole evaluations.
+pub struct Evaluator {
+    pub engine: Engine,
+    /// Identifies the model in cache keys (a known model's pinned hash, else path and size).
+    pub model_id: String,
+    pub cache: Option<Box<dyn EvalCache>>,
+    /// Examples per engine call (and per progress report).
+    pub chunk: usize,
+}
+
+/// Identifies a model file for cache keys without hashing it every time.
+pub fn model_id(path: &Path) -> String {
+    if let Some(known) = store::KNOWN_MODELS.iter().find(|m| store::model_path(m) == path) {
+        return format!("{}@{}", known.name, known.sha256);
+    }
+    let meta = std::fs::metadata(path).ok();
+    let modified =
+        meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    format!("{}:{}:{}", path.display(), meta.map_or(0, |m| m.len()), modified.map_or(0, |d| d.as_secs()))
+}
+
+impl Evaluator {
+    pub fn new(engine: Engine, cache: Option<Box<dyn EvalCache>>) -> Self {
+        let model_id = model_id(&engine.path);
+        Self { engine, model_id, cache, chunk: 32 }
+    }
+
+    /// Evaluates the prompt at `path` on a split (the first `limit` examples if given).
+    pub fn evaluate(
+        &self,
+        doc: &PromptDocument,
+        path: &Path,
+        split: Split,
+        limit: Option<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Evaluation> {
+        let prepared = PreparedPrompt::new(doc, path)?;
+        let mut data = load_split(doc, path, split)?;
+        if let Some(limit) = limit {
+            data.examples.truncate(limit);
+        }
+        let key = reprompt_protocol::hash::sha256_hex(
+            json!({
+                "version": EVAL_VERSION,
+                "prompt": prepared.prompt_hash,
+                "model": self.model_id,
+                "dataset": data.hash,
+                "reward": prepared.reward,
+                "split": split,
+                "n": data.examples.len(),
+            })
+            .to_string()
+            .as_bytes(),
+        );
+        if let Some(cache) = &self.cache
+            && let Some(mut hit) = cache.get(&key)
+        {
+            hit.cached = true;
+            hit.evaluations = 0;
+            hit.seconds = 0.0;
+            return Ok(hit);
+        }
+        let started = Instant::now();
+        let total = data.examples.len();
+        let mut examples = Vec::with_capacity(total);
+        let mut evaluations = 0;
+        for chunk in data.examples.chunks(self.chunk.max(1)) {
+            let (results, spent) = self.score_examples(&prepared, chunk)?;
+            examples.extend(results);
+            evaluations += spent;
+            progress(examples.len(), total);
+        }
+        let (aggregate, method, components) = summarize(&prepared.reward, &examples);
+        let evaluation = Evaluation {
+            key: key.clone(),
+            prompt_hash: prepared.prompt_hash.clone(),
+            model: self.model_id.clone(),
+            dataset: data.path.clone(),
+            dataset_hash: data.hash.clone(),
+            split,
+            reward: prepared.reward.clone(),
+            n: examples.len(),
+            aggregate,
+            interval_method: method,
+            components,
+            examples,
+            evaluations,
+            seconds: started.elapsed().as_secs_f64(),
+            cached: false,
+        };
+        if let Some(cache) = &self.cache {
+            cache.put(&key, &evaluation);
+        }
+        Ok(evaluation)
+    }
+
+    /// Scores examples with a prepared prompt; returns the results and the task-model example
+    /// evaluations spent.
+    pub fn score_examples(
+        &self,
+        prepared: &PreparedPrompt,
+        examples: &[Example],
+    ) -> Result<(Vec<ExampleResult>, usize)> {
+        let rendered: Vec<_> = examples
+            .iter()
+            .map(|e| prepared.compiled.render(&DataArgument { input: e.input.clone(), ..DataArgument::default() }))
+            .collect::<std::result::Result<_, _>>()?;
+        let format = prepared.format;
+        let messages: Vec<_> = rendered.into_iter().map(|r| r.messages).collect();
+        let contexts: Vec<String> =
+            self.engine.run(move |rt| messages.iter().map(|m| model_text(rt, m, format)).collect())?;
+        let mut components: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); examples.len()];
+        let mut predictions = vec![String::new(); examples.len()];
+        let mut golds = vec![String::new(); examples.len()];
+        let mut label_probabilities: Vec<Option<Vec<f64>>> = vec![None; examples.len()];
+        let mut correct: Vec<Option<bool>> = vec![None; examples.len()];
+        let mut spent = examples.len();
+
+        if prepared.needs("length") {
+            let cs = contexts.clone();
+            let lengths: Vec<usize> =
+                self.engine.run(move |rt| cs.iter().map(|c| rt.tokenize(c).map(|t| t.len())).collect())?;
+            for (c, n) in components.iter_mut().zip(lengths) {
+                c.insert("length".into(), n as f64);
+            }
+        }
+        match prepared.task {
+            Task::Classify => {
+                let choices: Vec<Vec<String>> =
+                    contexts.iter().map(|c| prepared.labels.iter().map(|l| answer_after(c, l)).collect()).collect();
+                // Contexts that need the same choice strings are scored together.
+                let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+                for (i, ch) in choices.iter().enumerate() {
+                    match groups.iter_mut().find(|(g, _)| g == ch) {
+                        Some((_, members)) => members.push(i),
+                        None => groups.push((ch.clone(), vec![i])),
+                    }
+                }
+                for (choice_set, members) in groups {
+                    let group_contexts: Vec<String> = members.iter().map(|&i| contexts[i].clone()).collect();
+                    let logprobs = self.engine.choice_logprobs(group_contexts, choice_set)?;
+                    for (&i, lp) in members.iter().zip(logprobs) {
+                        let probabilities = rewards::label_probabilities(&lp);
+                        let predicted =
+                            probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
+                        let gold = examples[i].label.unwrap_or(0);
+                        let c = &mut components[i];
+                        c.insert("accuracy".into(), rewards::accuracy(predicted, gold));
+                        c.insert("gap".into(), rewards::gap(&probabilities, gold));
+                        if prepared.needs("logprob") || prepared.needs("perplexity") {
+                            let ll = lp[gold] as f64;
+                            c.insert("logprob".into(), ll);
+                            c.insert("perplexity".into(), (-ll).exp());
+                        }
+                        predictions[i] = prepared.labels.get(predicted).cloned().unwrap_or_default();
+                        golds[i] = prepared.labels.get(gold).cloned().unwrap_or_default();
+                        correct[i] = Some(predicted == gold);
+                        label_probabilities[i] = Some(probabilities);
+                    }
+                }
+            }
+            Task::Generate => {
+                let outputs = self.engine.generate(contexts.clone(), prepared.generate.clone())?;
+                for (i, output) in outputs.into_iter().enumerate() {
+                    let gold = examples[i].answer.clone().unwrap_or_default();
+                    let text = output.text.trim().to_string();
+                    let c = &mut components[i];
+                    c.insert("exact_match".into(), rewards::exact_match(&text, &gold));
+                    c.insert("f1".into(), rewards::token_f1(&text, &gold));
+                    c.insert("numeric_match".into(), rewards::numeric_match(&text, &gold));
+                    c.insert("contains".into(), rewards::contains(&text, &gold));
+                    if let Some(pattern) = &prepared.regex {
+                        c.insert("regex".into(), rewards::regex_match(&text, pattern));
+                    }
+                    if let Some(schema) = &prepared.output_schema {
+                        c.insert("json_schema".into(), rewards::json_schema_valid(&text, schema));
+                    }
+                    let primary =
+                        prepared.reward.components.iter().map(|(n, _)| n.as_str()).find(|n| {
+                            matches!(*n, "exact_match" | "numeric_match" | "contains" | "regex" | "json_schema")
+                        });
+                    correct[i] = primary.and_then(|p| c.get(p)).map(|v| *v == 1.0);
+                    predictions[i] = text;
+                    golds[i] = gold;
+                }
+                if ["logprob", "perplexity", "perplexity_f1"].iter().any(|n| prepared.needs(n)) {
+                    let pairs: Vec<(String, String)> = contexts
+                        .iter()
+                        .zip(examples)
+                        .map(|(c, e)| (c.clone(), answer_after(c, e.answer.as_deref().unwrap_or_default())))
+                        .collect();
+                    let likelihoods = self.engine.continuation_logprobs(pairs)?;
+                    spent += examples.len();
+                    for (c, l) in components.iter_mut().zip(likelihoods) {
+                        c.insert("logprob".into(), l.mean() as f64);
+                        c.insert("perplexity".into(), l.perplexity() as f64);
+                        let f1 = c.get("f1").copied().unwrap_or(0.0);
+                        c.insert("perplexity_f1".into(), rewards::perplexity_f1(f1, l.perplexity() as f64));
+                    }
+                }
+            }
+        }
+        if prepared.needs("consistency") {
+            const SAMPLES: usize = 5;
+            for (i, context) in contexts.iter().enumerate() {
+                let params = GenerateParams {
+                    temperature: prepared.generate.temperature.max(0.7),
+                    max_tokens: prepared.generate.max_tokens.min(64),
+                    seed: i as u64,
+                    ..prepared.generate.clone()
+                };
+                let samples = self.engine.generate(vec![context.clone(); SAMPLES], params)?;
+                let texts: Vec<String> = samples.into_iter().map(|g| g.text).collect();
+                components[i].insert("consistency".into(), rewards::consistency(&texts));
+                spent += SAMPLES;
+            }
+        }
+        let results = examples
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let score = prepared
+                    .reward
+                    .components
+                    .iter()
+                    .map(|(name, weight)| weight * components[i].get(name).copied().unwrap_or(0.0))
+                    .sum();
+                ExampleResult {
+                    line: e.line,
+                    input: e.input.clone(),
+                    gold: golds[i].clone(),
+                    prediction: predictions[i].clone(),
+                    score,
+                    components: components[i].clone(),
+                    label_probabilities: label_probabilities[i].clone(),
+                    correct: correct[i],
+                }
+            })
+            .collect();
+        Ok((results, spent))
+    }
+}
+
+/// The weighted reward's interval, how it was computed, and each component's interval.
+pub fn summarize(reward: &RewardSpec, examples: &[ExampleResult]) -> (Interval, String, Vec<ComponentSummary>) {
+    let components: Vec<ComponentSummary> = reward
+        .components
+        .iter()
+        .map(|(name, weight)| {
+            let values: Vec<f64> = examples.iter().map(|e| e.components.get(name).copied().unwrap_or(0.0)).collect();
+            ComponentSummary { name: name.clone(), weight: *weight, interval: stats::interval(&values) }
+        })
+        .collect();
+    let scores: Vec<f64> = examples.iter().map(|e| e.score).collect();
+    let single_unit = reward.components.len() == 1 && reward.components[0].1 == 1.0;
+    let method = if single_unit && stats::is_proportion(&scores) { "wilson" } else { "bootstrap" };
+    (stats::interval(&scores), method.to_string(), components)
+}

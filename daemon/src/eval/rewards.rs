@@ -1,0 +1,219 @@
+//! Rewards, one small named function each, all pure and tested on hand-computed cases.
+//!
+//! Classification: `accuracy` and RLPrompt's gap reward. Generation: `exact_match` and token
+//! `f1` (SQuAD normalisation), `numeric_match` (GSM8K `#### n`), `contains`, `regex`.
+//! Likelihood: `logprob`, `perplexity`, `perplexity_f1`. Label-free: `json_schema`, `length`,
+//! `consistency`. Weighted sums and z-score stabilisation live with the evaluation.
+
+/// 1 if the predicted label is the gold one.
+pub fn accuracy(predicted: usize, gold: usize) -> f64 {
+    if predicted == gold { 1.0 } else { 0.0 }
+}
+
+/// Label probabilities normalised over the label words only, from their log-probabilities.
+pub fn label_probabilities(logprobs: &[f32]) -> Vec<f64> {
+    let max = logprobs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = logprobs.iter().map(|&l| (l as f64 - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}
+
+/// RLPrompt's reward: `Gap = P(gold) − max P(other)`, times 200 when correct (Gap > 0) and 180
+/// otherwise (Deng et al. 2022, `fsc_reward.py`).
+pub fn gap(probabilities: &[f64], gold: usize) -> f64 {
+    let p_gold = probabilities[gold];
+    let p_other = probabilities.iter().enumerate().filter(|(i, _)| *i != gold).map(|(_, p)| *p).fold(0.0, f64::max);
+    let gap = p_gold - p_other;
+    gap * if gap > 0.0 { 200.0 } else { 180.0 }
+}
+
+/// SQuAD answer normalisation: lower case, no punctuation, no articles, single spaces.
+pub fn normalize_answer(text: &str) -> String {
+    let lowered: String =
+        text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' }).collect();
+    lowered.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
+}
+
+pub fn exact_match(prediction: &str, gold: &str) -> f64 {
+    if normalize_answer(prediction) == normalize_answer(gold) { 1.0 } else { 0.0 }
+}
+
+/// SQuAD token F1 between normalised prediction and gold.
+pub fn token_f1(prediction: &str, gold: &str) -> f64 {
+    let p = normalize_answer(prediction);
+    let g = normalize_answer(gold);
+    let p: Vec<&str> = p.split_whitespace().collect();
+    let g: Vec<&str> = g.split_whitespace().collect();
+    if p.is_empty() || g.is_empty() {
+        return if p.is_empty() && g.is_empty() { 1.0 } else { 0.0 };
+    }
+    let mut remaining = g.clone();
+    let mut common = 0usize;
+    for token in &p {
+        if let Some(i) = remaining.iter().position(|t| t == token) {
+            remaining.swap_remove(i);
+            common += 1;
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let precision = common as f64 / p.len() as f64;
+    let recall = common as f64 / g.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
+fn clean_number(text: &str) -> Option<f64> {
+    let cleaned: String = text.chars().filter(|c| *c != ',' && *c != '$').collect();
+    let cleaned = cleaned.trim_end_matches('.');
+    cleaned.parse::<f64>().ok()
+}
+
+/// Numbers in `text` in order (`1,234.5`, `-3`, `$18`).
+fn numbers(text: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let flush = |current: &mut String, out: &mut Vec<f64>| {
+        if let Some(n) = clean_number(current) {
+            out.push(n);
+        }
+        current.clear();
+    };
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let continues = c.is_ascii_digit()
+            || (c == ',' || c == '.') && !current.is_empty() && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+            || c == '-' && current.is_empty() && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        if continues {
+            current.push(c);
+        } else if !current.is_empty() {
+            flush(&mut current, &mut out);
+        }
+    }
+    if !current.is_empty() {
+        flush(&mut current, &mut out);
+    }
+    out
+}
+
+/// The gold number of a GSM8K answer: what follows `####` (commas removed).
+pub fn gsm8k_gold(answer: &str) -> Option<f64> {
+    let after = answer.rsplit_once("####").map(|(_, a)| a)?;
+    numbers(after).into_iter().next()
+}
+
+/// The number a model's output answers with: after its last `####` if it wrote one, else the
+/// last number in the text.
+pub fn predicted_number(output: &str) -> Option<f64> {
+    if let Some((_, after)) = output.rsplit_once("####")
+        && let Some(n) = numbers(after).into_iter().next()
+    {
+        return Some(n);
+    }
+    numbers(output).into_iter().last()
+}
+
+/// 1 if the output's number equals the gold answer's (GSM8K `#### n`, or the last number).
+pub fn numeric_match(output: &str, gold: &str) -> f64 {
+    let gold = gsm8k_gold(gold).or_else(|| numbers(gold).into_iter().last());
+    match (predicted_number(output), gold) {
+        (Some(p), Some(g)) if (p - g).abs() < 1e-6 * g.abs().max(1.0) => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// 1 if the normalised output contains the normalised gold answer.
+pub fn contains(output: &str, gold: &str) -> f64 {
+    let gold = normalize_answer(gold);
+    if !gold.is_empty() && normalize_answer(output).contains(&gold) { 1.0 } else { 0.0 }
+}
+
+pub fn regex_match(output: &str, pattern: &regex::Regex) -> f64 {
+    if pattern.is_match(output) { 1.0 } else { 0.0 }
+}
+
+/// PRewrite's combined reward: F1 plus the gold answer's mean per-token probability
+/// (`1 / perplexity`), both in [0, 1].
+pub fn perplexity_f1(f1: f64, perplexity: f64) -> f64 {
+    f1 + 1.0 / perplexity.max(1.0)
+}
+
+/// 1 if `output` parses as JSON (a fenced ```json block is accepted) valid against `schema`.
+pub fn json_schema_valid(output: &str, schema: &jsonschema::Validator) -> f64 {
+    let text = output.trim();
+    let text = text
+        .strip_prefix("```json")
+        .or_else(|| text.strip_prefix("```"))
+        .and_then(|t| t.trim_end().strip_suffix("```"))
+        .unwrap_or(text)
+        .trim();
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if schema.is_valid(&value) => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// Agreement of sampled outputs: the share of samples equal (normalised) to the most common.
+pub fn consistency(samples: &[String]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let normalized: Vec<String> = samples.iter().map(|s| normalize_answer(s)).collect();
+    let best = normalized.iter().map(|s| normalized.iter().filter(|t| *t == s).count()).max().unwrap_or(0);
+    best as f64 / samples.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn gap_reward_matches_rlprompt() {
+        // P = [0.7, 0.3], gold 0: gap 0.4 × 200 = 80; gold 1: gap −0.4 × 180 = −72.
+        assert!(close(gap(&[0.7, 0.3], 0), 80.0));
+        assert!(close(gap(&[0.7, 0.3], 1), -72.0));
+        // three labels: gold 2 with P = [0.2, 0.5, 0.3]: gap 0.3 − 0.5 = −0.2 × 180 = −36
+        assert!(close(gap(&[0.2, 0.5, 0.3], 2), -36.0));
+    }
+
+    #[test]
+    fn label_probabilities_normalise_over_labels() {
+        let p = label_probabilities(&[(0.2f32).ln(), (0.6f32).ln()]);
+        assert!((p[0] - 0.25).abs() < 1e-6 && (p[1] - 0.75).abs() < 1e-6, "{p:?}");
+    }
+
+    #[test]
+    fn squad_normalisation_em_and_f1() {
+        assert_eq!(normalize_answer("The  Eiffel Tower!"), "eiffel tower");
+        assert!(close(exact_match("the Eiffel tower.", "Eiffel Tower"), 1.0));
+        // prediction "eiffel tower paris" vs gold "eiffel tower": P = 2/3, R = 1, F1 = 0.8
+        assert!(close(token_f1("Eiffel Tower, Paris", "the Eiffel Tower"), 0.8));
+        assert!(close(token_f1("London", "Paris"), 0.0));
+    }
+
+    #[test]
+    fn gsm8k_numbers() {
+        assert_eq!(gsm8k_gold("She makes 9 * 2 = $<<9*2=18>>18.\n#### 18"), Some(18.0));
+        assert_eq!(gsm8k_gold("#### 1,234"), Some(1234.0));
+        assert!(close(numeric_match("so the answer is 18.", "#### 18"), 1.0));
+        assert!(close(numeric_match("#### 1,234\nextra 5", "#### 1234"), 1.0));
+        assert!(close(numeric_match("It is -3 degrees", "#### -3"), 1.0));
+        assert!(close(numeric_match("about 17 or 19", "#### 18"), 0.0));
+        assert!(close(numeric_match("no number", "#### 18"), 0.0));
+    }
+
+    #[test]
+    fn contains_regex_json_consistency_and_perplexity_f1() {
+        assert!(close(contains("I think it is Paris, France", "paris"), 1.0));
+        assert!(close(regex_match("Answer: 42", &regex::Regex::new(r"^Answer: \d+$").unwrap()), 1.0));
+        let schema = jsonschema::validator_for(&serde_json::json!({"type": "object", "required": ["a"]})).unwrap();
+        assert!(close(json_schema_valid("```json\n{\"a\": 1}\n```", &schema), 1.0));
+        assert!(close(json_schema_valid("{\"b\": 1}", &schema), 0.0));
+        assert!(close(consistency(&["Yes".into(), "yes.".into(), "no".into(), "yes".into()]), 0.75));
+        assert!(close(perplexity_f1(0.5, 4.0), 0.75));
+    }
+}

@@ -1,0 +1,34 @@
+//! The optimizer's learning core: a PPO agent that picks one edit out of a variable-size
+//! candidate set, independent of any language model (features come in as plain `f32` vectors).
+//!
+//! - [`rng`]: the seeded deterministic generator behind everything random here (weight init,
+//!   action sampling, minibatch shuffling), so runs and resumed runs are reproducible;
+//! - [`policy`]: [`PolicyNet`], an MLP scoring `[state; candidate; edit kind]` rows plus a value
+//!   head on the state;
+//! - [`ppo`]: [`Ppo`], the agent: GAE, clipped surrogate, value loss, entropy bonus, global-norm
+//!   gradient clipping, AdamW (own implementation, so its moments go into checkpoints),
+//!   checkpoints and anchor snapshots.
+
+pub mod policy;
+pub mod ppo;
+pub mod rng;
+
+pub use policy::{PolicyDims, PolicyNet, PolicySnapshot};
+pub use ppo::{Ppo, PpoConfig, Transition, UpdateStats};
+pub use rng::Rng;
+
+use std::path::PathBuf;
+
+/// What can go wrong in the optimizer core.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    #[error("policy computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("{0}")]
+    Input(String),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+}
+
+/// Result alias of the optimizer core.
+pub type Result<T> = std::result::Result<T, OptimizeError>;

@@ -1,0 +1,366 @@
+//! Datasets of examples for a prompt: TSV, CSV and JSONL files whose columns map to the
+//! prompt's input variables, plus a label (classify) or answer (generate) column.
+//!
+//! Every bad row is reported with its file and line — wrong column count, unknown label,
+//! invalid JSON, empty input — and nothing is silently dropped: a file with issues does not
+//! load. TSV follows the quirks of the RLPrompt few-shot files: a header line, and each line
+//! split on its last tab (sentences may contain tabs), quotes read literally.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::document::PromptDocument;
+use crate::settings::Task;
+
+/// One example: input variables, and the gold label id or answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// 1-based line in the file.
+    pub line: usize,
+    pub input: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes (keys evaluations).
+    pub hash: String,
+    pub examples: Vec<Example>,
+}
+
+/// A problem with one line of a dataset file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetIssue {
+    pub path: PathBuf,
+    /// 1-based; 0 for the file as a whole.
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for DatasetIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+        }
+    }
+}
+
+/// How a file's columns map to the prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetSpec {
+    /// Input variables the prompt reads.
+    pub variables: Vec<String>,
+    /// Variable → column, where they differ (`reprompt.columns`).
+    pub columns: Map<String, Value>,
+    pub task: Task,
+    pub labels: Vec<String>,
+    pub label_column: String,
+    pub answer_column: String,
+}
+
+impl DatasetSpec {
+    /// The mapping a prompt file declares: its input variables, `reprompt.columns`,
+    /// `reprompt.label_column` (default `label`) and `reprompt.answer_column` (default `answer`).
+    pub fn for_document(doc: &PromptDocument) -> Self {
+        let settings = &doc.settings;
+        let mut variables = doc.declared_variables().unwrap_or_default();
+        if variables.is_empty() {
+            let mut seen = Vec::new();
+            for v in &doc.scan.variables {
+                if !seen.contains(&v.name) {
+                    seen.push(v.name.clone());
+                }
+            }
+            variables = seen;
+        }
+        Self {
+            variables,
+            columns: settings.columns.clone().unwrap_or_default(),
+            task: settings.task_or_default(),
+            labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
+            label_column: settings.label_column.clone().unwrap_or_else(|| "label".into()),
+            answer_column: settings.answer_column.clone().unwrap_or_else(|| "answer".into()),
+        }
+    }
+
+    fn column_of<'a>(&'a self, variable: &'a str) -> &'a str {
+        self.columns.get(variable).and_then(Value::as_str).unwrap_or(variable)
+    }
+
+    fn gold_column(&self) -> &str {
+        match self.task {
+            Task::Classify => &self.label_column,
+            Task::Generate => &self.answer_column,
+        }
+    }
+}
+
+/// Most examples one file may hold.
+pub const MAX_EXAMPLES: usize = 1_000_000;
+
+/// Loads `path` (format by extension: `.tsv`, `.csv`, `.jsonl`/`.ndjson`).
+pub fn load(path: &Path, spec: &DatasetSpec) -> Result<Dataset, Vec<DatasetIssue>> {
+    let issue = |line: usize, message: String| DatasetIssue { path: path.to_path_buf(), line, message };
+    let bytes = std::fs::read(path).map_err(|e| vec![issue(0, format!("cannot read: {e}"))])?;
+    let hash = crate::hash::sha256_hex(&bytes);
+    let text = String::from_utf8(bytes)
+        .map_err(|e| vec![issue(0, format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()))])?;
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let rows = match extension.as_str() {
+        "tsv" => read_tsv(&text),
+        "csv" => read_csv(&text),
+        "jsonl" | "ndjson" => read_jsonl(&text),
+        other => return Err(vec![issue(0, format!("unknown dataset format `.{other}`: use .tsv, .csv or .jsonl"))]),
+    };
+    let (header, rows, mut issues) = match rows {
+        Ok(parsed) => parsed,
+        Err((line, message)) => return Err(vec![issue(line, message)]),
+    };
+    let issues_of = |issues: Vec<(usize, String)>| issues.into_iter().map(|(l, m)| issue(l, m)).collect::<Vec<_>>();
+    // Columns the prompt needs must exist (checked once, against the header / first row keys).
+    if let Some(header) = &header {
+        let mut missing = Vec::new();
+        for variable in &spec.variables {
+            let column = spec.column_of(variable);
+            if !header.iter().any(|h| h == column) {
+                missing.push(format!("`{column}` (for `{{{{{variable}}}}}`)"));
+            }
+        }
+        if !header.iter().any(|h| h == spec.gold_column()) {
+            missing.push(format!(
+                "`{}` (the {})",
+                spec.gold_column(),
+                if spec.task == Task::Classify { "label" } else { "answer" }
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(vec![issue(
+                1,
+                format!("missing column {}; the header has {}", missing.join(", "), header.join(", ")),
+            )]);
+        }
+    }
+    let mut examples = Vec::with_capacity(rows.len());
+    for (line, row) in rows {
+        if examples.len() >= MAX_EXAMPLES {
+            issues.push((line, format!("more than {MAX_EXAMPLES} examples")));
+            break;
+        }
+        match to_example(line, &row, spec) {
+            Ok(example) => examples.push(example),
+            Err(message) => issues.push((line, message)),
+        }
+    }
+    if examples.is_empty() && issues.is_empty() {
+        issues.push((0, "no examples".into()));
+    }
+    if !issues.is_empty() {
+        issues.sort_by_key(|(l, _)| *l);
+        return Err(issues_of(issues));
+    }
+    Ok(Dataset { path: path.to_path_buf(), hash, examples })
+}
+
+type Parsed = (Option<Vec<String>>, Vec<(usize, Map<String, Value>)>, Vec<(usize, String)>);
+
+fn read_tsv(text: &str) -> Result<Parsed, (usize, String)> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+    let (_, header) = lines.find(|(_, l)| !l.trim().is_empty()).ok_or((0, "the file is empty".to_string()))?;
+    let header: Vec<String> = header.split('\t').map(|h| h.trim().to_string()).collect();
+    let mut rows = Vec::new();
+    let mut issues = Vec::new();
+    for (line, content) in lines {
+        if content.trim().is_empty() {
+            continue;
+        }
+        // Split on the last tabs: extra tabs belong to the first column's text.
+        let mut fields: Vec<&str> = content.rsplitn(header.len(), '\t').collect();
+        fields.reverse();
+        if fields.len() != header.len() {
+            issues.push((
+                line,
+                format!(
+                    "expected {} tab-separated columns ({}), found {}",
+                    header.len(),
+                    header.join(", "),
+                    fields.len()
+                ),
+            ));
+            continue;
+        }
+        let row = header.iter().cloned().zip(fields.into_iter().map(|f| Value::String(f.to_string()))).collect();
+        rows.push((line, row));
+    }
+    Ok((Some(header), rows, issues))
+}
+
+fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| (1, format!("bad CSV header: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let mut rows = Vec::new();
+    let mut issues = Vec::new();
+    for record in reader.records() {
+        match record {
+            Ok(record) => {
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                if record.len() != header.len() {
+                    issues.push((
+                        line,
+                        format!(
+                            "expected {} comma-separated columns ({}), found {}",
+                            header.len(),
+                            header.join(", "),
+                            record.len()
+                        ),
+                    ));
+                    continue;
+                }
+                rows.push((
+                    line,
+                    header.iter().cloned().zip(record.iter().map(|f| Value::String(f.to_string()))).collect(),
+                ));
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                issues.push((line, format!("bad CSV: {e}")));
+            }
+        }
+    }
+    Ok((Some(header), rows, issues))
+}
+
+fn read_jsonl(text: &str) -> Result<Parsed, (usize, String)> {
+    let mut rows = Vec::new();
+    let mut issues = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(map)) => rows.push((i + 1, map)),
+            Ok(other) => {
+                issues.push((i + 1, format!("each line must be a JSON object, not {}", crate::yaml::describe(&other))))
+            }
+            Err(e) => issues.push((i + 1, format!("invalid JSON: {e}"))),
+        }
+    }
+    Ok((None, rows, issues))
+}
+
+fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Result<Example, String> {
+    let mut input = Map::new();
+    for variable in &spec.variables {
+        let column = spec.column_of(variable);
+        match row.get(column) {
+            None => return Err(format!("no `{column}` field (for `{{{{{variable}}}}}`)")),
+            Some(Value::Null) => return Err(format!("`{column}` is empty")),
+            Some(Value::String(s)) if s.trim().is_empty() => return Err(format!("`{column}` is empty")),
+            Some(value) => {
+                input.insert(variable.clone(), value.clone());
+            }
+        }
+    }
+    let gold = row.get(spec.gold_column());
+    let text = |v: &Value| match v {
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    };
+    match spec.task {
+        Task::Classify => {
+            let Some(value) = gold.filter(|v| !v.is_null() && !text(v).is_empty()) else {
+                return Err(format!("no label in `{}`", spec.label_column));
+            };
+            let raw = text(value);
+            let label = raw
+                .parse::<usize>()
+                .ok()
+                .filter(|id| *id < spec.labels.len())
+                .or_else(|| spec.labels.iter().position(|l| l.eq_ignore_ascii_case(&raw)));
+            match label {
+                Some(label) => Ok(Example { line, input, label: Some(label), answer: None }),
+                None => Err(format!(
+                    "unknown label `{raw}`: expected an id 0..{} or one of {}",
+                    spec.labels.len().saturating_sub(1),
+                    spec.labels.join(", ")
+                )),
+            }
+        }
+        Task::Generate => {
+            let answer = gold.map(text).filter(|a| !a.is_empty());
+            match answer {
+                Some(answer) => Ok(Example { line, input, label: None, answer: Some(answer) }),
+                None => Err(format!("no answer in `{}`", spec.answer_column)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(task: Task) -> DatasetSpec {
+        DatasetSpec {
+            variables: vec!["sentence".into()],
+            columns: Map::new(),
+            task,
+            labels: vec!["terrible".into(), "great".into()],
+            label_column: "label".into(),
+            answer_column: "answer".into(),
+        }
+    }
+
+    fn write(name: &str, content: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("reprompt-dataset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn tsv_splits_on_the_last_tab_and_reads_quotes_literally() {
+        let path = write("a.tsv", "sentence\tlabel\na \"quoted\"\ttab\t1\nplain\t0\n");
+        let data = load(&path, &spec(Task::Classify)).unwrap();
+        assert_eq!(data.examples.len(), 2);
+        assert_eq!(data.examples[0].input["sentence"], "a \"quoted\"\ttab");
+        assert_eq!(data.examples[0].label, Some(1));
+        assert_eq!(data.examples[1].line, 3);
+    }
+
+    #[test]
+    fn every_bad_row_is_reported_with_its_line() {
+        let path = write("bad.tsv", "sentence\tlabel\ngood\t1\nno label here\n \t0\nfine\t7\nok\tgreat\n");
+        let issues = load(&path, &spec(Task::Classify)).unwrap_err();
+        let lines: Vec<usize> = issues.iter().map(|i| i.line).collect();
+        assert_eq!(lines, [3, 4, 5], "{issues:?}");
+        assert!(issues[2].message.contains("unknown label `7`"), "{}", issues[2]);
+    }
+
+    #[test]
+    fn jsonl_and_csv_load_with_their_errors() {
+        let path = write("g.jsonl", "{\"sentence\": \"2+2?\", \"answer\": \"#### 4\"}\n{not json}\n[1]\n");
+        let issues = load(&path, &spec(Task::Generate)).unwrap_err();
+        assert_eq!(issues.iter().map(|i| i.line).collect::<Vec<_>>(), [2, 3]);
+        let path = write("c.csv", "sentence,label\n\"a, quoted\",great\nb,0\n");
+        let data = load(&path, &spec(Task::Classify)).unwrap();
+        assert_eq!(data.examples[0].input["sentence"], "a, quoted");
+        assert_eq!(data.examples[0].label, Some(1));
+        let path = write("m.csv", "text,label\nx,0\n");
+        let issues = load(&path, &spec(Task::Classify)).unwrap_err();
+        assert!(issues[0].message.contains("missing column `sentence`"), "{}", issues[0]);
+    }
+}
