@@ -1,5 +1,5 @@
-//! The `reprompt` command: check and render `.prompt` files (optimization commands arrive with
-//! the engine, evaluation and optimizer).
+//! The `reprompt` command: check, render and score `.prompt` files, manage models, benchmark
+//! the engine (optimization arrives with the optimizer).
 
 use std::process::ExitCode;
 

@@ -83,7 +83,7 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
     check_partials(doc, &env, &mut diagnostics);
     let base = path.parent().unwrap_or(Path::new(""));
     for (split, file) in doc.settings.splits() {
-        let resolved = base.join(&file.value);
+        let Some(resolved) = doc.settings.split_path(split, path) else { continue };
         if !resolved.is_file() {
             diagnostics.push(Diagnostic::error(
                 Code::MissingDataset,
@@ -96,7 +96,7 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
         }
     }
     if let Some(model) = doc.model()
-        && model.ends_with(".gguf")
+        && crate::settings::is_model_path(model)
     {
         let resolved = base.join(model);
         if !resolved.is_file() {

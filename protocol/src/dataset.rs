@@ -58,6 +58,8 @@ impl std::fmt::Display for DatasetIssue {
 pub struct DatasetSpec {
     /// Input variables the prompt reads.
     pub variables: Vec<String>,
+    /// Of those, the ones an example may leave out (optional in the schema, or with a default).
+    pub optional: Vec<String>,
     /// Variable → column, where they differ (`reprompt.columns`).
     pub columns: Map<String, Value>,
     pub task: Task,
@@ -81,8 +83,28 @@ impl DatasetSpec {
             }
             variables = seen;
         }
+        let required: Option<Vec<String>> = doc.input_schema().map(|schema| {
+            schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        });
+        let defaults: Vec<String> = doc
+            .reserved
+            .get("input")
+            .and_then(|i| i.get("default"))
+            .and_then(Value::as_object)
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        let optional = variables
+            .iter()
+            .filter(|v| defaults.contains(v) || required.as_ref().is_some_and(|r| !r.contains(v)))
+            .cloned()
+            .collect();
         Self {
             variables,
+            optional,
             columns: settings.columns.clone().unwrap_or_default(),
             task: settings.task_or_default(),
             labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
@@ -113,11 +135,12 @@ pub fn load(path: &Path, spec: &DatasetSpec) -> Result<Dataset, Vec<DatasetIssue
     let hash = crate::hash::sha256_hex(&bytes);
     let text = String::from_utf8(bytes)
         .map_err(|e| vec![issue(0, format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()))])?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let rows = match extension.as_str() {
-        "tsv" => read_tsv(&text),
-        "csv" => read_csv(&text),
-        "jsonl" | "ndjson" => read_jsonl(&text),
+        "tsv" => read_tsv(text),
+        "csv" => read_csv(text),
+        "jsonl" | "ndjson" => read_jsonl(text),
         other => return Err(vec![issue(0, format!("unknown dataset format `.{other}`: use .tsv, .csv or .jsonl"))]),
     };
     let (header, rows, mut issues) = match rows {
@@ -126,9 +149,9 @@ pub fn load(path: &Path, spec: &DatasetSpec) -> Result<Dataset, Vec<DatasetIssue
     };
     let issues_of = |issues: Vec<(usize, String)>| issues.into_iter().map(|(l, m)| issue(l, m)).collect::<Vec<_>>();
     // Columns the prompt needs must exist (checked once, against the header / first row keys).
-    if let Some(header) = &header {
+    if let Some((header_line, header)) = &header {
         let mut missing = Vec::new();
-        for variable in &spec.variables {
+        for variable in spec.variables.iter().filter(|v| !spec.optional.contains(v)) {
             let column = spec.column_of(variable);
             if !header.iter().any(|h| h == column) {
                 missing.push(format!("`{column}` (for `{{{{{variable}}}}}`)"));
@@ -143,7 +166,7 @@ pub fn load(path: &Path, spec: &DatasetSpec) -> Result<Dataset, Vec<DatasetIssue
         }
         if !missing.is_empty() {
             return Err(vec![issue(
-                1,
+                *header_line,
                 format!("missing column {}; the header has {}", missing.join(", "), header.join(", ")),
             )]);
         }
@@ -169,11 +192,12 @@ pub fn load(path: &Path, spec: &DatasetSpec) -> Result<Dataset, Vec<DatasetIssue
     Ok(Dataset { path: path.to_path_buf(), hash, examples })
 }
 
-type Parsed = (Option<Vec<String>>, Vec<(usize, Map<String, Value>)>, Vec<(usize, String)>);
+type Parsed = (Option<(usize, Vec<String>)>, Vec<(usize, Map<String, Value>)>, Vec<(usize, String)>);
 
 fn read_tsv(text: &str) -> Result<Parsed, (usize, String)> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
-    let (_, header) = lines.find(|(_, l)| !l.trim().is_empty()).ok_or((0, "the file is empty".to_string()))?;
+    let (header_line, header) =
+        lines.find(|(_, l)| !l.trim().is_empty()).ok_or((0, "the file is empty".to_string()))?;
     let header: Vec<String> = header.split('\t').map(|h| h.trim().to_string()).collect();
     let mut rows = Vec::new();
     let mut issues = Vec::new();
@@ -199,7 +223,7 @@ fn read_tsv(text: &str) -> Result<Parsed, (usize, String)> {
         let row = header.iter().cloned().zip(fields.into_iter().map(|f| Value::String(f.to_string()))).collect();
         rows.push((line, row));
     }
-    Ok((Some(header), rows, issues))
+    Ok((Some((header_line, header)), rows, issues))
 }
 
 fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
@@ -239,7 +263,7 @@ fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
             }
         }
     }
-    Ok((Some(header), rows, issues))
+    Ok((Some((1, header)), rows, issues))
 }
 
 fn read_jsonl(text: &str) -> Result<Parsed, (usize, String)> {
@@ -264,7 +288,10 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
     let mut input = Map::new();
     for variable in &spec.variables {
         let column = spec.column_of(variable);
+        let optional = spec.optional.contains(variable);
         match row.get(column) {
+            None | Some(Value::Null) if optional => {}
+            Some(Value::String(s)) if optional && s.trim().is_empty() => {}
             None => return Err(format!("no `{column}` field (for `{{{{{variable}}}}}`)")),
             Some(Value::Null) => return Err(format!("`{column}` is empty")),
             Some(Value::String(s)) if s.trim().is_empty() => return Err(format!("`{column}` is empty")),
@@ -284,11 +311,12 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
                 return Err(format!("no label in `{}`", spec.label_column));
             };
             let raw = text(value);
-            let label = raw
-                .parse::<usize>()
-                .ok()
-                .filter(|id| *id < spec.labels.len())
-                .or_else(|| spec.labels.iter().position(|l| l.eq_ignore_ascii_case(&raw)));
+            // A label word wins over an id, so numeric label words (`[1, 2, 3]`) mean themselves.
+            let label = spec
+                .labels
+                .iter()
+                .position(|l| l.eq_ignore_ascii_case(&raw))
+                .or_else(|| raw.parse::<usize>().ok().filter(|id| *id < spec.labels.len()));
             match label {
                 Some(label) => Ok(Example { line, input, label: Some(label), answer: None }),
                 None => Err(format!(
@@ -315,6 +343,7 @@ mod tests {
     fn spec(task: Task) -> DatasetSpec {
         DatasetSpec {
             variables: vec!["sentence".into()],
+            optional: Vec::new(),
             columns: Map::new(),
             task,
             labels: vec!["terrible".into(), "great".into()],
@@ -348,6 +377,18 @@ mod tests {
         let lines: Vec<usize> = issues.iter().map(|i| i.line).collect();
         assert_eq!(lines, [3, 4, 5], "{issues:?}");
         assert!(issues[2].message.contains("unknown label `7`"), "{}", issues[2]);
+    }
+
+    #[test]
+    fn label_words_win_over_ids_and_optional_inputs_may_be_missing() {
+        let mut numeric = spec(Task::Classify);
+        numeric.labels = vec!["1".into(), "2".into(), "3".into()];
+        numeric.variables.push("note".into());
+        numeric.optional.push("note".into());
+        let path = write("n.tsv", "\u{feff}sentence\tlabel\nbad\t1\ngood\t3\n");
+        let data = load(&path, &numeric).unwrap();
+        assert_eq!(data.examples.iter().map(|e| e.label).collect::<Vec<_>>(), [Some(0), Some(2)]);
+        assert!(!data.examples[0].input.contains_key("note"));
     }
 
     #[test]

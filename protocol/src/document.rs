@@ -416,8 +416,7 @@ fn check_reserved(name: &str, value: &YamlNode, diagnostics: &mut Vec<Diagnostic
         }
         "model" => match &value.kind {
             YamlKind::Scalar { value: Value::String(model), .. } => {
-                let is_path = model.ends_with(".gguf") || model.contains('/') || model.contains('\\');
-                if !is_path && !KNOWN_MODELS.contains(&model.as_str()) {
+                if !settings::is_model_path(model) && !KNOWN_MODELS.contains(&model.as_str()) {
                     let suggestion =
                         crate::diagnostic::did_you_mean(model, KNOWN_MODELS.iter().copied()).map(str::to_string);
                     diagnostics.push(

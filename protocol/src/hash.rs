@@ -20,12 +20,17 @@ pub fn content_hash(text: &str) -> String {
         }
     }
     hasher.update(rest.as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    to_hex(&hasher.finalize())
 }
 
 /// Hex SHA-256 of raw bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    to_hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -13,6 +13,12 @@ use crate::yaml::{YamlKind, YamlNode};
 /// Models reprompt can run by name (others are given as a path to a `.gguf` file).
 pub const KNOWN_MODELS: &[&str] = &["smollm2-135m-instruct"];
 
+/// Whether a `model` value names a file (a `.gguf`, or anything with a path separator) rather
+/// than a known model.
+pub fn is_model_path(model: &str) -> bool {
+    model.ends_with(".gguf") || model.contains('/') || model.contains('\\')
+}
+
 /// Every `reprompt.*` key, with what it holds.
 pub const SETTINGS: &[(&str, &str)] = &[
     ("task", "`classify` or `generate`"),
@@ -114,6 +120,12 @@ impl Settings {
         self.task.unwrap_or(if self.labels.is_some() { Task::Classify } else { Task::Generate })
     }
 
+    /// The file of split `name` (`dataset`, `validation`, `test`), resolved next to `prompt`.
+    pub fn split_path(&self, name: &str, prompt: &std::path::Path) -> Option<std::path::PathBuf> {
+        let (_, file) = self.splits().find(|(n, _)| *n == name)?;
+        Some(prompt.parent().unwrap_or(std::path::Path::new("")).join(&file.value))
+    }
+
     /// Dataset paths by split name, as written.
     pub fn splits(&self) -> impl Iterator<Item = (&'static str, &Spanned<String>)> {
         [("dataset", &self.dataset), ("validation", &self.validation), ("test", &self.test)]
@@ -147,10 +159,12 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
             "labels" => match &value.kind {
                 YamlKind::Sequence(items) => {
                     let mut labels = Vec::new();
+                    let mut spans = Vec::new();
                     for item in items {
                         match &item.kind {
                             YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => {
-                                labels.push(text.clone())
+                                labels.push(text.clone());
+                                spans.push(item.span);
                             }
                             _ => diagnostics.push(Diagnostic::error(
                                 Code::InvalidField,
@@ -163,7 +177,7 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                         if labels[..i].contains(label) {
                             diagnostics.push(Diagnostic::error(
                                 Code::LabelMismatch,
-                                items[i].span,
+                                spans[i],
                                 format!("label `{label}` appears twice: each label id needs its own answer"),
                             ));
                         }
@@ -202,6 +216,45 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     Code::InvalidField,
                     value.span,
                     "`reprompt.budget` must be a positive whole number of example evaluations",
+                )),
+            },
+            "format" => match value.as_str() {
+                Some("chat") => settings.format = Format::Chat,
+                Some("plain") => settings.format = Format::Plain,
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    "`reprompt.format` must be `chat` or `plain`",
+                )),
+            },
+            "columns" => match value.to_json() {
+                Value::Object(map) if map.values().all(Value::is_string) => settings.columns = Some(map),
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    "`reprompt.columns` must map input variables to column names: `{sentence: text}`",
+                )),
+            },
+            "label_column" | "answer_column" => match value.as_str() {
+                Some(column) if !column.trim().is_empty() => {
+                    if name == "label_column" {
+                        settings.label_column = Some(column.to_string());
+                    } else {
+                        settings.answer_column = Some(column.to_string());
+                    }
+                }
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    format!("`reprompt.{name}` must be a column name"),
+                )),
+            },
+            "regex" => match value.as_str() {
+                Some(pattern) => settings.regex = Some(Spanned { value: pattern.to_string(), span: value.span }),
+                None => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    "`reprompt.regex` must be a pattern string",
                 )),
             },
             unknown => {
@@ -315,5 +368,33 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::parse;
+
+    #[test]
+    fn every_setting_is_read_and_typos_are_caught() {
+        let doc = parse(
+            "---\ninput:\n  schema: {text: string}\nreprompt.task: generate\nreprompt.dataset: d.jsonl\n\
+             reprompt.reward: {f1: 1.0, length: -0.01}\nreprompt.budget: 300\nreprompt.format: plain\n\
+             reprompt.columns: {text: question}\nreprompt.answer_column: solution\nreprompt.regex: '^\\\\d+$'\n\
+             reprompt.bugdet: 3\n---\n{{text}}",
+            None,
+        );
+        let s = &doc.settings;
+        assert_eq!(s.task, Some(Task::Generate));
+        assert_eq!(s.budget, Some(300));
+        assert_eq!(s.format, Format::Plain);
+        assert_eq!(s.columns.as_ref().and_then(|c| c.get("text")).and_then(Value::as_str), Some("question"));
+        assert_eq!(s.answer_column.as_deref(), Some("solution"));
+        assert_eq!(s.reward.as_ref().map(|r| r.value.components.len()), Some(2));
+        assert!(s.regex.is_some());
+        let unknown: Vec<_> = doc.diagnostics.iter().filter(|d| d.code == Code::UnknownSetting).collect();
+        assert_eq!(unknown.len(), 1, "{:?}", doc.diagnostics);
+        assert_eq!(unknown[0].suggestion.as_deref(), Some("reprompt.budget"));
     }
 }

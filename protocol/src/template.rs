@@ -241,9 +241,10 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
         let triple = after.starts_with('{');
         let content_start = if triple { open + 3 } else { open + 2 };
         let closer = if triple { "}}}" } else { "}}" };
-        // A mustache must close before the next one opens.
-        let next_open = find_from(source, "{{", content_start);
-        let close = find_from(source, closer, content_start).filter(|c| next_open.is_none_or(|n| *c <= n));
+        // A mustache must close before the next one opens (delimiters inside string literals
+        // do not count).
+        let close = find_close(source, content_start, closer);
+        let next_open = find_from(source, "{{", close.unwrap_or(content_start));
         let Some(close) = close else {
             let message = if triple { "`{{{` is never closed with `}}}`" } else { "`{{` is never closed with `}}`" };
             scan.diagnostics.push(Diagnostic::error(Code::UnbalancedBrace, Span::new(open, content_start), message));
@@ -267,6 +268,28 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
         text_start = end;
     }
     check_stray_close(source, text_start, source.len(), scan);
+}
+
+/// The position of `closer` ending the mustache whose content starts at `from`, skipping
+/// string literals; `None` if another `{{` opens first or the text ends.
+fn find_close(source: &str, from: usize, closer: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'"' | b'\'') => match source[i + 1..].find(q as char) {
+                // An unterminated quote is not a string: the parser reports it.
+                Some(len) if !source[i + 1..i + 1 + len].contains("}}") || source[i + 1 + len..].contains(closer) => {
+                    i += len + 2;
+                }
+                _ => i += 1,
+            },
+            _ if bytes[i..].starts_with(closer.as_bytes()) => return Some(i),
+            _ if bytes[i..].starts_with(b"{{") => return None,
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn find_comment_end(source: &str, from: usize, terminator: &str) -> Option<usize> {
@@ -555,7 +578,8 @@ fn analyze_blocks(scan: &mut TemplateScan) {
     let mut refs = Refs::default();
     for mustache in &scan.mustaches {
         let scoped = stack.iter().filter(|b| b.changes_scope).count();
-        let locals: Vec<&str> = stack.iter().flat_map(|b| b.locals.iter().map(String::as_str)).collect();
+        let owned_locals: Vec<String> = stack.iter().flat_map(|b| b.locals.iter().cloned()).collect();
+        let locals: Vec<&str> = owned_locals.iter().map(String::as_str).collect();
         match mustache.kind {
             MustacheKind::Comment | MustacheKind::Escaped => {}
             MustacheKind::Expression | MustacheKind::Triple => {
@@ -576,6 +600,13 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                         "`{{else}}` outside of a block",
                     ));
                 }
+                // The inverse branch of `each`/`with` renders in the enclosing context.
+                if let Some(top) = stack.last_mut()
+                    && matches!(top.name.as_str(), "each" | "with")
+                {
+                    top.changes_scope = false;
+                }
+                let scoped = stack.iter().filter(|b| b.changes_scope).count();
                 if let Some(expr) = &mustache.expr {
                     // `{{else if x}}`: the chained helper's arguments are read in the same scope.
                     for param in &expr.params {
@@ -613,20 +644,7 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                     }
                     _ => {
                         if !is_known_helper(&name) {
-                            diagnostics.push(
-                                Diagnostic::error(
-                                    Code::UnknownHelper,
-                                    expr.head.span(),
-                                    format!("unknown block helper `{name}` (Dotprompt knows {})", known_helpers_list()),
-                                )
-                                .with_suggestion(
-                                    crate::diagnostic::did_you_mean(
-                                        &name,
-                                        BUILTIN_HELPERS.iter().chain(DOTPROMPT_HELPERS).copied(),
-                                    )
-                                    .map(str::to_string),
-                                ),
-                            );
+                            diagnostics.push(unknown_helper(&name, expr.head.span(), true));
                         }
                         for param in &expr.params {
                             refs.value(param, scoped, &locals, &mut diagnostics);
@@ -690,6 +708,17 @@ fn analyze_blocks(scan: &mut TemplateScan) {
     refs.finish(scan);
 }
 
+fn unknown_helper(name: &str, span: Span, block: bool) -> Diagnostic {
+    let what = if block { "block helper" } else { "helper" };
+    let known = BUILTIN_HELPERS.iter().chain(DOTPROMPT_HELPERS).copied();
+    Diagnostic::error(
+        Code::UnknownHelper,
+        span,
+        format!("unknown {what} `{name}` (Dotprompt knows {})", known_helpers_list()),
+    )
+    .with_suggestion(crate::diagnostic::did_you_mean(name, known).map(str::to_string))
+}
+
 fn known_helpers_list() -> String {
     BUILTIN_HELPERS.iter().chain(DOTPROMPT_HELPERS).map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
 }
@@ -722,17 +751,7 @@ impl Refs {
         if expr.is_helper_call() {
             let name = expr.head_name().unwrap_or("");
             if expr.head_name().is_some() && !is_known_helper(name) && !name.starts_with('@') {
-                diagnostics.push(
-                    Diagnostic::error(
-                        Code::UnknownHelper,
-                        expr.head.span(),
-                        format!("unknown helper `{name}` (Dotprompt knows {})", known_helpers_list()),
-                    )
-                    .with_suggestion(
-                        crate::diagnostic::did_you_mean(name, BUILTIN_HELPERS.iter().chain(DOTPROMPT_HELPERS).copied())
-                            .map(str::to_string),
-                    ),
-                );
+                diagnostics.push(unknown_helper(name, expr.head.span(), false));
             }
             if name == "role" {
                 match expr.params.first() {
@@ -922,6 +941,13 @@ mod tests {
         assert!(scan.partials[0].at_root && !scan.partials[0].has_context);
         assert_eq!(scan.partials[0].hash_keys, ["name"]);
         assert!(!scan.partials[1].at_root && scan.partials[1].has_context);
+    }
+
+    #[test]
+    fn strings_may_hold_braces_and_else_branches_read_the_outer_scope() {
+        let scan = scan("{{#ifEquals x \"}}\"}}yes{{/ifEquals}} {{#each xs}}{{this}}{{else}}{{fallback}}{{/each}}");
+        assert!(scan.diagnostics.is_empty(), "{:?}", scan.diagnostics);
+        assert_eq!(names(&scan), ["x", "xs", "fallback"]);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use candle_core::IndexOp;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use reprompt_protocol::dataset::{self, DatasetSpec};
+use reprompt_protocol::settings::Task;
+
 use crate::engine::model::{Mode, Weights};
 use crate::engine::runtime::{Runtime, RuntimeOptions};
 use crate::engine::{DeviceChoice, store};
@@ -60,18 +63,25 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Reads an RLPrompt-style TSV (header, split on the last tab).
-fn read_tsv(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let Some((sentence, label)) = line.rsplit_once('\t') else { bail!("{}:{}: no tab", path.display(), i + 1) };
-        rows.push((
-            sentence.to_string(),
-            label.trim().parse().with_context(|| format!("{}:{}: label", path.display(), i + 1))?,
-        ));
-    }
-    Ok(rows)
+/// The SST-2 examples of a split file, as (sentence, label id) pairs.
+fn read_sst2(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
+    let spec = DatasetSpec {
+        variables: vec!["sentence".into()],
+        optional: Vec::new(),
+        columns: serde_json::Map::new(),
+        task: Task::Classify,
+        labels: vec!["terrible".into(), "great".into()],
+        label_column: "label".into(),
+        answer_column: "answer".into(),
+    };
+    let data = dataset::load(path, &spec).map_err(|issues| {
+        anyhow::anyhow!("{}", issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    Ok(data
+        .examples
+        .into_iter()
+        .map(|e| (e.input["sentence"].as_str().unwrap_or_default().to_string(), e.label.unwrap_or(0)))
+        .collect())
 }
 
 /// The benchmark's classification prompt: instruction, four demonstrations, the input.
@@ -133,8 +143,8 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let decode_tps = median(decode);
 
     // Scoring: 32 SST-2 dev sentences, instruction + 4 demonstrations, label words.
-    let train = read_tsv(&args.data.join("train.tsv"))?;
-    let dev = read_tsv(&args.data.join("dev.tsv"))?;
+    let train = read_sst2(&args.data.join("train.tsv"))?;
+    let dev = read_sst2(&args.data.join("dev.tsv"))?;
     if train.len() < 18 || dev.len() < 32 {
         bail!("{} needs the 16-shot SST-2 train.tsv and dev.tsv", args.data.display());
     }

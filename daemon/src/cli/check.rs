@@ -42,6 +42,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
         }
         files.extend(check::collect_prompt_files(root).with_context(|| format!("reading {}", root.display()))?);
     }
+    files.sort();
     files.dedup();
     let checked: Vec<CheckedFile> = files.iter().map(|f| check::check_file(f)).collect();
     let count =

@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reprompt_protocol::parse_bytes;
 
 use crate::engine::{DeviceChoice, Engine, EngineOptions, store};
-use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, Split};
+use crate::eval::evaluate::load_split;
+use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, PreparedPrompt, Split};
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
@@ -50,6 +51,9 @@ pub fn open_engine(
 pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let doc = parse_bytes(&bytes, Some(&args.file));
+    // Fail on the prompt or its data before spending seconds on loading the model.
+    PreparedPrompt::new(&doc, &args.file)?;
+    load_split(&doc, &args.file, args.split)?;
     let engine = open_engine(&doc, &args.file, args.device)?;
     let cache: Option<Box<dyn EvalCache>> =
         if args.no_cache { None } else { Some(Box::new(FileCache::default_location())) };

@@ -28,6 +28,8 @@ pub enum EngineError {
     UnknownModel(String),
     #[error("the engine worker stopped")]
     WorkerGone,
+    #[error("the engine job failed unexpectedly (a bug: please report it with the input)")]
+    JobFailed,
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

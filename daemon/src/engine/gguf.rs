@@ -11,6 +11,9 @@ use candle_core::quantized::gguf_file::{Content, Value};
 
 use super::error::{EngineError, Result};
 
+/// Longest context the engine sets up (the RoPE table is built for it at load).
+pub const MAX_CONTEXT: usize = 32_768;
+
 /// Llama-family hyperparameters from GGUF metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -135,7 +138,7 @@ impl GgufFile {
             ffn: self.get_u32("llama.feed_forward_length")? as usize,
             rms_eps: self.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope_base: self.get_f32("llama.rope.freq_base").unwrap_or(10_000.0),
-            context_length: self.get_u32("llama.context_length").unwrap_or(2048) as usize,
+            context_length: (self.get_u32("llama.context_length").unwrap_or(2048) as usize).min(MAX_CONTEXT),
         })
     }
 }

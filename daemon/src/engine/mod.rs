@@ -74,6 +74,7 @@ type Job = Box<dyn FnOnce(&mut Runtime) + Send>;
 pub struct Engine {
     jobs: mpsc::Sender<Job>,
     pub path: PathBuf,
+    pub device: DeviceChoice,
 }
 
 impl std::fmt::Debug for Engine {
@@ -85,6 +86,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Loads the model on a new worker thread; returns once it is ready (or failed to load).
     pub fn open(path: &Path, options: EngineOptions) -> Result<Self> {
+        let device = options.device;
         let (jobs, receiver) = mpsc::channel::<Job>();
         let (ready, loaded) = mpsc::channel::<Result<()>>();
         let model_path = path.to_path_buf();
@@ -108,12 +110,14 @@ impl Engine {
                 };
                 let _ = ready.send(Ok(()));
                 while let Ok(job) = receiver.recv() {
-                    job(&mut runtime);
+                    // A job that panics loses its reply (the caller gets an error); the model
+                    // and the worker stay up for the next job.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut runtime)));
                 }
             })
             .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
         loaded.recv().map_err(|_| EngineError::WorkerGone)??;
-        Ok(Self { jobs, path: path.to_path_buf() })
+        Ok(Self { jobs, path: path.to_path_buf(), device })
     }
 
     /// Runs `f` on the worker thread with the runtime and waits for its result.
@@ -124,7 +128,7 @@ impl Engine {
                 let _ = reply.send(f(runtime));
             }))
             .map_err(|_| EngineError::WorkerGone)?;
-        result.recv().map_err(|_| EngineError::WorkerGone)?
+        result.recv().map_err(|_| EngineError::JobFailed)?
     }
 
     pub fn choice_logprobs(&self, contexts: Vec<String>, choices: Vec<String>) -> Result<Vec<Vec<f32>>> {

@@ -12,6 +12,7 @@ use super::error::{EngineError, Result};
 use super::gguf::GgufFile;
 use super::model::{KvCache, Mode, Model, Weights};
 use super::tokenizer::TextTokenizer;
+use crate::optimize::rng::Rng;
 
 /// How batches are cut and prefixes kept.
 #[derive(Clone, Debug)]
@@ -339,6 +340,9 @@ impl Runtime {
     /// Generates a continuation of each context (sharing the KV cache of their common prefix).
     pub fn generate(&mut self, contexts: &[String], params: &GenerateParams) -> Result<Vec<Generation>> {
         let ids: Vec<Vec<u32>> = contexts.iter().map(|c| self.tokenize(c)).collect::<Result<_>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         if ids.iter().any(Vec::is_empty) {
             return Err(EngineError::Invalid("an empty context cannot be continued".into()));
         }
@@ -349,7 +353,7 @@ impl Runtime {
         let prefix = self.prefix(&ids[0], shared)?;
         let mut out = Vec::with_capacity(ids.len());
         for (i, row) in ids.iter().enumerate() {
-            let mut rng = SplitMix(params.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = Rng::new(params.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             out.push(self.generate_one(row, shared, prefix.as_ref(), params, &mut rng)?);
         }
         Ok(out)
@@ -361,11 +365,14 @@ impl Runtime {
         shared: usize,
         prefix: Option<&KvCache>,
         params: &GenerateParams,
-        rng: &mut SplitMix,
+        rng: &mut Rng,
     ) -> Result<Generation> {
         let limit = self.model.config.context_length;
         if ids.len() >= limit {
             return Err(EngineError::TooLong { tokens: ids.len(), limit });
+        }
+        if params.max_tokens == 0 {
+            return Ok(Generation { text: String::new(), tokens: 0, stop: StopReason::MaxTokens });
         }
         let rest = &ids[shared..];
         let (hidden, cache) = self.model.forward(rest, 1, rest.len(), prefix, self.dense_mode(), true)?;
@@ -440,21 +447,7 @@ fn continuation_row(context: &[u32], continuation: &[u32]) -> RowSpec {
     RowSpec { ids, targets: continuation.iter().enumerate().map(|(m, &t)| (first + m, t)).collect() }
 }
 
-/// A small deterministic generator for sampling (SplitMix64).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-fn sample(logits: &[f32], params: &GenerateParams, rng: &mut SplitMix) -> u32 {
+fn sample(logits: &[f32], params: &GenerateParams, rng: &mut Rng) -> u32 {
     let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
     if params.temperature <= 0.0 {
         return argmax();

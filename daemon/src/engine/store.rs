@@ -7,6 +7,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use reprompt_protocol::hash::to_hex;
+
 use super::error::{EngineError, Result};
 
 /// A model reprompt knows by name.
@@ -71,7 +73,7 @@ pub fn resolve(model: &str, base: &Path) -> Result<PathBuf> {
             path.display()
         )));
     }
-    if model.ends_with(".gguf") || model.contains('/') || model.contains('\\') {
+    if reprompt_protocol::settings::is_model_path(model) {
         let path = base.join(model);
         if path.is_file() {
             return Ok(path);
@@ -96,11 +98,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(to_hex(&hasher.finalize()))
 }
 
 /// Checks a fetched file against its pinned hash.
@@ -173,7 +171,7 @@ fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn 
         out.write_all(&buffer[..n]).map_err(|source| EngineError::Io { path: partial.clone(), source })?;
     }
     out.sync_all().map_err(|source| EngineError::Io { path: partial.clone(), source })?;
-    let actual = hex(&hasher.finalize());
+    let actual = to_hex(&hasher.finalize());
     if actual != model.sha256 {
         let _ = std::fs::remove_file(&partial);
         return Err(EngineError::Checksum { path: partial, expected: model.sha256.into(), actual });
@@ -181,4 +179,14 @@ fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn 
     std::fs::rename(&partial, target).map_err(|source| EngineError::Io { path: target.to_path_buf(), source })?;
     let _ = writeln!(log, "{} → {}", model.name, target.display());
     Ok(target.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_format_knows_exactly_the_models_the_engine_can_fetch() {
+        let engine: Vec<&str> = super::KNOWN_MODELS.iter().map(|m| m.name).collect();
+        assert_eq!(engine, reprompt_protocol::settings::KNOWN_MODELS);
+        assert!(engine.contains(&super::DEFAULT_MODEL));
+    }
 }

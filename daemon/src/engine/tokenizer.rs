@@ -88,6 +88,9 @@ impl TextTokenizer {
                 .map_err(|e| bad(format!("tokenizer.ggml.token_type: {e}")))?,
             Err(_) => vec![1; tokens.len()],
         };
+        if types.len() != tokens.len() {
+            return Err(bad(format!("{} token types for {} tokens", types.len(), tokens.len())));
+        }
         let vocab: tokenizers::models::bpe::Vocab =
             tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let bpe = BPE::builder()

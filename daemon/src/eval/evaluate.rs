@@ -122,7 +122,28 @@ pub struct PreparedPrompt {
     pub generate: GenerateParams,
     pub regex: Option<regex::Regex>,
     pub output_schema: Option<jsonschema::Validator>,
+    /// The prompt's identity in history (line endings normalised).
     pub prompt_hash: String,
+    /// What rendering depends on: the exact text and every partial it includes.
+    pub render_hash: String,
+}
+
+/// SHA-256 over the prompt's exact text and the sources of the partials it includes
+/// (recursively), so editing a partial invalidates cached evaluations.
+fn render_hash(doc: &PromptDocument, env: &DirEnvironment) -> String {
+    use reprompt_protocol::render::Environment as _;
+    let mut material = doc.source.clone();
+    let mut pending: Vec<String> = doc.scan.partials.iter().map(|p| p.name.clone()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let source = env.partial(&name).unwrap_or_default();
+        material.push_str(&format!("\u{0}{name}\u{0}{source}"));
+        pending.extend(reprompt_protocol::template::scan(&source).partials.into_iter().map(|p| p.name));
+    }
+    reprompt_protocol::hash::sha256_hex(material.as_bytes())
 }
 
 impl PreparedPrompt {
@@ -186,6 +207,7 @@ impl PreparedPrompt {
             regex,
             output_schema,
             prompt_hash: content_hash(&doc.source),
+            render_hash: render_hash(doc, &env),
         })
     }
 
@@ -196,15 +218,7 @@ impl PreparedPrompt {
 
 /// Loads the dataset of `split` named by the prompt at `path`.
 pub fn load_split(doc: &PromptDocument, path: &Path, split: Split) -> Result<Dataset> {
-    let settings = &doc.settings;
-    let file = match split {
-        Split::Train => &settings.dataset,
-        Split::Validation => &settings.validation,
-        Split::Test => &settings.test,
-    }
-    .as_ref()
-    .ok_or(EvalError::NoSplit(split.setting()))?;
-    let resolved = path.parent().unwrap_or(Path::new("")).join(&file.value);
+    let resolved = doc.settings.split_path(split.setting(), path).ok_or(EvalError::NoSplit(split.setting()))?;
     dataset::load(&resolved, &DatasetSpec::for_document(doc)).map_err(EvalError::Dataset)
 }
 
@@ -252,7 +266,8 @@ impl Evaluator {
         let key = reprompt_protocol::hash::sha256_hex(
             json!({
                 "version": EVAL_VERSION,
-                "prompt": prepared.prompt_hash,
+                "prompt": prepared.render_hash,
+                "device": format!("{:?}", self.engine.device),
                 "model": self.model_id,
                 "dataset": data.hash,
                 "reward": prepared.reward,
@@ -416,7 +431,7 @@ impl Evaluator {
                 let params = GenerateParams {
                     temperature: prepared.generate.temperature.max(0.7),
                     max_tokens: prepared.generate.max_tokens.min(64),
-                    seed: i as u64,
+                    seed: examples[i].line as u64,
                     ..prepared.generate.clone()
                 };
                 let samples = self.engine.generate(vec![context.clone(); SAMPLES], params)?;
@@ -458,11 +473,10 @@ pub fn summarize(reward: &RewardSpec, examples: &[ExampleResult]) -> (Interval, 
         .iter()
         .map(|(name, weight)| {
             let values: Vec<f64> = examples.iter().map(|e| e.components.get(name).copied().unwrap_or(0.0)).collect();
-            ComponentSummary { name: name.clone(), weight: *weight, interval: stats::interval(&values) }
+            ComponentSummary { name: name.clone(), weight: *weight, interval: stats::interval(&values).0 }
         })
         .collect();
     let scores: Vec<f64> = examples.iter().map(|e| e.score).collect();
-    let single_unit = reward.components.len() == 1 && reward.components[0].1 == 1.0;
-    let method = if single_unit && stats::is_proportion(&scores) { "wilson" } else { "bootstrap" };
-    (stats::interval(&scores), method.to_string(), components)
+    let (interval, method) = stats::interval(&scores);
+    (interval, method.to_string(), components)
 }

@@ -80,10 +80,16 @@ fn numbers(text: &str) -> Vec<f64> {
         current.clear();
     };
     let chars: Vec<char> = text.chars().collect();
+    let digit_at = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
     for (i, &c) in chars.iter().enumerate() {
+        // `1,234` groups thousands (exactly three digits follow); `1,2,3` is three numbers.
+        let thousands = c == ',' && digit_at(i + 1) && digit_at(i + 2) && digit_at(i + 3) && !digit_at(i + 4);
+        // A minus is a sign only at the start of a word (`-3`), not inside one (`COVID-19`).
+        let sign = c == '-' && digit_at(i + 1) && (i == 0 || !chars[i - 1].is_alphanumeric());
         let continues = c.is_ascii_digit()
-            || (c == ',' || c == '.') && !current.is_empty() && chars.get(i + 1).is_some_and(char::is_ascii_digit)
-            || c == '-' && current.is_empty() && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+            || thousands && !current.is_empty()
+            || c == '.' && !current.is_empty() && digit_at(i + 1)
+            || sign && current.is_empty();
         if continues {
             current.push(c);
         } else if !current.is_empty() {
@@ -204,6 +210,8 @@ mod tests {
         assert!(close(numeric_match("It is -3 degrees", "#### -3"), 1.0));
         assert!(close(numeric_match("about 17 or 19", "#### 18"), 0.0));
         assert!(close(numeric_match("no number", "#### 18"), 0.0));
+        assert_eq!(numbers("1,2,3 and 1,234.5"), [1.0, 2.0, 3.0, 1234.5]);
+        assert_eq!(numbers("COVID-19 cases: -4"), [19.0, -4.0]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::optimize::rng::Rng;
+
 /// A mean with a 95% interval.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -34,15 +36,8 @@ pub fn bootstrap(values: &[f64], seed: u64) -> Interval {
         return Interval { mean: 0.0, low: 0.0, high: 0.0 };
     }
     let mean = values.iter().sum::<f64>() / n as f64;
-    let mut state = seed ^ 0x5851_f42d_4c95_7f2d;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) as usize
-    };
-    let mut means: Vec<f64> = (0..1000).map(|_| (0..n).map(|_| values[next() % n]).sum::<f64>() / n as f64).collect();
+    let mut rng = Rng::new(seed);
+    let mut means: Vec<f64> = (0..1000).map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     Interval { mean, low: means[25], high: means[974] }
 }
@@ -52,12 +47,13 @@ pub fn is_proportion(values: &[f64]) -> bool {
     values.iter().all(|v| *v == 0.0 || *v == 1.0)
 }
 
-/// The interval appropriate to `values`: Wilson for 0/1 outcomes, bootstrap otherwise.
-pub fn interval(values: &[f64]) -> Interval {
+/// The interval appropriate to `values` and its method: Wilson for 0/1 outcomes, bootstrap
+/// otherwise.
+pub fn interval(values: &[f64]) -> (Interval, &'static str) {
     if is_proportion(values) {
-        wilson(values.iter().sum(), values.len())
+        (wilson(values.iter().sum(), values.len()), "wilson")
     } else {
-        bootstrap(values, values.len() as u64)
+        (bootstrap(values, values.len() as u64), "bootstrap")
     }
 }
 
