@@ -21,3 +21,10 @@ echo "== cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked
+
+# The CUDA device path is compile-checked only where a CUDA toolkit is installed; it is never
+# required (see ../shared/scripts/cuda13-toolchain.sh for building it on a machine without one).
+if command -v nvcc >/dev/null 2>&1; then
+  echo "== cargo check --features cuda" >&2
+  cargo check -p reprompt --features cuda --locked
+fi

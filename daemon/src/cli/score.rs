@@ -52,8 +52,11 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let doc = parse_bytes(&bytes, Some(&args.file));
     // Fail on the prompt or its data before spending seconds on loading the model.
-    PreparedPrompt::new(&doc, &args.file)?;
-    load_split(&doc, &args.file, args.split)?;
+    let prepared = PreparedPrompt::new(&doc, &args.file)?;
+    let mut data = load_split(&doc, &args.file, args.split)?;
+    if let Some(limit) = args.limit {
+        data.examples.truncate(limit);
+    }
     let engine = open_engine(&doc, &args.file, args.device)?;
     let cache: Option<Box<dyn EvalCache>> =
         if args.no_cache { None } else { Some(Box::new(FileCache::default_location())) };
@@ -63,7 +66,7 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} scoring {pos}/{len} examples [{elapsed_precise}] {wide_bar} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let evaluation = evaluator.evaluate(&doc, &args.file, args.split, args.limit, &mut |done, total| {
+    let evaluation = evaluator.evaluate(&prepared, &data, args.split, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

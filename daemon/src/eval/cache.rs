@@ -39,13 +39,16 @@ impl EvalCache for FileCache {
 
     fn put(&self, key: &str, evaluation: &Evaluation) {
         let Some(path) = self.path(key) else { return };
-        if std::fs::create_dir_all(&self.dir).is_err() {
-            return;
-        }
-        let Ok(text) = serde_json::to_string(evaluation) else { return };
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&temporary, text).is_ok() {
-            let _ = std::fs::rename(&temporary, &path);
+        // The cache is an optimisation: failing to write it costs time later, never results.
+        let written = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| serde_json::to_string(evaluation).map_err(std::io::Error::other))
+            .and_then(|text| {
+                let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&temporary, text)?;
+                std::fs::rename(&temporary, &path)
+            });
+        if let Err(err) = written {
+            eprintln!("warning: cannot write the evaluation cache {}: {err}", path.display());
         }
     }
 }

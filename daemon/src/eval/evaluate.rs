@@ -250,19 +250,14 @@ impl Evaluator {
     }
 
     /// Evaluates the prompt at `path` on a split (the first `limit` examples if given).
+    /// Evaluates a prepared prompt on `data` (a split's examples, possibly truncated).
     pub fn evaluate(
         &self,
-        doc: &PromptDocument,
-        path: &Path,
+        prepared: &PreparedPrompt,
+        data: &Dataset,
         split: Split,
-        limit: Option<usize>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Evaluation> {
-        let prepared = PreparedPrompt::new(doc, path)?;
-        let mut data = load_split(doc, path, split)?;
-        if let Some(limit) = limit {
-            data.examples.truncate(limit);
-        }
         let key = reprompt_protocol::hash::sha256_hex(
             json!({
                 "version": EVAL_VERSION,
@@ -290,7 +285,7 @@ impl Evaluator {
         let mut examples = Vec::with_capacity(total);
         let mut evaluations = 0;
         for chunk in data.examples.chunks(self.chunk.max(1)) {
-            let (results, spent) = self.score_examples(&prepared, chunk)?;
+            let (results, spent) = self.score_examples(prepared, chunk)?;
             examples.extend(results);
             evaluations += spent;
             progress(examples.len(), total);
