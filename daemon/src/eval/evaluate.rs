@@ -358,6 +358,12 @@ impl Evaluator {
                 }
                 for (choice_set, members) in groups {
                     let group_contexts: Vec<String> = members.iter().map(|&i| contexts[i].clone()).collect();
+                    // Token counts of the choices, so `logprob` is a per-token mean as for
+                    // generation.
+                    let words = choice_set.clone();
+                    let lengths: Vec<usize> = self
+                        .engine
+                        .run(move |rt| words.iter().map(|w| rt.tokenize(w).map(|t| t.len().max(1))).collect())?;
                     let logprobs = self.engine.choice_logprobs(group_contexts, choice_set)?;
                     for (&i, lp) in members.iter().zip(logprobs) {
                         let probabilities = rewards::label_probabilities(&lp);
@@ -368,9 +374,9 @@ impl Evaluator {
                         c.insert("accuracy".into(), rewards::accuracy(predicted, gold));
                         c.insert("gap".into(), rewards::gap(&probabilities, gold));
                         if prepared.needs("logprob") || prepared.needs("perplexity") {
-                            let ll = lp[gold] as f64;
-                            c.insert("logprob".into(), ll);
-                            c.insert("perplexity".into(), (-ll).exp());
+                            let mean = lp[gold] as f64 / lengths[gold] as f64;
+                            c.insert("logprob".into(), mean);
+                            c.insert("perplexity".into(), (-mean).exp());
                         }
                         predictions[i] = prepared.labels.get(predicted).cloned().unwrap_or_default();
                         golds[i] = prepared.labels.get(gold).cloned().unwrap_or_default();
