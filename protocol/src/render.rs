@@ -378,41 +378,29 @@ fn json_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, o
     Ok(())
 }
 
-fn equality_block<'reg, 'rc>(
-    h: &Helper<'rc>,
-    r: &'reg Handlebars<'reg>,
-    ctx: &'rc Context,
-    rc: &mut RenderContext<'reg, 'rc>,
-    out: &mut dyn Output,
+/// `ifEquals` (`when_equal`) and `unlessEquals`: render the block or its inverse by strict
+/// equality of the two arguments.
+struct EqualityBlock {
     when_equal: bool,
-) -> HelperResult {
-    let a = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
-    let b = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
-    let branch = if (a == b) == when_equal { h.template() } else { h.inverse() };
-    if let Some(template) = branch {
-        template.render(r, ctx, rc, out)?;
+}
+
+impl HelperDef for EqualityBlock {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let a = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
+        let b = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
+        let branch = if (a == b) == self.when_equal { h.template() } else { h.inverse() };
+        if let Some(template) = branch {
+            template.render(r, ctx, rc, out)?;
+        }
+        Ok(())
     }
-    Ok(())
-}
-
-fn if_equals<'reg, 'rc>(
-    h: &Helper<'rc>,
-    r: &'reg Handlebars<'reg>,
-    ctx: &'rc Context,
-    rc: &mut RenderContext<'reg, 'rc>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    equality_block(h, r, ctx, rc, out, true)
-}
-
-fn unless_equals<'reg, 'rc>(
-    h: &Helper<'rc>,
-    r: &'reg Handlebars<'reg>,
-    ctx: &'rc Context,
-    rc: &mut RenderContext<'reg, 'rc>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    equality_block(h, r, ctx, rc, out, false)
 }
 
 fn register_helpers(registry: &mut Handlebars<'static>) {
@@ -421,8 +409,8 @@ fn register_helpers(registry: &mut Handlebars<'static>) {
     registry.register_helper("section", Box::new(section));
     registry.register_helper("media", Box::new(media));
     registry.register_helper("json", Box::new(json_helper));
-    registry.register_helper("ifEquals", Box::new(if_equals));
-    registry.register_helper("unlessEquals", Box::new(unless_equals));
+    registry.register_helper("ifEquals", Box::new(EqualityBlock { when_equal: true }));
+    registry.register_helper("unlessEquals", Box::new(EqualityBlock { when_equal: false }));
     registry.register_helper(DATA_HELPER, Box::new(DataLookup));
 }
 
