@@ -324,3 +324,142 @@ impl Model {
         Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A tiny random llama written as a GGUF by the test itself: the forward pass's batching,
+    //! padding and prefix reuse checked without the real model.
+
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, IndexOp, Tensor};
+
+    use super::*;
+    use crate::optimize::rng::Rng;
+
+    const VOCAB: usize = 96;
+    const HIDDEN: usize = 64;
+    const HEADS: usize = 4;
+    const KV_HEADS: usize = 2;
+    const FFN: usize = 128;
+    const LAYERS: usize = 2;
+
+    fn random(rng: &mut Rng, shape: (usize, usize), scale: f32) -> Tensor {
+        let data: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.normal() * scale).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn tiny_gguf(path: &std::path::Path) {
+        let mut rng = Rng::new(7);
+        let head_dim = HIDDEN / HEADS;
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        let q8 = |t: &Tensor| QTensor::quantize(t, GgmlDType::Q8_0).unwrap();
+        let f32 = |t: &Tensor| QTensor::quantize(t, GgmlDType::F32).unwrap();
+        tensors.push(("token_embd.weight".into(), q8(&random(&mut rng, (VOCAB, HIDDEN), 0.5))));
+        let ones = Tensor::ones(HIDDEN, candle_core::DType::F32, &Device::Cpu).unwrap();
+        for i in 0..LAYERS {
+            let p = format!("blk.{i}");
+            tensors.push((format!("{p}.attn_norm.weight"), f32(&ones)));
+            tensors.push((format!("{p}.ffn_norm.weight"), f32(&ones)));
+            tensors.push((format!("{p}.attn_q.weight"), q8(&random(&mut rng, (HIDDEN, HIDDEN), 0.2))));
+            tensors.push((format!("{p}.attn_k.weight"), q8(&random(&mut rng, (KV_HEADS * head_dim, HIDDEN), 0.2))));
+            tensors.push((format!("{p}.attn_v.weight"), q8(&random(&mut rng, (KV_HEADS * head_dim, HIDDEN), 0.2))));
+            tensors.push((format!("{p}.attn_output.weight"), q8(&random(&mut rng, (HIDDEN, HIDDEN), 0.2))));
+            tensors.push((format!("{p}.ffn_gate.weight"), q8(&random(&mut rng, (FFN, HIDDEN), 0.2))));
+            tensors.push((format!("{p}.ffn_up.weight"), q8(&random(&mut rng, (FFN, HIDDEN), 0.2))));
+            tensors.push((format!("{p}.ffn_down.weight"), q8(&random(&mut rng, (HIDDEN, FFN), 0.2))));
+        }
+        tensors.push(("output_norm.weight".into(), f32(&ones)));
+        let metadata: Vec<(&str, Value)> = vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", Value::U32(LAYERS as u32)),
+            ("llama.embedding_length", Value::U32(HIDDEN as u32)),
+            ("llama.attention.head_count", Value::U32(HEADS as u32)),
+            ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
+            ("llama.feed_forward_length", Value::U32(FFN as u32)),
+            ("llama.context_length", Value::U32(256)),
+            ("llama.vocab_size", Value::U32(VOCAB as u32)),
+            ("llama.rope.freq_base", Value::F32(10_000.0)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ];
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut file = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    }
+
+    fn tiny_model(weights: Weights) -> Model {
+        let path = std::env::temp_dir().join(format!("reprompt-tiny-{}-{weights:?}.gguf", std::process::id()));
+        tiny_gguf(&path);
+        let mut gguf = GgufFile::open(&path).unwrap();
+        let model = Model::load(&mut gguf, weights, &Device::Cpu).unwrap();
+        let _ = std::fs::remove_file(&path);
+        model
+    }
+
+    /// Hidden state of the last token of `ids`, computed in one pass without a prefix.
+    fn last_hidden(model: &Model, ids: &[u32], mode: Mode) -> Vec<f32> {
+        let (hidden, _) = model.forward(ids, 1, ids.len(), None, mode, false).unwrap();
+        hidden.i(ids.len() - 1).unwrap().to_vec1().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn prefix_reuse_and_right_padded_batches_match_single_passes() {
+        let model = tiny_model(Weights::Both);
+        let prefix: Vec<u32> = vec![5, 17, 3, 88, 42, 9];
+        let suffixes: [&[u32]; 3] = [&[11, 12, 13, 14], &[70], &[1, 2]];
+        let (_, cache) = model.forward(&prefix, 1, prefix.len(), None, Mode::Dense, true).unwrap();
+        let cache = cache.unwrap();
+        // One batch, right-padded to the longest suffix, after the shared prefix.
+        let seq = 4;
+        let mut tokens = Vec::new();
+        for s in suffixes {
+            tokens.extend_from_slice(s);
+            tokens.extend(std::iter::repeat_n(0, seq - s.len()));
+        }
+        let (hidden, _) = model.forward(&tokens, 3, seq, Some(&cache), Mode::Dense, false).unwrap();
+        for (row, s) in suffixes.iter().enumerate() {
+            let batched: Vec<f32> = hidden.i(row * seq + s.len() - 1).unwrap().to_vec1().unwrap();
+            let full: Vec<u32> = prefix.iter().chain(s.iter()).copied().collect();
+            let single = last_hidden(&model, &full, Mode::Dense);
+            assert!(max_diff(&batched, &single) < 1e-4, "row {row}: {}", max_diff(&batched, &single));
+        }
+    }
+
+    #[test]
+    fn decoding_token_by_token_matches_one_pass() {
+        let model = tiny_model(Weights::Quantized);
+        let ids: Vec<u32> = vec![4, 8, 15, 16, 23, 42];
+        let one_pass = last_hidden(&model, &ids, Mode::Quantized);
+        let (_, mut cache) = model.forward(&ids[..1], 1, 1, None, Mode::Quantized, true).unwrap();
+        let mut last = Vec::new();
+        for &id in &ids[1..] {
+            let (hidden, next) = model.forward(&[id], 1, 1, cache.as_ref(), Mode::Quantized, true).unwrap();
+            cache = next;
+            last = hidden.i(0).unwrap().to_vec1().unwrap();
+        }
+        assert_eq!(cache.map(|c| c.len), Some(ids.len()));
+        assert!(max_diff(&last, &one_pass) < 1e-4, "{}", max_diff(&last, &one_pass));
+    }
+
+    #[test]
+    fn dense_and_quantized_weights_agree_and_bad_calls_are_errors() {
+        let model = tiny_model(Weights::Both);
+        let ids: Vec<u32> = vec![3, 1, 4, 1, 5, 9, 2, 6];
+        let dense = last_hidden(&model, &ids, Mode::Dense);
+        let quant = last_hidden(&model, &ids, Mode::Quantized);
+        // Q8_0 weights are exact here (dense ones are their dequantization); the quantized
+        // matmul also rounds activations to 8 bits, so close, not equal.
+        assert!(max_diff(&dense, &quant) < 0.1, "{}", max_diff(&dense, &quant));
+        assert!(model.forward(&ids, 2, 3, None, Mode::Dense, false).is_err());
+        let long = vec![1u32; 300];
+        assert!(matches!(
+            model.forward(&long, 1, long.len(), None, Mode::Dense, false),
+            Err(crate::engine::EngineError::TooLong { .. })
+        ));
+    }
+}
