@@ -171,7 +171,7 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
             }
             Event::SequenceEnd => match stack.pop() {
                 Some(Frame::Sequence { start, anchor, items }) => {
-                    let end = items.last().map_or(span.end, |n| n.span.end.max(start));
+                    let end = collection_end(text, span, items.last().map(|n| n.span.end), start);
                     remember(
                         &mut anchors,
                         anchor,
@@ -182,7 +182,7 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
             },
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Mapping { start, anchor, entries, .. }) => {
-                    let end = entries.last().map_or(span.end, |(_, v)| v.span.end.max(start));
+                    let end = collection_end(text, span, entries.last().map(|(_, v)| v.span.end), start);
                     remember(
                         &mut anchors,
                         anchor,
@@ -245,6 +245,17 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
     }
     Ok(root
         .unwrap_or(YamlNode { span: Span::at(0), kind: YamlKind::Scalar { text: String::new(), value: Value::Null } }))
+}
+
+/// Where a collection ends: after its closing bracket for flow style (`[a, b]`, `{a: b}`),
+/// else after its last item (a block collection's end event sits at the next token).
+fn collection_end(text: &str, end_event: Span, last_item_end: Option<usize>, start: usize) -> usize {
+    let closes_flow =
+        end_event.end > end_event.start && matches!(text.as_bytes().get(end_event.end - 1), Some(b']' | b'}'));
+    match (closes_flow, last_item_end) {
+        (true, _) | (false, None) => end_event.end.max(start),
+        (false, Some(end)) => end.max(start),
+    }
 }
 
 fn syntax(span: Span, message: &str) -> YamlError {
@@ -376,6 +387,19 @@ mod tests {
         assert_eq!(&text[items[0].span.start..items[0].span.end], "x");
         let (_, value) = root.get("näme").unwrap();
         assert_eq!(&text[value.span.start..value.span.end], "wörld");
+    }
+
+    #[test]
+    fn flow_collections_span_their_brackets() {
+        let text = "a: [x, y]\nb: {c: d}\ne:\n  - f\n";
+        let root = load(text).unwrap();
+        let span_of = |key: &str| {
+            let (_, v) = root.get(key).unwrap();
+            &text[v.span.start..v.span.end]
+        };
+        assert_eq!(span_of("a"), "[x, y]");
+        assert_eq!(span_of("b"), "{c: d}");
+        assert_eq!(span_of("e"), "- f");
     }
 
     #[test]

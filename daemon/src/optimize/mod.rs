@@ -1,6 +1,8 @@
 //! The optimizer's learning core: a PPO agent that picks one edit out of a variable-size
 //! candidate set, independent of any language model (features come in as plain `f32` vectors).
 //!
+//! - [`edits`]: readable prompt edits applied as minimal text edits, each checked to parse and
+//!   keep the input variables;
 //! - [`rng`]: the seeded deterministic generator behind everything random here (weight init,
 //!   action sampling, minibatch shuffling), so runs and resumed runs are reproducible;
 //! - [`policy`]: [`PolicyNet`], an MLP scoring `[state; candidate; edit kind]` rows plus a value
@@ -9,6 +11,7 @@
 //!   gradient clipping, AdamW (own implementation, so its moments go into checkpoints),
 //!   checkpoints and anchor snapshots.
 
+pub mod edits;
 pub mod policy;
 pub mod ppo;
 pub mod rng;
