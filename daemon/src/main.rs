@@ -1,5 +1,5 @@
 //! The `reprompt` command: check, render and score `.prompt` files, manage models, benchmark
-//! the engine (optimization arrives with the optimizer).
+//! the engine and the optimizer; optimize prompts.
 
 use std::process::ExitCode;
 
@@ -21,7 +21,9 @@ enum Command {
     Render(cli::render::RenderArgs),
     /// Score a .prompt file on its dataset with the real model
     Score(cli::score::ScoreArgs),
-    /// Benchmarks (engine speed)
+    /// Optimize a .prompt file: RL (PPO) over readable edits, or a baseline, within a budget
+    Optimize(cli::optimize::OptimizeArgs),
+    /// Benchmarks (engine speed, optimizer quality)
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
     /// Manage the model cache
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
             cli::render::run(args, &mut stdout, &mut std::io::stderr()).map(|()| ExitCode::SUCCESS)
         }
         Command::Score(args) => cli::score::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
+        Command::Optimize(args) => cli::optimize::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => cli::bench::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Models(command) => cli::models::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
     };

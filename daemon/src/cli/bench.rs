@@ -1,4 +1,4 @@
-//! `reprompt bench engine`: load time, prompt and decode speed, peak memory, and the cost of
+//! `reprompt bench engine` (`bench optimize` lives in `bench_optimize`): load time, prompt and decode speed, peak memory, and the cost of
 //! scoring SST-2 examples — the numbers BENCHMARKS.md compares with llama.cpp.
 
 use std::io::Write;
@@ -21,6 +21,8 @@ use crate::engine::{DeviceChoice, store};
 pub enum BenchCommand {
     /// Engine speed: load, prompt tokens/s, decode tokens/s, peak RSS, ms per scored example
     Engine(EngineBenchArgs),
+    /// Optimizer quality: the example prompt through PPO and each baseline at the same budget
+    Optimize(super::bench_optimize::OptimizeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +47,7 @@ pub struct EngineBenchArgs {
 pub fn run(command: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         BenchCommand::Engine(args) => engine(args, out),
+        BenchCommand::Optimize(args) => super::bench_optimize::run(args, out),
     }
 }
 

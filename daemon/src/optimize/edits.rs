@@ -1,21 +1,27 @@
 //! Readable prompt edits, applied to the `.prompt` text as minimal text edits, each result
 //! checked to parse without errors and keep the same input variables.
 //!
-//! The first edit kinds of the optimizer's edit space (DESIGN.md): label words (a verbalizer
-//! swap, TEMPERA-style), the answer format (chat template or plain text), and instruction
-//! sentences (delete one, or add a phrase from a bank, GrIPS-style). Demonstrations and
-//! paraphrases come next.
+//! The optimizer's edit space (DESIGN.md): instruction sentences (delete, swap two neighbours,
+//! paraphrase, add a phrase from the bank, GrIPS-style), label words (a verbalizer swap,
+//! TEMPERA-style), demonstrations (add, remove or replace an in-context example from the
+//! training split, TEMPERA-style), the answer cue (the line the model's answer follows),
+//! message structure (chat template or plain text, dropping the role markers), and stop.
+
+use std::collections::BTreeMap;
 
 use reprompt_protocol::settings::Format;
+use reprompt_protocol::template::MustacheKind;
 use reprompt_protocol::{PromptDocument, Severity, Span, parse};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use reprompt_protocol::template::MustacheKind;
+use super::rng::Rng;
 
 /// One edit of a prompt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Edit {
-    /// Replace the label words (`reprompt.labels`), one per label id.
+    /// Replace the label words (`reprompt.labels`), one per label id; the answers of the
+    /// demonstrations in the prompt follow.
     Labels(Vec<String>),
     /// Lay the prompt out through the chat template or as plain text (`reprompt.format`).
     Format(Format),
@@ -23,6 +29,24 @@ pub enum Edit {
     DeleteSentence(Span),
     /// Insert a phrase (with its trailing space or newline) at this byte offset of the file.
     InsertPhrase { at: usize, text: String },
+    /// Swap two neighbouring sentences (the first span comes first in the file).
+    SwapSentences(Span, Span),
+    /// Replace the sentence at `span` by a rewrite of it (a paraphrase by the task model).
+    Paraphrase { span: Span, text: String },
+    /// End the prompt with this answer cue line (`Answer:`), or replace the cue it ends with.
+    AnswerCue(String),
+    /// Remove every `{{role …}}` marker: one message instead of turns.
+    DropRoles,
+    /// Insert a demonstration block (an example with its answer) at this byte offset.
+    AddDemo { at: usize, text: String },
+    /// Remove the demonstration block at this span.
+    RemoveDemo(Span),
+    /// Replace the demonstration block at `span` by another one.
+    ReplaceDemo { span: Span, text: String },
+    /// End the episode: the prompt stays as it is.
+    Stop,
+    /// A plain completion prompt: plain text, no role markers, ending with this answer cue.
+    Completion(String),
 }
 
 impl Edit {
@@ -33,10 +57,44 @@ impl Edit {
             Edit::Format(_) => 1,
             Edit::DeleteSentence(_) => 2,
             Edit::InsertPhrase { .. } => 3,
+            Edit::SwapSentences(..) => 4,
+            Edit::Paraphrase { .. } => 5,
+            Edit::AnswerCue(_) => 6,
+            Edit::DropRoles => 7,
+            Edit::AddDemo { .. } => 8,
+            Edit::RemoveDemo(_) => 9,
+            Edit::ReplaceDemo { .. } => 10,
+            Edit::Stop => 11,
+            Edit::Completion(_) => 12,
         }
     }
 
-    pub const KINDS: usize = 4;
+    pub const KINDS: usize = 13;
+
+    /// A one-line description for people (and the text the policy embeds).
+    pub fn describe(&self, source: &str) -> String {
+        let quote = |span: &Span| source.get(span.start..span.end).unwrap_or("").trim().replace('\n', " ");
+        match self {
+            Edit::Labels(words) => format!("label words {}", words.join(" / ")),
+            Edit::Format(Format::Plain) => "plain text instead of the chat template".into(),
+            Edit::Format(Format::Chat) => "the chat template instead of plain text".into(),
+            Edit::DeleteSentence(span) => format!("delete \"{}\"", quote(span)),
+            Edit::InsertPhrase { text, .. } => format!("add \"{}\"", text.trim()),
+            Edit::SwapSentences(a, b) => format!("swap \"{}\" and \"{}\"", quote(a), quote(b)),
+            Edit::Paraphrase { span, text } => format!("rewrite \"{}\" as \"{}\"", quote(span), text.trim()),
+            Edit::AnswerCue(cue) => format!("answer cue \"{cue}\""),
+            Edit::DropRoles => "drop the role markers".into(),
+            Edit::AddDemo { text, .. } => format!("add example \"{}\"", text.trim().replace('\n', " | ")),
+            Edit::RemoveDemo(span) => format!("remove example \"{}\"", quote(span).replace('\n', " | ")),
+            Edit::ReplaceDemo { span, text } => format!(
+                "replace example \"{}\" by \"{}\"",
+                quote(span).replace('\n', " | "),
+                text.trim().replace('\n', " | ")
+            ),
+            Edit::Stop => "stop".into(),
+            Edit::Completion(cue) => format!("plain completion prompt ending in \"{cue}\""),
+        }
+    }
 }
 
 /// A replacement of one span of the file's text.
@@ -75,15 +133,182 @@ pub const PHRASES: &[&str] = &[
     "Ignore details that do not express an opinion.",
 ];
 
+/// Answer cues: the line the model's answer follows (generic classification cues).
+pub const CUES: &[&str] = &["Answer:", "Output:", "Label:", "Category:", "Sentiment:", "Topic:"];
+
+/// A training example the optimizer may show as a demonstration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DemoSource {
+    pub input: Map<String, Value>,
+    /// The gold label id (classification).
+    pub label: Option<usize>,
+    /// The gold answer (generation).
+    pub answer: Option<String>,
+}
+
+/// What the edit space draws from beyond the prompt itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EditSpace {
+    /// Instruction phrases to add.
+    pub phrases: Vec<String>,
+    /// Label-word sets to try.
+    pub label_sets: Vec<Vec<String>>,
+    /// Answer cues to try.
+    pub cues: Vec<String>,
+    /// Training examples usable as demonstrations.
+    pub demos: Vec<DemoSource>,
+    /// Rewrites of sentences (sentence text → rewrites), filled by the task model.
+    pub paraphrases: BTreeMap<String, Vec<String>>,
+    /// Most demonstrations a prompt may hold.
+    pub max_demos: usize,
+    /// Demonstrations offered per state (a seeded sample of the pool).
+    pub demo_offers: usize,
+}
+
+impl EditSpace {
+    /// The built-in banks and `demos`.
+    pub fn builtin(demos: Vec<DemoSource>) -> Self {
+        Self {
+            phrases: PHRASES.iter().map(|s| s.to_string()).collect(),
+            label_sets: LABEL_SETS.iter().map(|set| set.iter().map(|s| s.to_string()).collect()).collect(),
+            cues: CUES.iter().map(|s| s.to_string()).collect(),
+            demos,
+            paraphrases: BTreeMap::new(),
+            max_demos: 4,
+            demo_offers: 3,
+        }
+    }
+}
+
+/// A demonstration found in a prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoundDemo {
+    /// The whole block, with the blank line after it.
+    pub span: Span,
+    /// The answer word(s) on its last line.
+    pub answer: Span,
+    /// Which [`EditSpace::demos`] entry it shows.
+    pub source: usize,
+}
+
+/// The lines of the template that read the input variables (the example's own lines), if
+/// they hold nothing but text and plain variable mustaches outside any block.
+pub fn example_unit(doc: &PromptDocument) -> Option<Span> {
+    let body = doc.body_span;
+    let first = doc.scan.variables.iter().map(|v| v.span.start).min()?;
+    let last = doc.scan.variables.iter().map(|v| v.span.end).max()?;
+    let start = doc.source[body.start..first].rfind('\n').map_or(body.start, |i| body.start + i + 1);
+    let end = doc.source[last..body.end].find('\n').map_or(body.end, |i| last + i);
+    let unit = Span::new(start, end);
+    let plain = doc.scan.mustaches.iter().filter(|m| m.span.start < end && m.span.end > start).all(|m| {
+        matches!(m.kind, MustacheKind::Expression | MustacheKind::Triple)
+            && m.expr.as_ref().is_some_and(|e| !e.is_helper_call() && e.head_name().is_some())
+    });
+    let inside_block = doc.scan.blocks.iter().any(|b| b.open.start < start && b.close.is_none_or(|c| c.end > end));
+    (plain && !inside_block).then_some(unit)
+}
+
+/// The value of a dotted path in an example's input, as one line of template-safe text.
+fn input_text(input: &Map<String, Value>, path: &str) -> Option<String> {
+    let mut parts = path.split('.');
+    let mut value = input.get(parts.next()?)?;
+    for part in parts {
+        value = value.get(part)?;
+    }
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    // Data is untrusted text: it must stay literal in the template.
+    Some(text.replace(['\n', '\r'], " ").replace("{{", "\\{{"))
+}
+
+/// The unit with the example's values in place of its variables.
+fn render_unit(doc: &PromptDocument, unit: Span, demo: &DemoSource) -> Option<String> {
+    let mut out = String::new();
+    let mut at = unit.start;
+    for m in doc.scan.mustaches.iter().filter(|m| m.span.start >= unit.start && m.span.end <= unit.end) {
+        out.push_str(&doc.source[at..m.span.start]);
+        out.push_str(&input_text(&demo.input, m.expr.as_ref()?.head_name()?)?);
+        at = m.span.end;
+    }
+    out.push_str(&doc.source[at..unit.end]);
+    Some(out)
+}
+
+/// The cue line the prompt ends with (`Sentiment:`), if any, and its span.
+fn final_cue(doc: &PromptDocument) -> Option<(String, Span)> {
+    let body = &doc.source[doc.body_span.start..doc.body_span.end];
+    let trimmed = body.trim_end();
+    let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+    let line = trimmed[line_start..].trim();
+    let is_cue = line.ends_with(':') && line.len() <= 40 && !line.contains("{{") && !line.contains("}}");
+    let start =
+        doc.body_span.start + line_start + (trimmed[line_start..].len() - trimmed[line_start..].trim_start().len());
+    is_cue.then(|| (line.to_string(), Span::new(start, doc.body_span.start + trimmed.len())))
+}
+
+/// The answer of a demonstration under the prompt's current label words.
+fn demo_answer(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
+    match (demo.label, &doc.settings.labels) {
+        (Some(label), Some(labels)) => labels.value.get(label).cloned(),
+        _ => demo.answer.as_ref().map(|a| a.replace(['\n', '\r'], " ").replace("{{", "\\{{")),
+    }
+}
+
+/// The block that shows `demo` in `doc`: its lines, the cue and the answer, a blank line.
+pub fn demo_text(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
+    let unit = example_unit(doc)?;
+    let rendered = render_unit(doc, unit, demo)?;
+    let cue = final_cue(doc).map_or_else(|| "Answer:".to_string(), |(c, _)| c);
+    let answer = demo_answer(doc, demo)?;
+    Some(format!("{rendered}\n{cue} {answer}\n\n"))
+}
+
+/// The demonstrations from `space` that `doc` shows, in file order.
+pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
+    let Some(unit) = example_unit(doc) else { return Vec::new() };
+    let region = &doc.source[doc.body_span.start..unit.start];
+    let mut found = Vec::new();
+    for (i, demo) in space.demos.iter().enumerate() {
+        let Some(rendered) = render_unit(doc, unit, demo) else { continue };
+        let needle = format!("{rendered}\n");
+        let mut from = 0;
+        while let Some(pos) = region[from..].find(&needle) {
+            let start = from + pos;
+            from = start + 1;
+            if start > 0 && !region[..start].ends_with('\n') {
+                continue;
+            }
+            let line_start = start + needle.len();
+            let Some(line_len) = region[line_start..].find('\n') else { continue };
+            let line = &region[line_start..line_start + line_len];
+            let Some(space_at) = line.find(": ").map(|p| p + 2) else { continue };
+            let answer_start = line_start + space_at;
+            let mut end = line_start + line_len + 1;
+            if region[end..].starts_with('\n') {
+                end += 1;
+            }
+            let base = doc.body_span.start;
+            found.push(FoundDemo {
+                span: Span::new(base + start, base + end),
+                answer: Span::new(base + answer_start, base + line_start + line_len),
+                source: i,
+            });
+            break;
+        }
+    }
+    found.sort_by_key(|d| d.span.start);
+    found
+}
+
 /// The minimal text edits that carry out `edit` on `doc`.
-pub fn text_edits(doc: &PromptDocument, edit: &Edit) -> Result<Vec<TextEdit>, EditError> {
+pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<Vec<TextEdit>, EditError> {
+    let not = |why: &str| EditError::NotApplicable(why.to_string());
     match edit {
         Edit::Labels(words) => {
-            let labels = doc
-                .settings
-                .labels
-                .as_ref()
-                .ok_or_else(|| EditError::NotApplicable("the prompt has no labels".into()))?;
+            let labels = doc.settings.labels.as_ref().ok_or_else(|| not("the prompt has no labels"))?;
             if words.len() != labels.value.len() {
                 return Err(EditError::NotApplicable(format!(
                     "{} labels for {} label ids",
@@ -93,7 +318,30 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit) -> Result<Vec<TextEdit>, Ed
             }
             let list =
                 words.iter().map(|w| serde_json::to_string(w).unwrap_or_default()).collect::<Vec<_>>().join(", ");
-            Ok(vec![TextEdit { span: labels.span, replacement: format!("[{list}]") }])
+            let mut edits = vec![TextEdit { span: labels.span, replacement: format!("[{list}]") }];
+            // The demonstrations answer with the new words too.
+            let demos = find_demos(doc, space);
+            for demo in &demos {
+                if let Some(word) = space.demos[demo.source].label.and_then(|l| words.get(l)) {
+                    edits.push(TextEdit { span: demo.answer, replacement: word.clone() });
+                }
+            }
+            // And the instructions name the new words where they named the old ones
+            // ("great or terrible?" → "positive or negative?").
+            for segment in text_segments(doc) {
+                for (span, label) in label_mentions(doc, segment, &labels.value) {
+                    if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {
+                        continue;
+                    }
+                    let old = &doc.source[span.start..span.end];
+                    let mut word = words[label].clone();
+                    if old.chars().next().is_some_and(char::is_uppercase) {
+                        word = capitalized(&word);
+                    }
+                    edits.push(TextEdit { span, replacement: word });
+                }
+            }
+            Ok(edits)
         }
         Edit::Format(format) => {
             let value = match format {
@@ -103,10 +351,7 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit) -> Result<Vec<TextEdit>, Ed
             if let Some((_, span)) = doc.entry_span("reprompt.format") {
                 return Ok(vec![TextEdit { span, replacement: value.into() }]);
             }
-            let front = doc
-                .front_matter
-                .as_ref()
-                .ok_or_else(|| EditError::NotApplicable("the prompt has no front matter".into()))?;
+            let front = doc.front_matter.as_ref().ok_or_else(|| not("the prompt has no front matter"))?;
             let yaml = &doc.source[front.span.start..front.span.end];
             let newline = if yaml.is_empty() || yaml.ends_with('\n') { "" } else { "\n" };
             Ok(vec![TextEdit {
@@ -116,22 +361,120 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit) -> Result<Vec<TextEdit>, Ed
         }
         Edit::DeleteSentence(span) => {
             if !sentences(doc).contains(span) {
-                return Err(EditError::NotApplicable("no such sentence".into()));
+                return Err(not("no such sentence"));
             }
-            // Take the space after the sentence along, so no double spaces are left.
+            // Take the space after the sentence along, so no double spaces are left; a
+            // sentence alone on its line goes with its line end.
             let mut end = span.end;
-            if doc.source[end..].starts_with(' ') {
+            let alone = doc.source[..span.start].ends_with('\n') && doc.source[end..].starts_with('\n');
+            if doc.source[end..].starts_with(' ') || alone {
                 end += 1;
             }
             Ok(vec![TextEdit { span: Span::new(span.start, end), replacement: String::new() }])
         }
         Edit::InsertPhrase { at, text } => {
             if !insertion_points(doc).contains(at) {
-                return Err(EditError::NotApplicable("not an insertion point".into()));
+                return Err(not("not an insertion point"));
             }
             Ok(vec![TextEdit { span: Span::at(*at), replacement: text.clone() }])
         }
+        Edit::SwapSentences(a, b) => {
+            let all = sentences(doc);
+            if !(all.contains(a) && all.contains(b) && a.end <= b.start) {
+                return Err(not("no such pair of sentences"));
+            }
+            Ok(vec![
+                TextEdit { span: *a, replacement: doc.source[b.start..b.end].to_string() },
+                TextEdit { span: *b, replacement: doc.source[a.start..a.end].to_string() },
+            ])
+        }
+        Edit::Paraphrase { span, text } => {
+            if !sentences(doc).contains(span) {
+                return Err(not("no such sentence"));
+            }
+            if text.contains(['\n', '\r']) || text.contains("{{") || text.contains("}}") || text.trim().is_empty() {
+                return Err(not("a rewrite is one line of plain text"));
+            }
+            Ok(vec![TextEdit { span: *span, replacement: text.trim().to_string() }])
+        }
+        Edit::AnswerCue(cue) => {
+            if cue.contains(['\n', '\r']) || cue.contains("{{") || cue.trim().is_empty() {
+                return Err(not("a cue is one line of plain text"));
+            }
+            match final_cue(doc) {
+                Some((current, _)) if current == *cue => Err(not("the prompt already ends with this cue")),
+                Some((_, span)) => Ok(vec![TextEdit { span, replacement: cue.clone() }]),
+                None => {
+                    let body = &doc.source[doc.body_span.start..doc.body_span.end];
+                    let at = doc.body_span.start + body.trim_end().len();
+                    Ok(vec![TextEdit { span: Span::at(at), replacement: format!("\n{cue}") }])
+                }
+            }
+        }
+        Edit::DropRoles => {
+            let markers = role_markers(doc);
+            if markers.is_empty() {
+                return Err(not("the prompt has no role markers"));
+            }
+            Ok(markers
+                .into_iter()
+                .map(|span| {
+                    let end = if doc.source[span.end..].starts_with('\n') { span.end + 1 } else { span.end };
+                    TextEdit { span: Span::new(span.start, end), replacement: String::new() }
+                })
+                .collect())
+        }
+        Edit::AddDemo { at, text } => {
+            if example_unit(doc).map(|u| u.start) != Some(*at) {
+                return Err(not("demonstrations go right before the example's lines"));
+            }
+            if find_demos(doc, space).len() >= space.max_demos.max(1) {
+                return Err(not("the prompt holds the most demonstrations allowed"));
+            }
+            Ok(vec![TextEdit { span: Span::at(*at), replacement: text.clone() }])
+        }
+        Edit::RemoveDemo(span) => {
+            if !find_demos(doc, space).iter().any(|d| d.span == *span) {
+                return Err(not("no such demonstration"));
+            }
+            Ok(vec![TextEdit { span: *span, replacement: String::new() }])
+        }
+        Edit::ReplaceDemo { span, text } => {
+            if !find_demos(doc, space).iter().any(|d| d.span == *span) {
+                return Err(not("no such demonstration"));
+            }
+            Ok(vec![TextEdit { span: *span, replacement: text.clone() }])
+        }
+        Edit::Stop => Ok(Vec::new()),
+        Edit::Completion(cue) => {
+            if doc.settings.format == Format::Plain && role_markers(doc).is_empty() {
+                return Err(not("the prompt is a plain completion prompt already"));
+            }
+            let mut edits = Vec::new();
+            if doc.settings.format != Format::Plain {
+                edits.extend(text_edits(doc, &Edit::Format(Format::Plain), space)?);
+            }
+            if !role_markers(doc).is_empty() {
+                edits.extend(text_edits(doc, &Edit::DropRoles, space)?);
+            }
+            match text_edits(doc, &Edit::AnswerCue(cue.clone()), space) {
+                Ok(cue_edits) => edits.extend(cue_edits),
+                Err(EditError::NotApplicable(_)) if final_cue(doc).is_some_and(|(c, _)| c == *cue) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(edits)
+        }
     }
+}
+
+/// The `{{role …}}` mustaches of the template.
+fn role_markers(doc: &PromptDocument) -> Vec<Span> {
+    doc.scan
+        .mustaches
+        .iter()
+        .filter(|m| m.kind == MustacheKind::Expression && m.expr.as_ref().and_then(|e| e.head_name()) == Some("role"))
+        .map(|m| m.span)
+        .collect()
 }
 
 /// Applies text edits (non-overlapping) to `source`.
@@ -161,8 +504,8 @@ fn variables(doc: &PromptDocument) -> Vec<String> {
 
 /// The edited prompt text, or why the edit is refused: the result must parse without errors
 /// and read exactly the same input variables.
-pub fn apply_checked(doc: &PromptDocument, edit: &Edit) -> Result<String, EditError> {
-    let text = apply(&doc.source, &text_edits(doc, edit)?);
+pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<String, EditError> {
+    let text = apply(&doc.source, &text_edits(doc, edit, space)?);
     let edited = parse(&text, None);
     if let Some(error) = edited.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         return Err(EditError::Invalid(error.message.clone()));
@@ -172,6 +515,33 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit) -> Result<String, EditEr
         return Err(EditError::Variables { before, after });
     }
     Ok(text)
+}
+
+/// Whole-word, case-insensitive mentions of label words in a prose segment: (span, label id).
+fn label_mentions(doc: &PromptDocument, segment: Span, labels: &[String]) -> Vec<(Span, usize)> {
+    let text = &doc.source[segment.start..segment.end];
+    let mut out = Vec::new();
+    let mut word_start: Option<usize> = None;
+    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        let part_of_word = c.is_alphanumeric() || c == '\'' || c == '-';
+        match (word_start, part_of_word) {
+            (None, true) => word_start = Some(i),
+            (Some(start), false) => {
+                let word = &text[start..i];
+                if let Some(label) = labels.iter().position(|l| !l.is_empty() && l.eq_ignore_ascii_case(word)) {
+                    out.push((Span::new(segment.start + start, segment.start + i), label));
+                }
+                word_start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
 }
 
 /// Text spans of the template that lie between mustaches (the author's prose).
@@ -195,7 +565,7 @@ fn text_segments(doc: &PromptDocument) -> Vec<Span> {
     segments
 }
 
-/// Whole sentences inside prose segments: runs ending in `.`, `?` or `!` (or a line end).
+/// Whole sentences inside prose segments: runs ending in `.`, `?` or `!`.
 pub fn sentences(doc: &PromptDocument) -> Vec<Span> {
     let mut out = Vec::new();
     for segment in text_segments(doc) {
@@ -229,18 +599,28 @@ pub fn sentences(doc: &PromptDocument) -> Vec<Span> {
     out
 }
 
-/// Where a phrase may be inserted: the start of each prose sentence.
+/// Where a phrase may be inserted: the start of each prose sentence, and the start of the
+/// template when it begins with text.
 pub fn insertion_points(doc: &PromptDocument) -> Vec<usize> {
-    sentences(doc).iter().map(|s| s.start).collect()
+    let mut points: Vec<usize> = sentences(doc).iter().map(|s| s.start).collect();
+    let body = doc.body_span;
+    if !doc.source[body.start..body.end].starts_with("{{") && !points.contains(&body.start) {
+        points.insert(0, body.start);
+    }
+    points
 }
 
-/// Every edit that applies to `doc` and passes [`apply_checked`].
-pub fn candidates(doc: &PromptDocument) -> Vec<Edit> {
+/// The edits offered for `doc`: every one that applies and passes [`apply_checked`], with a
+/// seeded sample of the demonstration pool. [`Edit::Stop`] is the caller's to add.
+pub fn candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng) -> Vec<Edit> {
     let mut edits = Vec::new();
+    let demos = find_demos(doc, space);
+    let in_demo = |s: &Span| demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start);
+    let prose: Vec<Span> = sentences(doc).into_iter().filter(|s| !in_demo(s)).collect();
     if let Some(labels) = &doc.settings.labels {
-        for set in LABEL_SETS.iter().filter(|s| s.len() == labels.value.len()) {
-            if set.iter().zip(&labels.value).any(|(a, b)| a != b) {
-                edits.push(Edit::Labels(set.iter().map(|s| s.to_string()).collect()));
+        for set in space.label_sets.iter().filter(|s| s.len() == labels.value.len()) {
+            if *set != labels.value {
+                edits.push(Edit::Labels(set.clone()));
             }
         }
     }
@@ -248,16 +628,49 @@ pub fn candidates(doc: &PromptDocument) -> Vec<Edit> {
         Format::Chat => Format::Plain,
         Format::Plain => Format::Chat,
     }));
-    edits.extend(sentences(doc).into_iter().map(Edit::DeleteSentence));
-    for at in insertion_points(doc) {
-        for phrase in PHRASES {
-            let already = doc.source.contains(phrase);
-            if !already {
-                edits.push(Edit::InsertPhrase { at, text: format!("{phrase} ") });
+    if !role_markers(doc).is_empty() {
+        edits.push(Edit::DropRoles);
+    }
+    if doc.settings.format == Format::Chat || !role_markers(doc).is_empty() {
+        edits.extend(space.cues.iter().map(|c| Edit::Completion(c.clone())));
+    }
+    edits.extend(space.cues.iter().map(|c| Edit::AnswerCue(c.clone())));
+    edits.extend(prose.iter().copied().map(Edit::DeleteSentence));
+    edits.extend(prose.windows(2).map(|w| Edit::SwapSentences(w[0], w[1])));
+    for span in &prose {
+        let sentence = &doc.source[span.start..span.end];
+        for text in space.paraphrases.get(sentence).into_iter().flatten() {
+            edits.push(Edit::Paraphrase { span: *span, text: text.clone() });
+        }
+    }
+    for at in
+        insertion_points(doc).into_iter().filter(|&at| !demos.iter().any(|d| d.span.start <= at && at < d.span.end))
+    {
+        let sentence_here = prose.iter().any(|s| s.start == at);
+        for phrase in space.phrases.iter().filter(|p| !doc.source.contains(p.as_str())) {
+            let text = if sentence_here { format!("{phrase} ") } else { format!("{phrase}\n") };
+            edits.push(Edit::InsertPhrase { at, text });
+        }
+    }
+    if let Some(unit) = example_unit(doc) {
+        let mut absent: Vec<usize> = (0..space.demos.len()).filter(|i| !demos.iter().any(|d| d.source == *i)).collect();
+        rng.shuffle(&mut absent);
+        let mut offers = absent.into_iter();
+        if demos.len() < space.max_demos {
+            for source in offers.by_ref().take(space.demo_offers) {
+                if let Some(text) = demo_text(doc, &space.demos[source]) {
+                    edits.push(Edit::AddDemo { at: unit.start, text });
+                }
+            }
+        }
+        for demo in &demos {
+            edits.push(Edit::RemoveDemo(demo.span));
+            if let Some(text) = offers.next().and_then(|s| demo_text(doc, &space.demos[s])) {
+                edits.push(Edit::ReplaceDemo { span: demo.span, text });
             }
         }
     }
-    edits.retain(|e| apply_checked(doc, e).is_ok());
+    edits.retain(|e| apply_checked(doc, e, space).is_ok());
     edits
 }
 
@@ -271,25 +684,43 @@ mod tests {
         parse(EXAMPLE, None)
     }
 
+    fn space() -> EditSpace {
+        let demo = |s: &str, label| {
+            let mut input = Map::new();
+            input.insert("sentence".into(), Value::String(s.into()));
+            DemoSource { input, label: Some(label), answer: None }
+        };
+        EditSpace::builtin(vec![
+            demo("a dull , lifeless film .", 0),
+            demo("a joy to watch {{ even twice }} .", 1),
+            demo("the cast is superb .", 1),
+        ])
+    }
+
     #[test]
     fn label_and_format_edits_touch_only_their_values() {
-        let doc = doc();
-        let text = apply_checked(&doc, &Edit::Labels(vec!["negative".into(), "positive".into()])).unwrap();
+        let (doc, space) = (doc(), space());
+        let text = apply_checked(&doc, &Edit::Labels(vec!["negative".into(), "positive".into()]), &space).unwrap();
         assert!(text.contains("reprompt.labels: [\"negative\", \"positive\"]\n"), "{text}");
+        // The instruction that names the labels follows them.
+        assert!(text.contains("Is the sentiment of this review positive or negative?"), "{text}");
+        let capital = parse("---\nreprompt.labels: [no, yes]\n---\nYes or no? Say yes. Notes: {{x}}", None);
+        let relabelled = apply_checked(&capital, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+        assert!(relabelled.ends_with("Good or bad? Say good. Notes: {{x}}"), "{relabelled}");
         assert_eq!(text.lines().count(), EXAMPLE.lines().count());
-        let plain = apply_checked(&doc, &Edit::Format(Format::Plain)).unwrap();
+        let plain = apply_checked(&doc, &Edit::Format(Format::Plain), &space).unwrap();
         let reparsed = parse(&plain, None);
         assert_eq!(reparsed.settings.format, Format::Plain);
         assert_eq!(reparsed.template(), doc.template());
         // And back: the key now exists, so its value is replaced in place.
-        let chat = apply_checked(&reparsed, &Edit::Format(Format::Chat)).unwrap();
+        let chat = apply_checked(&reparsed, &Edit::Format(Format::Chat), &space).unwrap();
         assert_eq!(parse(&chat, None).settings.format, Format::Chat);
         assert_eq!(chat.len(), plain.len() - "plain".len() + "chat".len());
     }
 
     #[test]
     fn sentences_are_found_in_prose_and_edits_keep_variables() {
-        let doc = doc();
+        let (doc, space) = (doc(), space());
         let found: Vec<&str> = sentences(&doc).iter().map(|s| &doc.source[s.start..s.end]).collect();
         assert_eq!(
             found,
@@ -299,19 +730,84 @@ mod tests {
                 "Answer with one word."
             ]
         );
-        let deleted = apply_checked(&doc, &Edit::DeleteSentence(sentences(&doc)[1])).unwrap();
+        let deleted = apply_checked(&doc, &Edit::DeleteSentence(sentences(&doc)[1]), &space).unwrap();
         assert!(deleted.contains("Review: {{sentence}}\nAnswer with one word."), "{deleted}");
         let at = insertion_points(&doc)[0];
-        let inserted = apply_checked(&doc, &Edit::InsertPhrase { at, text: "Be accurate. ".into() }).unwrap();
+        let inserted = apply_checked(&doc, &Edit::InsertPhrase { at, text: "Be accurate. ".into() }, &space).unwrap();
         assert!(inserted.contains("Be accurate. You are a helpful assistant"), "{inserted}");
+        let s = sentences(&doc);
+        let swapped = apply_checked(&doc, &Edit::SwapSentences(s[1], s[2]), &space).unwrap();
+        assert!(swapped.contains("Answer with one word. Is the sentiment of this review great or terrible?"));
+        let rewrite = Edit::Paraphrase { span: s[2], text: "Reply in a single word.".into() };
+        assert!(apply_checked(&doc, &rewrite, &space).unwrap().contains("terrible? Reply in a single word.\n"));
+    }
+
+    #[test]
+    fn cues_and_roles_change_the_structure() {
+        let (doc, space) = (doc(), space());
+        let cued = apply_checked(&doc, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
+        assert!(cued.ends_with("Answer with one word.\nSentiment:\n"), "{cued:?}");
+        // A second cue replaces the first instead of stacking.
+        let recued = apply_checked(&parse(&cued, None), &Edit::AnswerCue("Answer:".into()), &space).unwrap();
+        assert!(recued.ends_with("one word.\nAnswer:\n"), "{recued:?}");
+        let completion = apply_checked(&doc, &Edit::Completion("Sentiment:".into()), &space).unwrap();
+        let reparsed = parse(&completion, None);
+        assert_eq!(reparsed.settings.format, Format::Plain);
+        assert!(completion.ends_with("reviews.\nReview: {{sentence}}\nIs the sentiment of this review great or terrible? Answer with one word.\nSentiment:\n"), "{completion}");
+        assert!(apply_checked(&reparsed, &Edit::Completion("Answer:".into()), &space).is_err(), "already plain");
+        let system = sentences(&doc)[0];
+        let deleted = apply_checked(&doc, &Edit::DeleteSentence(system), &space).unwrap();
+        assert!(deleted.contains("{{role \"system\"}}\n{{role \"user\"}}"), "the emptied line goes: {deleted}");
+        let flat = apply_checked(&doc, &Edit::DropRoles, &space).unwrap();
+        assert!(!flat.contains("{{role"));
+        assert!(
+            flat.contains("---\nYou are a helpful assistant that classifies the sentiment of movie reviews.\nReview:")
+        );
+    }
+
+    #[test]
+    fn demonstrations_are_added_found_relabelled_and_removed() {
+        let space = space();
+        let doc = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
+        let text = demo_text(&doc, &space.demos[1]).unwrap();
+        assert_eq!(text, "Review: a joy to watch \\{{ even twice }} .\nSentiment: great\n\n");
+        let at = example_unit(&doc).unwrap().start;
+        let one = parse(&apply_checked(&doc, &Edit::AddDemo { at, text }, &space).unwrap(), None);
+        assert!(one.diagnostics.is_empty(), "{:?}", one.diagnostics);
+        let two_text = demo_text(&one, &space.demos[0]).unwrap();
+        let at = example_unit(&one).unwrap().start;
+        let two = parse(&apply_checked(&one, &Edit::AddDemo { at, text: two_text }, &space).unwrap(), None);
+        let found = find_demos(&two, &space);
+        assert_eq!(found.iter().map(|d| d.source).collect::<Vec<_>>(), [1, 0]);
+        // Relabelling rewrites the demonstrations' answers.
+        let relabelled =
+            apply_checked(&two, &Edit::Labels(vec!["negative".into(), "positive".into()]), &space).unwrap();
+        assert!(relabelled.contains("twice }} .\nSentiment: positive\n\nReview: a dull , lifeless film .\nSentiment: negative\n\nReview: {{sentence}}"), "{relabelled}");
+        assert_eq!(find_demos(&parse(&relabelled, None), &space).len(), 2);
+        let removed = apply_checked(&two, &Edit::RemoveDemo(found[0].span), &space).unwrap();
+        assert_eq!(find_demos(&parse(&removed, None), &space).iter().map(|d| d.source).collect::<Vec<_>>(), [0]);
+        // The rendered prompt shows the escaped example literally.
+        let mut input = Map::new();
+        input.insert("sentence".into(), Value::String("x".into()));
+        let data = reprompt_protocol::render::DataArgument { input, ..Default::default() };
+        let env = reprompt_protocol::render::MapEnvironment::default();
+        let messages = reprompt_protocol::render::render(&two, &data, &env).unwrap().messages;
+        let rendered: String = messages.iter().map(|m| m.text()).collect();
+        assert!(rendered.contains("a joy to watch {{ even twice }} ."), "{rendered}");
     }
 
     #[test]
     fn edits_that_break_the_prompt_are_refused() {
-        let doc = doc();
-        assert!(matches!(apply_checked(&doc, &Edit::Labels(vec!["one".into()])), Err(EditError::NotApplicable(_))));
-        assert!(apply_checked(&doc, &Edit::DeleteSentence(Span::new(0, 3))).is_err());
-        assert!(apply_checked(&doc, &Edit::InsertPhrase { at: 1, text: "x".into() }).is_err());
+        let (doc, space) = (doc(), space());
+        assert!(matches!(
+            apply_checked(&doc, &Edit::Labels(vec!["one".into()]), &space),
+            Err(EditError::NotApplicable(_))
+        ));
+        assert!(apply_checked(&doc, &Edit::DeleteSentence(Span::new(0, 3)), &space).is_err());
+        assert!(apply_checked(&doc, &Edit::InsertPhrase { at: 1, text: "x".into() }, &space).is_err());
+        assert!(apply_checked(&doc, &Edit::AddDemo { at: 1, text: "x".into() }, &space).is_err());
+        let s = sentences(&doc)[0];
+        assert!(apply_checked(&doc, &Edit::Paraphrase { span: s, text: "{{evil}}".into() }, &space).is_err());
         // A phrase that removes a variable is refused by the variable check.
         let tricky = parse("---\ninput:\n  schema: {a: string}\n---\nSay {{a}}. Done.", None);
         let found: Vec<&str> = sentences(&tricky).iter().map(|s| &tricky.source[s.start..s.end]).collect();
@@ -320,15 +816,17 @@ mod tests {
 
     #[test]
     fn every_candidate_of_the_example_applies_cleanly() {
-        let doc = doc();
-        let all = candidates(&doc);
-        assert!(all.iter().any(|e| matches!(e, Edit::Labels(_))));
-        assert!(all.iter().any(|e| matches!(e, Edit::Format(Format::Plain))));
-        assert!(all.iter().filter(|e| matches!(e, Edit::DeleteSentence(_))).count() == 3);
-        assert!(all.iter().any(|e| matches!(e, Edit::InsertPhrase { .. })));
-        for edit in &all {
-            let text = apply_checked(&doc, edit).unwrap();
-            assert_ne!(text, EXAMPLE, "{edit:?} changed nothing");
+        let (doc, space) = (doc(), space());
+        let all = candidates(&doc, &space, &mut Rng::new(1));
+        for kind in [0, 1, 2, 3, 4, 6, 7, 8, 12] {
+            assert!(all.iter().any(|e| e.kind() == kind), "no edit of kind {kind}");
         }
+        assert_eq!(all.iter().filter(|e| matches!(e, Edit::DeleteSentence(_))).count(), 3);
+        for edit in &all {
+            let text = apply_checked(&doc, edit, &space).unwrap();
+            assert_ne!(text, EXAMPLE, "{edit:?} changed nothing");
+            assert!(!edit.describe(&doc.source).is_empty());
+        }
+        assert_eq!(candidates(&doc, &space, &mut Rng::new(1)), all, "seeded");
     }
 }

@@ -9,12 +9,16 @@
 //!   head on the state;
 //! - [`ppo`]: [`Ppo`], the agent: GAE, clipped surrogate, value loss, entropy bonus, global-norm
 //!   gradient clipping, AdamW (own implementation, so its moments go into checkpoints),
-//!   checkpoints and anchor snapshots.
+//!   checkpoints and anchor snapshots;
+//! - [`search`]: the budgeted, cached environment over a [`search::Scorer`], the strategies
+//!   (PPO, random, greedy, evolution) at equal budget, the validation gate and resumable runs.
 
 pub mod edits;
+pub mod model;
 pub mod policy;
 pub mod ppo;
 pub mod rng;
+pub mod search;
 
 pub use policy::{PolicyDims, PolicyNet, PolicySnapshot};
 pub use ppo::{Ppo, PpoConfig, Transition, UpdateStats};

@@ -1,0 +1,248 @@
+//! `reprompt bench optimize`: the SST-2 example prompt through PPO and every baseline at the
+//! same budget, on several few-shot seeds — one table of train/validation/test accuracy,
+//! evaluations and wall time (the author's prompt is the `manual` row), plus a learning-curve
+//! plot with one line per strategy.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use super::optimize::{Report, optimize, plot, progress_bar, read_prompt, show_progress};
+use crate::cli::score::open_engine;
+use crate::engine::DeviceChoice;
+use crate::eval::{EvalCache, Evaluator, FileCache};
+use crate::optimize::search::{CurvePoint, SearchConfig, Strategy};
+
+#[derive(Debug, clap::Args)]
+pub struct OptimizeBenchArgs {
+    /// Benchmark task (sst-2: the example prompt on the 16-shot SST-2 splits)
+    #[arg(long, default_value = "sst-2")]
+    pub task: String,
+    /// Few-shot split seeds (13 ships with the example; 21 and 42 in bench/data)
+    #[arg(long, value_delimiter = ',', default_value = "13,21,42")]
+    pub seeds: Vec<u64>,
+    /// Example evaluations per strategy and seed (validation included)
+    #[arg(long, default_value_t = super::optimize::DEFAULT_BUDGET)]
+    pub budget: usize,
+    /// Strategies to run, in order
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "random,greedy,evolution,ppo")]
+    pub strategies: Vec<Strategy>,
+    /// Score only the first N test sentences (default: all 1821)
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Paraphrases sampled per instruction sentence (0: none)
+    #[arg(long, default_value_t = 2)]
+    pub paraphrases: usize,
+    /// Repository root (where `examples/` and `bench/data/` are)
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Working directory for the per-seed prompts, run directories and the plot
+    #[arg(long, default_value = "bench/build/optimize")]
+    pub work: PathBuf,
+    /// Keep finished or interrupted runs and resume them instead of starting over
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Print the table as JSON: {"rows": [{"strategy", "seed", "train", "validation", "test", "evaluations", "seconds"}]}
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One line of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub strategy: String,
+    pub seed: u64,
+    pub train: f64,
+    pub validation: f64,
+    pub test: Option<f64>,
+    pub evaluations: usize,
+    pub seconds: f64,
+}
+
+/// Lays out the example prompt with the seed's splits in `work/sst-2-<seed>/`.
+fn prepare_seed(root: &Path, work: &Path, seed: u64) -> anyhow::Result<PathBuf> {
+    let example = root.join("examples/sentiment");
+    let (train, dev) = if seed == 13 {
+        (example.join("data/train.tsv"), example.join("data/dev.tsv"))
+    } else {
+        let dir = root.join(format!("bench/data/sst-2/16-{seed}"));
+        (dir.join("train.tsv"), dir.join("dev.tsv"))
+    };
+    if !train.is_file() || !dev.is_file() {
+        bail!("no SST-2 16-shot split for seed {seed} (looked for {} and {})", train.display(), dev.display());
+    }
+    let dir = work.join(format!("sst-2-{seed}"));
+    std::fs::create_dir_all(dir.join("data")).with_context(|| format!("creating {}", dir.display()))?;
+    for (from, to) in [(train, "train.tsv"), (dev, "dev.tsv"), (example.join("data/test.tsv"), "test.tsv")] {
+        std::fs::copy(&from, dir.join("data").join(to)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let prompt = dir.join("sentiment.prompt");
+    std::fs::copy(example.join("sentiment.prompt"), &prompt).context("copying the example prompt")?;
+    Ok(prompt)
+}
+
+/// Best-so-far train reward at each of `points` evenly spaced evaluation counts.
+fn on_grid(curve: &[CurvePoint], budget: usize, points: usize) -> Vec<Option<f64>> {
+    (0..=points)
+        .map(|k| {
+            let x = budget * k / points;
+            curve.iter().take_while(|p| p.evaluations <= x).last().map(|p| p.train)
+        })
+        .collect()
+}
+
+pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if args.task != "sst-2" {
+        bail!("unknown benchmark task `{}` (known: sst-2)", args.task);
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut curves: Vec<(Strategy, Vec<CurvePoint>)> = Vec::new();
+    let mut evaluator: Option<Evaluator> = None;
+    for &seed in &args.seeds {
+        let prompt = prepare_seed(&args.root, &args.work, seed)?;
+        let (doc, _) = read_prompt(&prompt)?;
+        if evaluator.is_none() {
+            let engine = open_engine(&doc, &prompt, args.device)?;
+            evaluator =
+                Some(Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>)));
+        }
+        let evaluator = evaluator.as_ref().expect("opened above");
+        let mut manual: Option<Row> = None;
+        for &strategy in &args.strategies {
+            let config = SearchConfig {
+                strategy,
+                budget: args.budget,
+                seed,
+                paraphrases: args.paraphrases,
+                ..SearchConfig::default()
+            };
+            let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());
+            let bar = progress_bar(args.budget, false);
+            bar.set_prefix(format!("seed {seed} {}", strategy.name()));
+            let report: Report = optimize(
+                evaluator,
+                &doc,
+                &prompt,
+                config,
+                Some(&run_dir),
+                !args.resume,
+                Some(args.test_limit),
+                &mut |p| show_progress(&bar, p),
+            )?;
+            bar.finish_and_clear();
+            std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+            let o = &report.original;
+            manual.get_or_insert(Row {
+                strategy: "manual".into(),
+                seed,
+                train: o.train,
+                validation: o.validation,
+                test: o.test,
+                evaluations: 0,
+                seconds: 0.0,
+            });
+            let b = &report.best;
+            let row = Row {
+                strategy: strategy.name().into(),
+                seed,
+                train: b.train,
+                validation: b.validation,
+                test: b.test,
+                evaluations: report.evaluations,
+                seconds: report.seconds,
+            };
+            eprintln!(
+                "seed {seed} {:<9} train {:.1}% validation {:.1}% test {} · {} evaluations · {:.0} s",
+                row.strategy,
+                100.0 * row.train,
+                100.0 * row.validation,
+                row.test.map_or("–".into(), |t| format!("{:.1}%", 100.0 * t)),
+                row.evaluations,
+                row.seconds
+            );
+            curves.push((strategy, report.search.curve.clone()));
+            rows.push(row);
+        }
+        if let Some(m) = manual {
+            let at = rows.len() - args.strategies.len();
+            rows.insert(at, m);
+        }
+    }
+    // One line per strategy: the best train reward so far, averaged over seeds.
+    let grid = 60;
+    let series: Vec<(String, Vec<(f64, f64)>)> = args
+        .strategies
+        .iter()
+        .map(|&s| {
+            let per_seed: Vec<Vec<Option<f64>>> =
+                curves.iter().filter(|(k, _)| *k == s).map(|(_, c)| on_grid(c, args.budget, grid)).collect();
+            let points = (0..=grid)
+                .filter_map(|k| {
+                    let values: Vec<f64> = per_seed.iter().filter_map(|c| c[k]).collect();
+                    (values.len() == per_seed.len() && !values.is_empty())
+                        .then(|| ((args.budget * k / grid) as f64, values.iter().sum::<f64>() / values.len() as f64))
+                })
+                .collect();
+            (s.name().to_string(), points)
+        })
+        .collect();
+    std::fs::create_dir_all(&args.work)?;
+    let plot_path = args.work.join("curves.svg");
+    let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
+    plot(&plot_path, &format!("SST-2 16-shot, best train accuracy (mean of seeds {})", seeds.join(", ")), &series)?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "rows": rows }))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_table(&rows, args, out)?;
+    writeln!(out, "\nplot {}", plot_path.display())?;
+    Ok(())
+}
+
+fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let pct = |x: f64| format!("{:.1}", 100.0 * x);
+    writeln!(out, "SST-2 16-shot · budget {} evaluations per run · accuracy %", args.budget)?;
+    writeln!(out)?;
+    writeln!(out, "| strategy | seed | train | validation | test | evaluations | seconds |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for r in rows {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.0} |",
+            r.strategy,
+            r.seed,
+            pct(r.train),
+            pct(r.validation),
+            r.test.map_or("–".into(), pct),
+            r.evaluations,
+            r.seconds
+        )?;
+    }
+    let mut names: Vec<String> = vec!["manual".into()];
+    names.extend(args.strategies.iter().map(|s| s.name().to_string()));
+    for name in names {
+        let group: Vec<&Row> = rows.iter().filter(|r| r.strategy == name).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let n = group.len() as f64;
+        let mean = |f: &dyn Fn(&Row) -> f64| group.iter().map(|r| f(r)).sum::<f64>() / n;
+        let test = group.iter().all(|r| r.test.is_some()).then(|| mean(&|r| r.test.unwrap_or(0.0)));
+        writeln!(
+            out,
+            "| **{name} mean** | | {} | {} | {} | {:.0} | {:.0} |",
+            pct(mean(&|r| r.train)),
+            pct(mean(&|r| r.validation)),
+            test.map_or("–".into(), pct),
+            mean(&|r| r.evaluations as f64),
+            mean(&|r| r.seconds)
+        )?;
+    }
+    Ok(())
+}

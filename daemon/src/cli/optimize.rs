@@ -1,0 +1,406 @@
+//! `reprompt optimize file.prompt`: searches readable edits of the prompt with PPO (or a
+//! baseline) on its training split within a budget of example evaluations, validates the best
+//! candidates, and offers the winner as a Dotprompt variant file with a diff, a JSON report and
+//! a learning-curve plot.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use reprompt_protocol::{PromptDocument, Severity, parse, parse_bytes};
+use serde::Serialize;
+
+use crate::cli::score::open_engine;
+use crate::engine::DeviceChoice;
+use crate::eval::evaluate::load_split;
+use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
+use crate::optimize::edits::EditSpace;
+use crate::optimize::model::ModelScorer;
+use crate::optimize::search::{Progress, Search, SearchConfig, SearchResult, Strategy};
+
+/// Budget when neither `--budget` nor `reprompt.budget` gives one.
+pub const DEFAULT_BUDGET: usize = 2000;
+
+#[derive(Debug, clap::Args)]
+pub struct OptimizeArgs {
+    /// The `.prompt` file to optimize
+    pub file: PathBuf,
+    /// Search strategy (the baselines share the edit space, evaluator and budget)
+    #[arg(long, value_enum, default_value_t = Strategy::Ppo)]
+    pub strategy: Strategy,
+    /// Task-model example evaluations to spend, validation included [default: reprompt.budget, else 2000]
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Seed: the same seed gives the same run
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Rewrite the file in place instead of writing `<name>.optimized.prompt`
+    #[arg(long)]
+    pub write: bool,
+    /// Where to write the optimized prompt [default: `<name>.optimized.prompt` beside it]
+    #[arg(long, conflicts_with = "write")]
+    pub output: Option<PathBuf>,
+    /// Directory for the checkpoint, report and plot [default: `.reprompt/runs/<name>-<strategy>-<seed>` beside the prompt]
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Start over even if the run directory holds a checkpoint of this run
+    #[arg(long)]
+    pub fresh: bool,
+    /// Do not score the test split (when the prompt names one)
+    #[arg(long)]
+    pub no_test: bool,
+    /// Score only the first N test examples
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Paraphrases sampled from the task model per instruction sentence (0: none)
+    #[arg(long, default_value_t = 2)]
+    pub paraphrases: usize,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Print the report as JSON instead of the summary
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Scores of one prompt on each split.
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitScores {
+    pub train: f64,
+    pub validation: f64,
+    pub test: Option<f64>,
+}
+
+/// Everything a run produced, as written to `report.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub file: PathBuf,
+    pub strategy: Strategy,
+    pub seed: u64,
+    pub budget: usize,
+    pub evaluations: usize,
+    /// Wall time of the search and validation (test scoring not included).
+    pub seconds: f64,
+    /// Wall time of this command, test scoring included.
+    pub wall_seconds: f64,
+    pub original: SplitScores,
+    pub best: SplitScores,
+    pub improved: bool,
+    /// Validation: best minus original, paired over the same examples, 95% bootstrap interval.
+    pub paired_difference: crate::eval::stats::Interval,
+    pub edits: Vec<String>,
+    pub text: String,
+    /// Test examples scored (0 without a test split).
+    pub test_examples: usize,
+    pub paraphrase_calls: usize,
+    pub search: SearchResult,
+}
+
+/// The run directory used when none is given.
+pub fn default_run_dir(file: &Path, strategy: Strategy, seed: u64) -> PathBuf {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
+    file.parent()
+        .unwrap_or(Path::new(""))
+        .join(".reprompt")
+        .join("runs")
+        .join(format!("{stem}-{}-{seed}", strategy.name()))
+}
+
+/// The variant file name: `sentiment.prompt` → `sentiment.optimized.prompt`.
+pub fn variant_path(file: &Path) -> PathBuf {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
+    file.with_file_name(format!("{stem}.optimized.prompt"))
+}
+
+/// Reads a prompt and refuses one with errors.
+pub fn read_prompt(file: &Path) -> anyhow::Result<(PromptDocument, String)> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let doc = parse_bytes(&bytes, Some(file));
+    PreparedPrompt::new(&doc, file)?;
+    let text = doc.source.clone();
+    Ok((doc, text))
+}
+
+/// Searches, gates and (optionally) scores the test split: the core shared with the benchmark.
+#[allow(clippy::too_many_arguments)]
+pub fn optimize(
+    evaluator: &Evaluator,
+    doc: &PromptDocument,
+    file: &Path,
+    config: SearchConfig,
+    run_dir: Option<&Path>,
+    fresh: bool,
+    test_limit: Option<Option<usize>>,
+    progress: &mut dyn FnMut(&Progress),
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut scorer = ModelScorer::new(evaluator, doc, file)?;
+    let space = EditSpace::builtin(scorer.demo_sources());
+    let text = doc.source.clone();
+    let checkpoint = run_dir.map(|d| d.join("checkpoint"));
+    if let Some(dir) = &checkpoint
+        && fresh
+        && dir.exists()
+    {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let resuming = checkpoint.as_deref().is_some_and(Search::has_checkpoint);
+    let (result, paraphrase_calls) = {
+        let mut search = if let Some(dir) = checkpoint.as_deref().filter(|_| resuming) {
+            eprintln!("resuming the run checkpointed in {}", dir.display());
+            Search::load(dir, &text, &config, space, &mut scorer)?
+        } else {
+            Search::new(&text, config.clone(), space, &mut scorer)?
+        };
+        let result = match search.run(checkpoint.as_deref(), None, progress)? {
+            Ok(result) => result,
+            Err(stop) => bail!("the search stopped early: {stop:?}"),
+        };
+        drop(search);
+        (result, scorer.paraphrase_calls)
+    };
+    let mut test = (None, None);
+    let mut test_examples = 0;
+    if let Some(limit) = test_limit
+        && doc.settings.test.is_some()
+    {
+        let mut data = load_split(doc, file, Split::Test)?;
+        if let Some(limit) = limit {
+            data.examples.truncate(limit);
+        }
+        test_examples = data.examples.len();
+        let original = PreparedPrompt::new(doc, file)?;
+        let scored = evaluator.evaluate(&original, &data, Split::Test, &mut |_, _| {})?;
+        test.0 = Some(scored.aggregate.mean);
+        test.1 = if result.improved {
+            let best_doc = parse(&result.best_text, Some(file));
+            let best = PreparedPrompt::new(&best_doc, file)?;
+            Some(evaluator.evaluate(&best, &data, Split::Test, &mut |_, _| {})?.aggregate.mean)
+        } else {
+            test.0
+        };
+    }
+    Ok(Report {
+        file: file.to_path_buf(),
+        strategy: result.strategy,
+        seed: result.seed,
+        budget: result.budget,
+        evaluations: result.evaluations,
+        seconds: result.seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        original: SplitScores { train: result.original_train, validation: result.original_validation, test: test.0 },
+        best: SplitScores { train: result.best_train, validation: result.best_validation, test: test.1 },
+        improved: result.improved,
+        paired_difference: result.paired_difference,
+        edits: result.best_lineage.clone(),
+        text: result.best_text.clone(),
+        test_examples,
+        paraphrase_calls,
+        search: result,
+    })
+}
+
+/// A progress bar over the budget showing the best scores so far.
+pub fn progress_bar(budget: usize, hidden: bool) -> ProgressBar {
+    let bar = if hidden || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(budget as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {pos}/{len} evaluations [{elapsed_precise}] {wide_bar} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Updates `bar` from a search progress report.
+pub fn show_progress(bar: &ProgressBar, p: &Progress) {
+    let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
+    bar.set_position(p.evaluations as u64);
+    bar.set_message(format!("{} · best train {} · validation {}", p.phase, pct(p.best_train), pct(p.best_validation)));
+}
+
+pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (doc, text) = read_prompt(&args.file)?;
+    let budget = args.budget.or(doc.settings.budget.map(|b| b as usize)).unwrap_or(DEFAULT_BUDGET);
+    let config = SearchConfig {
+        strategy: args.strategy,
+        budget,
+        seed: args.seed,
+        paraphrases: args.paraphrases,
+        ..SearchConfig::default()
+    };
+    let engine = open_engine(&doc, &args.file, args.device)?;
+    let evaluator = Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>));
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.file, args.strategy, args.seed));
+    let bar = progress_bar(budget, args.json);
+    bar.set_prefix(args.strategy.name());
+    let test_limit = (!args.no_test).then_some(args.test_limit);
+    let report = optimize(&evaluator, &doc, &args.file, config, Some(&run_dir), args.fresh, test_limit, &mut |p| {
+        show_progress(&bar, p)
+    })?;
+    bar.finish_and_clear();
+
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let report_path = run_dir.join("report.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    let plot_path = run_dir.join("curve.svg");
+    let series = vec![
+        (
+            format!("{} best train", report.strategy.name()),
+            report.search.curve.iter().map(|p| (p.evaluations as f64, p.train)).collect(),
+        ),
+        (
+            format!("{} best validation", report.strategy.name()),
+            report.search.curve.iter().filter_map(|p| p.validation.map(|v| (p.evaluations as f64, v))).collect(),
+        ),
+    ];
+    plot(&plot_path, &format!("{} · reward vs evaluations", args.file.display()), &series)?;
+
+    let written = if report.improved {
+        let target = if args.write {
+            args.file.clone()
+        } else {
+            args.output.clone().unwrap_or_else(|| variant_path(&args.file))
+        };
+        write_prompt(&target, &report.text)?;
+        Some(target)
+    } else {
+        None
+    };
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_summary(&report, &text, written.as_deref(), out)?;
+    writeln!(out, "report {} · plot {}", report_path.display(), plot_path.display())?;
+    Ok(())
+}
+
+/// Writes an optimized prompt after checking it again: it must parse without errors.
+pub fn write_prompt(target: &Path, text: &str) -> anyhow::Result<()> {
+    let doc = parse(text, Some(target));
+    if let Some(e) = doc.diagnostics.iter().find(|d| d.severity == Severity::Error) {
+        bail!("refusing to write an invalid prompt ({})", e.message);
+    }
+    std::fs::write(target, text).with_context(|| format!("writing {}", target.display()))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{} · strategy {} · seed {} · {}/{} evaluations · {:.0} s · {} prompts considered",
+        report.file.display(),
+        report.strategy.name(),
+        report.seed,
+        report.evaluations,
+        report.budget,
+        report.seconds,
+        report.search.prompts_seen
+    )?;
+    writeln!(out)?;
+    let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);
+    writeln!(out, "  {:<10} {:>8} {:>11} {:>8}", "", "train", "validation", "test")?;
+    writeln!(
+        out,
+        "  {:<10} {:>8} {:>11} {:>8}",
+        "original",
+        pct(report.original.train),
+        pct(report.original.validation),
+        test(&report.original)
+    )?;
+    writeln!(
+        out,
+        "  {:<10} {:>8} {:>11} {:>8}",
+        "optimized",
+        pct(report.best.train),
+        pct(report.best.validation),
+        test(&report.best)
+    )?;
+    let d = report.paired_difference;
+    writeln!(
+        out,
+        "\n  validation difference {:+.1} points, 95% interval [{:+.1}, {:+.1}] (paired bootstrap over {} examples)",
+        100.0 * d.mean,
+        100.0 * d.low,
+        100.0 * d.high,
+        report.search.validation_examples
+    )?;
+    if !report.improved {
+        writeln!(out, "\nNo candidate beat the original on the validation split; the prompt is left as it is.")?;
+        return Ok(());
+    }
+    writeln!(out, "\nedits:")?;
+    for (i, e) in report.edits.iter().enumerate() {
+        writeln!(out, "  {}. {e}", i + 1)?;
+    }
+    let target = written.map_or("optimized".to_string(), |p| p.display().to_string());
+    let diff = similar::TextDiff::from_lines(original, &report.text)
+        .unified_diff()
+        .context_radius(2)
+        .header(&report.file.display().to_string(), &target)
+        .to_string();
+    writeln!(out, "\n{diff}")?;
+    if let Some(path) = written {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(())
+}
+
+/// Draws reward-vs-evaluations lines as SVG.
+pub fn plot(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+    let x_max = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
+    let y_min = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(1.0f64, f64::min);
+    let y_low = ((y_min - 0.05) * 10.0).floor() / 10.0;
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    let draw = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing {}: {e:?}", path.display());
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max * 1.02, y_low.max(0.0)..1.0)
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("task-model example evaluations")
+        .y_desc("reward (accuracy)")
+        .draw()
+        .map_err(|e| draw(&e))?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        // Best-so-far curves are steps: hold each value until the next point.
+        let mut steps = Vec::with_capacity(points.len() * 2);
+        for (k, &(x, y)) in points.iter().enumerate() {
+            if k > 0 {
+                steps.push((x, points[k - 1].1));
+            }
+            steps.push((x, y));
+        }
+        chart
+            .draw_series(LineSeries::new(steps, color.stroke_width(2)))
+            .map_err(|e| draw(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}

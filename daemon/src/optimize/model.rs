@@ -1,0 +1,174 @@
+//! The search's [`Scorer`] over the real evaluator: prompt texts scored on examples of the
+//! prompt's own splits with the task model, features from the model's mean-pooled hidden
+//! states, and paraphrases of instruction sentences sampled from the model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use reprompt_protocol::dataset::Dataset;
+use reprompt_protocol::settings::Task;
+use reprompt_protocol::{PromptDocument, parse};
+
+use super::edits::DemoSource;
+use super::search::{Outcome, Scorer};
+use super::{OptimizeError, Result};
+use crate::engine::{ChatTurn, GenerateParams};
+use crate::eval::evaluate::load_split;
+use crate::eval::{Evaluator, PreparedPrompt, Split};
+
+/// Scores prompt variants of the file at `path` with the task model.
+pub struct ModelScorer<'e> {
+    evaluator: &'e Evaluator,
+    /// Where the prompt lives: variants resolve partials and datasets from here.
+    path: PathBuf,
+    train: Dataset,
+    validation: Dataset,
+    prepared: HashMap<String, PreparedPrompt>,
+    dim: usize,
+    /// Sampling calls made for paraphrases (not example evaluations).
+    pub paraphrase_calls: usize,
+}
+
+fn failed(e: impl std::fmt::Display) -> OptimizeError {
+    OptimizeError::Input(e.to_string())
+}
+
+impl<'e> ModelScorer<'e> {
+    /// Loads the train and validation splits of `doc` (read from `path`).
+    pub fn new(evaluator: &'e Evaluator, doc: &PromptDocument, path: &Path) -> Result<Self> {
+        let train = load_split(doc, path, Split::Train).map_err(failed)?;
+        let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
+        let dim = evaluator.engine.embed(vec!["reprompt".into()]).map_err(failed)?.first().map_or(0, Vec::len);
+        Ok(Self {
+            evaluator,
+            path: path.to_path_buf(),
+            train,
+            validation,
+            prepared: HashMap::new(),
+            dim,
+            paraphrase_calls: 0,
+        })
+    }
+
+    /// The training examples as demonstration sources.
+    pub fn demo_sources(&self) -> Vec<DemoSource> {
+        self.train
+            .examples
+            .iter()
+            .map(|e| DemoSource { input: e.input.clone(), label: e.label, answer: e.answer.clone() })
+            .collect()
+    }
+
+    fn split(&self, split: Split) -> &Dataset {
+        match split {
+            Split::Validation => &self.validation,
+            _ => &self.train,
+        }
+    }
+}
+
+impl Scorer for ModelScorer<'_> {
+    fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+        let key = reprompt_protocol::hash::sha256_hex(text.as_bytes());
+        if !self.prepared.contains_key(&key) {
+            if self.prepared.len() >= 64 {
+                self.prepared.clear();
+            }
+            let doc = parse(text, Some(&self.path));
+            let prepared = PreparedPrompt::new(&doc, &self.path).map_err(failed)?;
+            self.prepared.insert(key.clone(), prepared);
+        }
+        let prepared = &self.prepared[&key];
+        let data = self.split(split);
+        let examples: Vec<_> = indices.iter().map(|&i| data.examples[i].clone()).collect();
+        let (results, _) = self.evaluator.score_examples(prepared, &examples).map_err(failed)?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                // RLPrompt's gap reward (already ×200 / ×180) for classification.
+                let signal = match (prepared.task, r.components.get("gap")) {
+                    (Task::Classify, Some(&gap)) => gap,
+                    _ => r.score,
+                };
+                Outcome { score: r.score, signal }
+            })
+            .collect())
+    }
+
+    fn split_len(&self, split: Split) -> usize {
+        self.split(split).examples.len()
+    }
+
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+        let mut out = self.evaluator.engine.embed(vec![text.to_string()]).map_err(failed)?;
+        out.pop().ok_or_else(|| failed("no embedding"))
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.dim
+    }
+
+    fn paraphrase(&mut self, sentence: &str, seed: u64) -> Result<Vec<String>> {
+        let request = format!(
+            "Rewrite the following instruction in different words. Reply with the rewritten instruction only.\n\n{sentence}"
+        );
+        let context = self.evaluator.engine.chat_prompt(vec![ChatTurn::new("user", &request)], true).map_err(failed)?;
+        let mut out: Vec<String> = Vec::new();
+        for k in 0..3 {
+            let params = GenerateParams {
+                max_tokens: 48,
+                temperature: 0.7,
+                top_p: 0.95,
+                seed: seed.wrapping_add(k),
+                stop: vec!["\n".into()],
+            };
+            self.paraphrase_calls += 1;
+            let generated = self.evaluator.engine.generate(vec![context.clone()], params).map_err(failed)?;
+            let Some(g) = generated.into_iter().next() else { continue };
+            if let Some(rewrite) = clean_paraphrase(sentence, &g.text)
+                && !out.contains(&rewrite)
+            {
+                out.push(rewrite);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A usable rewrite: one sentence of plain text, not the original, of a similar length.
+pub fn clean_paraphrase(original: &str, generated: &str) -> Option<String> {
+    let text = generated.trim().trim_matches(|c| c == '"' || c == '\'' || c == '*').trim();
+    let text = text.strip_prefix("Rewritten instruction:").map_or(text, str::trim);
+    let ends = text.ends_with(['.', '?', '!']);
+    let sentences = text.matches(". ").count() + text.matches("? ").count() + text.matches("! ").count();
+    let len_ok = text.len() >= 8 && text.len() <= original.len() * 2 + 20;
+    let plain = !text.contains("{{") && !text.contains("}}") && !text.contains(['\n', '\r', '`', '#']);
+    let new = !text.eq_ignore_ascii_case(original.trim());
+    // A rewrite keeps some of the original's words; the small model otherwise drifts off topic.
+    let words = |s: &str| -> std::collections::BTreeSet<String> {
+        s.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2).map(str::to_lowercase).collect()
+    };
+    let (a, b) = (words(original), words(text));
+    let shared = a.intersection(&b).count() as f64 / a.union(&b).count().max(1) as f64;
+    (ends && sentences == 0 && len_ok && plain && new && shared >= 0.2).then(|| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paraphrases_are_filtered_to_single_plain_sentences() {
+        let original = "Answer with one word.";
+        assert_eq!(
+            clean_paraphrase(original, " \"Answer using one single word.\" "),
+            Some("Answer using one single word.".into())
+        );
+        assert_eq!(clean_paraphrase(original, "Answer with one word."), None);
+        assert_eq!(clean_paraphrase(original, "Use {{sentence}} here."), None);
+        assert_eq!(clean_paraphrase(original, "One word. Then stop."), None);
+        assert_eq!(clean_paraphrase(original, "ok"), None);
+        assert_eq!(clean_paraphrase(original, "no ending punctuation"), None);
+        assert_eq!(clean_paraphrase(original, "Amused, miserially warm; plumb, this is bitter."), None, "off topic");
+    }
+}

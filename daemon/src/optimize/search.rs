@@ -1,0 +1,1192 @@
+//! The search over prompt edits: a budgeted environment (per-example results cached, so a
+//! prompt scored on an example is never paid for twice), the four strategies that share it at
+//! equal budget — PPO, random edits, greedy hill-climbing (GrIPS) and evolution — the honesty
+//! gate on the validation split, and checkpoints that make a stopped run resume exactly.
+//!
+//! Everything random comes from one seeded [`Rng`] saved in the checkpoint, so a run is a pure
+//! function of (prompt, data, model, config) and a resumed run ends where the uninterrupted one
+//! does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use reprompt_protocol::hash::sha256_hex;
+use reprompt_protocol::{PromptDocument, parse};
+use serde::{Deserialize, Serialize};
+
+use super::edits::{self, Edit, EditSpace, find_demos};
+use super::{OptimizeError, PolicyDims, PolicyNet, Ppo, PpoConfig, Result, Rng, Transition};
+use crate::eval::Split;
+use crate::eval::stats::{self, Interval};
+
+/// One example's result for one prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The reward the prompt is judged by (accuracy for classification).
+    pub score: f64,
+    /// A denser training signal (RLPrompt's gap reward for classification, else the score).
+    pub signal: f64,
+}
+
+/// What the search needs from the world: scores of prompt texts on examples of a split, and
+/// feature vectors for texts.
+pub trait Scorer {
+    /// Results of `text` (a whole `.prompt` file) on the examples `indices` of `split`.
+    fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>>;
+    /// Number of examples in a split.
+    fn split_len(&self, split: Split) -> usize;
+    /// One feature vector per text, all of [`Scorer::feature_dim`] length.
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>>;
+    fn feature_dim(&self) -> usize;
+    /// Rewrites of an instruction sentence (the task model paraphrasing it); none by default.
+    fn paraphrase(&mut self, _sentence: &str, _seed: u64) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Which search runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Ppo,
+    Random,
+    Greedy,
+    Evolution,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Ppo => "ppo",
+            Strategy::Random => "random",
+            Strategy::Greedy => "greedy",
+            Strategy::Evolution => "evolution",
+        }
+    }
+}
+
+/// Search settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchConfig {
+    pub strategy: Strategy,
+    /// Task-model example evaluations, validation gate included; never exceeded.
+    pub budget: usize,
+    pub seed: u64,
+    /// Most edits per episode (PPO, random).
+    pub episode_len: usize,
+    /// Training examples per minibatch (step rewards compare before/after on the same ones).
+    pub minibatch: usize,
+    /// Episodes per PPO update (and per random-search iteration).
+    pub episodes_per_update: usize,
+    /// Candidates offered per state (a seeded sample when there are more).
+    pub max_candidates: usize,
+    /// Prompts re-scored on the whole validation split by the gate.
+    pub top_k: usize,
+    /// Candidates per greedy step; population size of evolution.
+    pub width: usize,
+    /// Probability that an episode starts from the best prompt so far instead of the author's.
+    pub elite_start: f32,
+    /// PPO: validation check of the policy's best prompt every this many updates (anchor).
+    pub anchor_every: usize,
+    /// Paraphrases asked of the task model per instruction sentence (0 turns them off).
+    pub paraphrases: usize,
+    pub ppo: PpoConfig,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Ppo,
+            budget: 2000,
+            seed: 13,
+            episode_len: 4,
+            minibatch: 16,
+            episodes_per_update: 2,
+            max_candidates: 32,
+            top_k: 4,
+            width: 8,
+            elite_start: 0.5,
+            anchor_every: 3,
+            paraphrases: 2,
+            ppo: PpoConfig { epochs: 4, minibatch_size: 16, entropy_coef: 0.02, ..PpoConfig::default() },
+        }
+    }
+}
+
+/// Every prompt the search has looked at, with its per-example results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub text: String,
+    /// The edits from the author's prompt, described.
+    pub lineage: Vec<String>,
+    pub train: Vec<Option<Outcome>>,
+    pub validation: Vec<Option<Outcome>>,
+    /// Evaluations spent when it was first scored.
+    pub found_at: usize,
+}
+
+impl Record {
+    fn outcomes(&self, split: Split) -> &[Option<Outcome>] {
+        match split {
+            Split::Validation => &self.validation,
+            _ => &self.train,
+        }
+    }
+
+    /// Mean score on the whole split, if every example has been scored.
+    pub fn full_mean(&self, split: Split) -> Option<f64> {
+        let all = self.outcomes(split);
+        let scores: Option<Vec<f64>> = all.iter().map(|o| o.map(|o| o.score)).collect();
+        scores.filter(|s| !s.is_empty()).map(|s| s.iter().sum::<f64>() / s.len() as f64)
+    }
+
+    fn full_signal(&self, split: Split) -> f64 {
+        let all = self.outcomes(split);
+        all.iter().flatten().map(|o| o.signal).sum::<f64>() / all.len().max(1) as f64
+    }
+}
+
+/// A point of the learning curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub evaluations: usize,
+    /// Best whole-train score so far.
+    pub train: f64,
+    /// Best whole-validation score so far (of prompts validated by then).
+    pub validation: Option<f64>,
+}
+
+/// What a progress display shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub evaluations: usize,
+    pub budget: usize,
+    pub best_train: Option<f64>,
+    pub best_validation: Option<f64>,
+    pub phase: &'static str,
+}
+
+/// Strategy-specific state between iterations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct StrategyState {
+    /// Greedy: the current prompt's key.
+    current: Option<String>,
+    /// Evolution: the population's keys.
+    population: Vec<String>,
+    /// PPO: validation score of the anchor policy's best prompt.
+    anchor_validation: Option<f64>,
+    /// PPO: rollbacks to the anchor so far.
+    rollbacks: usize,
+    /// Iterations in a row that spent nothing (the reachable space is used up).
+    idle: usize,
+}
+
+/// The whole state of a search, checkpointed after every iteration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchState {
+    pub format: u32,
+    pub config: SearchConfig,
+    pub original: String,
+    pub original_key: String,
+    pub spent: usize,
+    pub iterations: usize,
+    pub records: BTreeMap<String, Record>,
+    pub curve: Vec<CurvePoint>,
+    pub paraphrases: BTreeMap<String, Vec<String>>,
+    rng: u64,
+    strategy: StrategyState,
+    pub done: bool,
+    /// Wall time spent searching and validating, over every session of the run.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+/// A prompt the gate validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Validated {
+    pub key: String,
+    pub train: f64,
+    pub validation: f64,
+}
+
+/// The result of a search: the original and, if one beat it on validation, the best prompt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub strategy: Strategy,
+    pub seed: u64,
+    pub budget: usize,
+    pub evaluations: usize,
+    pub original_train: f64,
+    pub original_validation: f64,
+    /// The best validated prompt (the original when nothing beat it).
+    pub best_key: String,
+    pub best_text: String,
+    pub best_lineage: Vec<String>,
+    pub best_train: f64,
+    pub best_validation: f64,
+    /// Whether the best prompt beats the original on validation.
+    pub improved: bool,
+    /// Validation score of the best minus the original's, paired over the same examples.
+    pub paired_difference: Interval,
+    pub validated: Vec<Validated>,
+    pub curve: Vec<CurvePoint>,
+    pub prompts_seen: usize,
+    pub rollbacks: usize,
+    pub validation_examples: usize,
+    /// Wall time of the search and the gate (resumed sessions added up).
+    pub seconds: f64,
+}
+
+/// Why a search ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The caller's `stop_after` iterations were reached (tests, Ctrl-C handling).
+    Interrupted,
+}
+
+/// A search run: the state plus what is rebuilt on load (policy, feature caches).
+pub struct Search<'a> {
+    pub state: SearchState,
+    scorer: &'a mut dyn Scorer,
+    space: EditSpace,
+    ppo: Option<Ppo>,
+    anchor: Option<PolicyNet>,
+    features: HashMap<String, Vec<f32>>,
+    docs: HashMap<String, PromptDocument>,
+    rng: Rng,
+    /// When the time not yet added to `state.seconds` started.
+    clock: std::time::Instant,
+}
+
+const STATE_FILE: &str = "search.json";
+const PPO_DIR: &str = "ppo";
+const ANCHOR_FILE: &str = "anchor.safetensors";
+/// Extra state features: step fraction, minibatch signal and score of the current prompt.
+const STATE_EXTRA: usize = 3;
+/// Extra candidate features: length change of the prompt.
+const CANDIDATE_EXTRA: usize = 1;
+
+fn key(text: &str) -> String {
+    sha256_hex(text.as_bytes())
+}
+
+fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = values.into_iter().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for x in &mut v {
+            *x *= 4.0 / norm;
+        }
+    }
+    v
+}
+
+impl<'a> Search<'a> {
+    /// A fresh search from the author's prompt `original`.
+    pub fn new(original: &str, config: SearchConfig, space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
+        let validation = scorer.split_len(Split::Validation);
+        if scorer.split_len(Split::Train) == 0 || validation == 0 {
+            return Err(OptimizeError::Input("optimizing needs training and validation examples".into()));
+        }
+        if config.budget < validation {
+            return Err(OptimizeError::Input(format!(
+                "a budget of {} evaluations cannot score even the original on the {validation} validation examples",
+                config.budget
+            )));
+        }
+        let state = SearchState {
+            format: 1,
+            original: original.to_string(),
+            original_key: key(original),
+            spent: 0,
+            iterations: 0,
+            records: BTreeMap::new(),
+            curve: Vec::new(),
+            paraphrases: BTreeMap::new(),
+            rng: config.seed,
+            strategy: StrategyState::default(),
+            done: false,
+            seconds: 0.0,
+            config,
+        };
+        let mut search = Self::from_state(state, space, scorer)?;
+        if search.state.config.strategy == Strategy::Ppo {
+            let dims = search.dims();
+            search.ppo =
+                Some(Ppo::new(dims, PpoConfig { seed: search.state.config.seed, ..search.state.config.ppo.clone() })?);
+        }
+        Ok(search)
+    }
+
+    fn from_state(state: SearchState, mut space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
+        space.paraphrases = state.paraphrases.clone();
+        let rng = Rng::from_state(state.rng);
+        Ok(Self {
+            state,
+            scorer,
+            space,
+            ppo: None,
+            anchor: None,
+            features: HashMap::new(),
+            docs: HashMap::new(),
+            rng,
+            clock: std::time::Instant::now(),
+        })
+    }
+
+    fn dims(&self) -> PolicyDims {
+        let d = self.scorer.feature_dim();
+        PolicyDims { state: d + STATE_EXTRA, candidate: d + CANDIDATE_EXTRA, kinds: Edit::KINDS }
+    }
+
+    /// Writes the checkpoint into `dir`: `search.json`, the PPO agent and its anchor.
+    pub fn save(&mut self, dir: &Path) -> Result<()> {
+        let io =
+            |path: &Path, e: std::io::Error| OptimizeError::Checkpoint { path: path.into(), message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        self.state.rng = self.rng.state();
+        self.state.paraphrases = self.space.paraphrases.clone();
+        self.tick();
+        if let Some(ppo) = &self.ppo {
+            let staging = dir.join("ppo.new");
+            ppo.save(&staging)?;
+            let target = dir.join(PPO_DIR);
+            if target.exists() {
+                std::fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+            }
+            std::fs::rename(&staging, &target).map_err(|e| io(&target, e))?;
+        }
+        if let Some(anchor) = &self.anchor {
+            anchor.save(&dir.join(ANCHOR_FILE))?;
+        }
+        let path = dir.join(STATE_FILE);
+        let staging = dir.join("search.json.new");
+        let json = serde_json::to_vec(&self.state)
+            .map_err(|e| OptimizeError::Checkpoint { path: path.clone(), message: e.to_string() })?;
+        std::fs::write(&staging, json).map_err(|e| io(&staging, e))?;
+        std::fs::rename(&staging, &path).map_err(|e| io(&path, e))?;
+        Ok(())
+    }
+
+    /// Whether `dir` holds a checkpoint.
+    pub fn has_checkpoint(dir: &Path) -> bool {
+        dir.join(STATE_FILE).is_file()
+    }
+
+    /// Resumes the search checkpointed in `dir`; it must be of the same prompt and settings.
+    pub fn load(
+        dir: &Path,
+        original: &str,
+        config: &SearchConfig,
+        space: EditSpace,
+        scorer: &'a mut dyn Scorer,
+    ) -> Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let bad = |message: String| OptimizeError::Checkpoint { path: path.clone(), message };
+        let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+        let state: SearchState = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if state.format != 1 {
+            return Err(bad(format!("unknown format {}", state.format)));
+        }
+        if state.original_key != key(original) || state.config != *config {
+            return Err(bad(
+                "it belongs to another run (different prompt or settings); remove it or pick another directory".into(),
+            ));
+        }
+        let mut search = Self::from_state(state, space, scorer)?;
+        if search.state.config.strategy == Strategy::Ppo {
+            search.ppo = Some(Ppo::load(&dir.join(PPO_DIR))?);
+            let anchor_path = dir.join(ANCHOR_FILE);
+            if anchor_path.is_file() {
+                let dims = search.dims();
+                let mut anchor = PolicyNet::new(dims, search.state.config.ppo.hidden, &mut Rng::new(0))?;
+                anchor.load(&anchor_path)?;
+                search.anchor = Some(anchor);
+            }
+        }
+        Ok(search)
+    }
+
+    /// Adds the time since the last tick to the run's total.
+    fn tick(&mut self) {
+        self.state.seconds += self.clock.elapsed().as_secs_f64();
+        self.clock = std::time::Instant::now();
+    }
+
+    fn budget_left(&self) -> usize {
+        self.state.config.budget.saturating_sub(self.state.spent)
+    }
+
+    /// What the gate needs at most: the original and `top_k` prompts on all of validation.
+    fn gate_reserve(&self) -> usize {
+        (self.state.config.top_k + 1) * self.scorer.split_len(Split::Validation)
+    }
+
+    fn search_budget_left(&self) -> usize {
+        self.state.config.budget.saturating_sub(self.gate_reserve()).saturating_sub(self.state.spent)
+    }
+
+    fn doc(&mut self, text: &str) -> &PromptDocument {
+        let k = key(text);
+        if self.docs.len() > 4096 {
+            self.docs.clear();
+        }
+        self.docs.entry(k).or_insert_with(|| parse(text, None))
+    }
+
+    fn record(&mut self, text: &str, lineage: Vec<String>) -> String {
+        let k = key(text);
+        if !self.state.records.contains_key(&k) {
+            let record = Record {
+                text: text.to_string(),
+                lineage,
+                train: vec![None; self.scorer.split_len(Split::Train)],
+                validation: vec![None; self.scorer.split_len(Split::Validation)],
+                found_at: self.state.spent,
+            };
+            self.state.records.insert(k.clone(), record);
+        }
+        k
+    }
+
+    /// Results of the recorded prompt `k` on `indices`, scoring only the missing ones; `None`
+    /// (and nothing spent) when they do not fit in `limit` evaluations.
+    fn scores(&mut self, k: &str, split: Split, indices: &[usize], limit: usize) -> Result<Option<Vec<Outcome>>> {
+        let record = &self.state.records[k];
+        let known = record.outcomes(split);
+        let missing: Vec<usize> = indices.iter().copied().filter(|&i| known[i].is_none()).collect();
+        if missing.len() > limit {
+            return Ok(None);
+        }
+        if !missing.is_empty() {
+            let text = record.text.clone();
+            let results = self.scorer.score(&text, split, &missing)?;
+            if results.len() != missing.len() {
+                return Err(OptimizeError::Input("the scorer returned a wrong number of results".into()));
+            }
+            self.state.spent += missing.len();
+            let record = self.state.records.get_mut(k).expect("recorded");
+            let slots = match split {
+                Split::Validation => &mut record.validation,
+                _ => &mut record.train,
+            };
+            for (i, outcome) in missing.into_iter().zip(results) {
+                slots[i] = Some(outcome);
+            }
+            self.note_curve();
+        }
+        let known = self.state.records[k].outcomes(split);
+        Ok(Some(indices.iter().map(|&i| known[i].expect("scored")).collect()))
+    }
+
+    fn best_by(&self, split: Split) -> Option<(&String, f64)> {
+        // Highest mean; ties go to the denser signal, then to the earlier find.
+        self.state
+            .records
+            .iter()
+            .filter_map(|(k, r)| r.full_mean(split).map(|m| (k, m, r.full_signal(split), r.found_at)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.3.cmp(&a.3)))
+            .map(|(k, m, _, _)| (k, m))
+    }
+
+    fn note_curve(&mut self) {
+        let train = self.best_by(Split::Train).map(|(_, m)| m);
+        let validation = self.best_by(Split::Validation).map(|(_, m)| m);
+        if let Some(train) = train {
+            let point = CurvePoint { evaluations: self.state.spent, train, validation };
+            match self.state.curve.last_mut() {
+                Some(last) if last.train == train && last.validation == validation => {
+                    last.evaluations = point.evaluations
+                }
+                _ => self.state.curve.push(point),
+            }
+        }
+    }
+
+    pub fn progress(&self, phase: &'static str) -> Progress {
+        Progress {
+            evaluations: self.state.spent,
+            budget: self.state.config.budget,
+            best_train: self.best_by(Split::Train).map(|(_, m)| m),
+            best_validation: self.best_by(Split::Validation).map(|(_, m)| m),
+            phase,
+        }
+    }
+
+    fn sample_minibatch(&mut self) -> Vec<usize> {
+        let n = self.scorer.split_len(Split::Train);
+        let mut all: Vec<usize> = (0..n).collect();
+        self.rng.shuffle(&mut all);
+        all.truncate(self.state.config.minibatch.clamp(1, n));
+        all.sort_unstable();
+        all
+    }
+
+    /// Fills in paraphrases of the prompt's instruction sentences (once per sentence).
+    fn ensure_paraphrases(&mut self, text: &str) -> Result<()> {
+        if self.state.config.paraphrases == 0 {
+            return Ok(());
+        }
+        let doc = self.doc(text).clone();
+        let demos = find_demos(&doc, &self.space);
+        for span in edits::sentences(&doc) {
+            if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {
+                continue;
+            }
+            let sentence = doc.source[span.start..span.end].to_string();
+            // Only the author's own sentences: rewrites of rewrites drift off topic.
+            if self.space.paraphrases.contains_key(&sentence) || !self.state.original.contains(&sentence) {
+                continue;
+            }
+            let seed = self.state.config.seed
+                ^ u64::from_le_bytes(key(&sentence).as_bytes()[..8].try_into().unwrap_or_default());
+            let mut rewrites = self.scorer.paraphrase(&sentence, seed)?;
+            rewrites.truncate(self.state.config.paraphrases);
+            self.space.paraphrases.insert(sentence, rewrites);
+        }
+        Ok(())
+    }
+
+    /// The edits offered at `text` (a seeded sample when there are many), without Stop.
+    fn candidates(&mut self, text: &str) -> Result<Vec<(Edit, String)>> {
+        self.ensure_paraphrases(text)?;
+        let doc = self.doc(text).clone();
+        let mut all = edits::candidates(&doc, &self.space, &mut self.rng);
+        if all.len() > self.state.config.max_candidates {
+            self.rng.shuffle(&mut all);
+            all.truncate(self.state.config.max_candidates);
+        }
+        Ok(all.into_iter().filter_map(|e| edits::apply_checked(&doc, &e, &self.space).ok().map(|t| (e, t))).collect())
+    }
+
+    fn feature(&mut self, text: &str) -> Result<Vec<f32>> {
+        if let Some(f) = self.features.get(text) {
+            return Ok(f.clone());
+        }
+        let f = normalized(self.scorer.embed(text)?);
+        if f.len() != self.scorer.feature_dim() {
+            return Err(OptimizeError::Input("the scorer's features have the wrong length".into()));
+        }
+        self.features.insert(text.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Runs until the budget is spent (or `stop_after` iterations of this call), checkpointing
+    /// into `checkpoint` after every iteration, then the gate.
+    pub fn run(
+        &mut self,
+        checkpoint: Option<&Path>,
+        stop_after: Option<usize>,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<std::result::Result<SearchResult, Stop>> {
+        let mut iterations = 0;
+        let finished_before = self.state.done;
+        if self.state.records.is_empty() {
+            let original = self.state.original.clone();
+            let k = self.record(&original, Vec::new());
+            let n = self.scorer.split_len(Split::Train);
+            let all: Vec<usize> = (0..n).collect();
+            let limit = self.search_budget_left();
+            self.scores(&k, Split::Train, &all, limit)?;
+        }
+        while !self.state.done {
+            if stop_after.is_some_and(|n| iterations >= n) {
+                return Ok(Err(Stop::Interrupted));
+            }
+            let before = self.state.spent;
+            match self.state.config.strategy {
+                Strategy::Ppo => self.ppo_iteration()?,
+                Strategy::Random => self.random_iteration()?,
+                Strategy::Greedy => self.greedy_iteration()?,
+                Strategy::Evolution => self.evolution_iteration()?,
+            }
+            self.state.iterations += 1;
+            iterations += 1;
+            self.state.strategy.idle = if self.state.spent == before { self.state.strategy.idle + 1 } else { 0 };
+            // Done when too little budget is left for a minibatch, or nothing new is reachable.
+            if self.search_budget_left() < self.state.config.minibatch.max(1) || self.state.strategy.idle >= 20 {
+                self.state.done = true;
+            }
+            progress(&self.progress("search"));
+            if let Some(dir) = checkpoint {
+                self.save(dir)?;
+            }
+        }
+        let mut result = self.gate(progress)?;
+        if finished_before {
+            // Re-reading a finished run's result costs nothing worth counting.
+            self.clock = std::time::Instant::now();
+        }
+        self.tick();
+        result.seconds = self.state.seconds;
+        if let Some(dir) = checkpoint {
+            self.save(dir)?;
+        }
+        Ok(Ok(result))
+    }
+
+    /// One episode of up to `episode_len` edits; with `learn`, the PPO policy picks them,
+    /// else they are uniform. Returns the transitions (empty features without a policy).
+    fn episode(&mut self, learn: bool) -> Result<Vec<(Transition, f64)>> {
+        let config = self.state.config.clone();
+        let elite = self.best_by(Split::Train).map(|(k, _)| k.clone());
+        let start = match elite {
+            Some(k) if self.rng.next_f32() < config.elite_start => k,
+            _ => self.state.original_key.clone(),
+        };
+        let batch = self.sample_minibatch();
+        let mut parent = start;
+        let limit = self.search_budget_left();
+        let Some(mut parent_out) = self.scores(&parent, Split::Train, &batch, limit)? else { return Ok(Vec::new()) };
+        let mut steps = Vec::new();
+        let mut episode_rng = Rng::new(self.rng.next_u64());
+        for t in 0..config.episode_len {
+            let text = self.state.records[&parent].text.clone();
+            let mut options = self.candidates(&text)?;
+            options.push((Edit::Stop, text.clone()));
+            let (state_vec, candidate_vecs) = if learn {
+                let mut s = self.feature(&text)?;
+                s.push(t as f32 / config.episode_len as f32);
+                s.push(mean(parent_out.iter().map(|o| o.signal)) as f32);
+                s.push(mean(parent_out.iter().map(|o| o.score)) as f32);
+                let doc = self.doc(&text).clone();
+                let dims = self.dims();
+                let mut cands = Vec::with_capacity(options.len());
+                for (edit, edited) in &options {
+                    let mut f = self.feature(&edit.describe(&doc.source))?;
+                    f.push((edited.len() as f32 - text.len() as f32) / 500.0);
+                    cands.push(dims.candidate_input(&f, edit.kind())?);
+                }
+                (s, cands)
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let (action, logp, value) = match (&self.ppo, learn) {
+                (Some(ppo), true) => ppo.act(&state_vec, &candidate_vecs, &mut episode_rng, false)?,
+                _ => (episode_rng.below(options.len()), 0.0, 0.0),
+            };
+            let (edit, edited) = options.swap_remove(action);
+            let mut transition = Transition {
+                state: state_vec,
+                candidates: candidate_vecs,
+                action,
+                logp,
+                value,
+                reward: 0.0,
+                done: false,
+            };
+            if edit == Edit::Stop {
+                transition.done = true;
+                steps.push((transition, 0.0));
+                break;
+            }
+            let mut lineage = self.state.records[&parent].lineage.clone();
+            let doc = self.doc(&text).clone();
+            lineage.push(edit.describe(&doc.source));
+            let child = self.record(&edited, lineage);
+            let limit = self.search_budget_left();
+            let Some(child_out) = self.scores(&child, Split::Train, &batch, limit)? else { break };
+            let raw = mean(child_out.iter().map(|o| o.signal)) - mean(parent_out.iter().map(|o| o.signal));
+            // Promising prompts (better than the best so far on this same minibatch) get the
+            // whole train split.
+            if self.beats_best_on(&child_out, &batch) {
+                let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
+                let limit = self.search_budget_left();
+                self.scores(&child, Split::Train, &all, limit)?;
+            }
+            transition.done = t + 1 == config.episode_len;
+            steps.push((transition, raw));
+            parent = child;
+            parent_out = child_out;
+        }
+        if let Some(last) = steps.last_mut() {
+            last.0.done = true;
+        }
+        Ok(steps)
+    }
+
+    /// Whether results on `batch` beat the best whole-train prompt's on the same examples
+    /// (score first, then the dense signal).
+    fn beats_best_on(&self, outcomes: &[Outcome], batch: &[usize]) -> bool {
+        let Some((best, _)) = self.best_by(Split::Train) else { return true };
+        let known = &self.state.records[best].train;
+        let on_batch: Vec<Outcome> = batch.iter().filter_map(|&i| known[i]).collect();
+        let pair = |o: &[Outcome]| (mean(o.iter().map(|x| x.score)), mean(o.iter().map(|x| x.signal)));
+        let (a, b) = (pair(outcomes), pair(&on_batch));
+        a.0 > b.0 || (a.0 == b.0 && a.1 > b.1)
+    }
+
+    fn random_iteration(&mut self) -> Result<()> {
+        for _ in 0..self.state.config.episodes_per_update {
+            self.episode(false)?;
+        }
+        Ok(())
+    }
+
+    fn ppo_iteration(&mut self) -> Result<()> {
+        let best_before = self.best_by(Split::Train).map(|(_, m)| m);
+        let mut episodes = Vec::new();
+        for _ in 0..self.state.config.episodes_per_update {
+            let steps = self.episode(true)?;
+            if !steps.is_empty() {
+                episodes.push(steps);
+            }
+        }
+        // Step rewards z-scored across the batch (RLPrompt's stabilisation); Stop earns 0.
+        let raw: Vec<f64> = episodes.iter().flatten().map(|(_, r)| *r).collect();
+        let z = stats::z_scores(&raw);
+        let mut zs = z.into_iter();
+        let batch: Vec<Vec<Transition>> = episodes
+            .into_iter()
+            .map(|steps| {
+                steps
+                    .into_iter()
+                    .map(|(mut t, _)| {
+                        t.reward = zs.next().unwrap_or(0.0) as f32;
+                        t
+                    })
+                    .collect()
+            })
+            .collect();
+        let Some(ppo) = self.ppo.as_mut() else { return Err(OptimizeError::Input("no policy".into())) };
+        if batch.iter().map(Vec::len).sum::<usize>() > 0 {
+            ppo.update(&batch)?;
+        }
+        let updates = ppo.updates();
+        if updates > 0 && updates % self.state.config.anchor_every.max(1) as u64 == 0 {
+            self.anchor_check(best_before)?;
+        }
+        Ok(())
+    }
+
+    /// StablePrompt's anchor: the best prompt found lately is checked on validation; if it is
+    /// worse than the anchor's, the policy rolls back to the anchor, else it becomes the anchor.
+    fn anchor_check(&mut self, _best_before: Option<f64>) -> Result<()> {
+        let Some((best, _)) = self.best_by(Split::Train).map(|(k, m)| (k.clone(), m)) else { return Ok(()) };
+        let n = self.scorer.split_len(Split::Validation);
+        let all: Vec<usize> = (0..n).collect();
+        let limit = self.search_budget_left();
+        let Some(out) = self.scores(&best, Split::Validation, &all, limit)? else { return Ok(()) };
+        let validation = mean(out.iter().map(|o| o.score));
+        let ppo = self.ppo.as_mut().expect("ppo strategy");
+        let tolerance = 1.5 / n as f64;
+        match (self.state.strategy.anchor_validation, &self.anchor) {
+            (Some(anchor_val), Some(anchor)) if validation + tolerance < anchor_val => {
+                ppo.restore(&anchor.snapshot()?)?;
+                self.state.strategy.rollbacks += 1;
+            }
+            _ => {
+                let dims = ppo.dims();
+                self.anchor = Some(PolicyNet::from_snapshot(dims, ppo.config().hidden, &ppo.snapshot()?)?);
+                let best = self.state.strategy.anchor_validation.map_or(validation, |a| a.max(validation));
+                self.state.strategy.anchor_validation = Some(best);
+            }
+        }
+        Ok(())
+    }
+
+    /// GrIPS: sample edits of the current prompt, score them on one minibatch with it, and move
+    /// to the best if it also wins on the whole train split.
+    fn greedy_iteration(&mut self) -> Result<()> {
+        let current = self.state.strategy.current.clone().unwrap_or_else(|| self.state.original_key.clone());
+        self.state.strategy.current = Some(current.clone());
+        let text = self.state.records[&current].text.clone();
+        let mut options = self.candidates(&text)?;
+        self.rng.shuffle(&mut options);
+        options.truncate(self.state.config.width);
+        let batch = self.sample_minibatch();
+        let limit = self.search_budget_left();
+        let Some(base) = self.scores(&current, Split::Train, &batch, limit)? else { return Ok(()) };
+        let base_score = (mean(base.iter().map(|o| o.score)), mean(base.iter().map(|o| o.signal)));
+        let doc = self.doc(&text).clone();
+        let mut best: Option<(String, (f64, f64))> = None;
+        for (edit, edited) in options {
+            let mut lineage = self.state.records[&current].lineage.clone();
+            lineage.push(edit.describe(&doc.source));
+            let child = self.record(&edited, lineage);
+            let limit = self.search_budget_left();
+            let Some(out) = self.scores(&child, Split::Train, &batch, limit)? else { break };
+            let s = (mean(out.iter().map(|o| o.score)), mean(out.iter().map(|o| o.signal)));
+            if best.as_ref().is_none_or(|(_, b)| s.0 > b.0 || (s.0 == b.0 && s.1 > b.1)) {
+                best = Some((child, s));
+            }
+        }
+        if let Some((child, s)) = best
+            && (s.0 > base_score.0 || (s.0 == base_score.0 && s.1 > base_score.1))
+        {
+            let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
+            let limit = self.search_budget_left();
+            let cur = self.scores(&current, Split::Train, &all, limit)?;
+            let limit = self.search_budget_left();
+            let new = self.scores(&child, Split::Train, &all, limit)?;
+            if let (Some(cur), Some(new)) = (cur, new) {
+                let better = |o: &[Outcome]| (mean(o.iter().map(|x| x.score)), mean(o.iter().map(|x| x.signal)));
+                let (c, n) = (better(&cur), better(&new));
+                if n.0 > c.0 || (n.0 == c.0 && n.1 > c.1) {
+                    self.state.strategy.current = Some(child);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn full_train(&mut self, k: &str) -> Result<Option<f64>> {
+        let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
+        let limit = self.search_budget_left();
+        Ok(self.scores(k, Split::Train, &all, limit)?.map(|o| mean(o.iter().map(|x| x.score))))
+    }
+
+    fn fitness(&self, k: &str) -> (f64, f64) {
+        let r = &self.state.records[k];
+        (r.full_mean(Split::Train).unwrap_or(f64::NEG_INFINITY), r.full_signal(Split::Train))
+    }
+
+    fn tournament(&mut self) -> String {
+        let pop = &self.state.strategy.population;
+        let a = pop[self.rng.below(pop.len())].clone();
+        let b = pop[self.rng.below(pop.len())].clone();
+        let (fa, fb) = (self.fitness(&a), self.fitness(&b));
+        if fb.0 > fa.0 || (fb.0 == fa.0 && fb.1 > fa.1) { b } else { a }
+    }
+
+    /// A random edit of `parent`, recorded.
+    fn mutate(&mut self, parent: &str) -> Result<Option<String>> {
+        let text = self.state.records[parent].text.clone();
+        let options = self.candidates(&text)?;
+        if options.is_empty() {
+            return Ok(None);
+        }
+        let (edit, edited) = options[self.rng.below(options.len())].clone();
+        let doc = self.doc(&text).clone();
+        let mut lineage = self.state.records[parent].lineage.clone();
+        lineage.push(edit.describe(&doc.source));
+        Ok(Some(self.record(&edited, lineage)))
+    }
+
+    /// Crossover: `a` takes `b`'s label words, layout and the demonstrations it lacks.
+    fn crossover(&mut self, a: &str, b: &str) -> Option<String> {
+        let (ta, tb) = (self.state.records[a].text.clone(), self.state.records[b].text.clone());
+        let db = parse(&tb, None);
+        let mut text = ta.clone();
+        let mut lineage = self.state.records[a].lineage.clone();
+        let mut apply = |text: &mut String, edit: Edit, space: &EditSpace| {
+            let doc = parse(text, None);
+            if let Ok(t) = edits::apply_checked(&doc, &edit, space) {
+                lineage.push(edit.describe(&doc.source));
+                *text = t;
+            }
+        };
+        if let Some(labels) = &db.settings.labels {
+            apply(&mut text, Edit::Labels(labels.value.clone()), &self.space);
+        }
+        if parse(&text, None).settings.format != db.settings.format {
+            apply(&mut text, Edit::Format(db.settings.format), &self.space);
+        }
+        for demo in find_demos(&db, &self.space) {
+            let doc = parse(&text, None);
+            if find_demos(&doc, &self.space).iter().any(|d| d.source == demo.source) {
+                continue;
+            }
+            if let (Some(unit), Some(t)) =
+                (edits::example_unit(&doc), edits::demo_text(&doc, &self.space.demos[demo.source]))
+            {
+                apply(&mut text, Edit::AddDemo { at: unit.start, text: t }, &self.space);
+            }
+        }
+        (text != ta).then(|| self.record(&text, lineage))
+    }
+
+    /// Evolution (μ + λ): children by crossover or mutation of tournament winners, all scored
+    /// on the whole train split; the best `width` of parents and children survive.
+    fn evolution_iteration(&mut self) -> Result<()> {
+        let width = self.state.config.width.max(2);
+        if self.state.strategy.population.is_empty() {
+            let original = self.state.original_key.clone();
+            let mut population = vec![original.clone()];
+            for _ in 0..width * 2 {
+                if population.len() >= width {
+                    break;
+                }
+                if let Some(child) = self.mutate(&original)?
+                    && !population.contains(&child)
+                    && self.full_train(&child)?.is_some()
+                {
+                    population.push(child);
+                }
+            }
+            self.state.strategy.population = population;
+            return Ok(());
+        }
+        let mut children = Vec::new();
+        for _ in 0..width {
+            let a = self.tournament();
+            let child = if self.rng.next_f32() < 0.3 {
+                let b = self.tournament();
+                match self.crossover(&a, &b) {
+                    Some(c) => Some(c),
+                    None => self.mutate(&a)?,
+                }
+            } else {
+                self.mutate(&a)?
+            };
+            if let Some(child) = child
+                && self.full_train(&child)?.is_some()
+            {
+                children.push(child);
+            }
+        }
+        let mut pool = self.state.strategy.population.clone();
+        for c in children {
+            if !pool.contains(&c) {
+                pool.push(c);
+            }
+        }
+        pool.sort_by(|a, b| {
+            let (fa, fb) = (self.fitness(a), self.fitness(b));
+            fb.0.total_cmp(&fa.0).then(fb.1.total_cmp(&fa.1))
+        });
+        pool.truncate(width);
+        self.state.strategy.population = pool;
+        Ok(())
+    }
+
+    /// The honesty gate: the original and the best prompts by train score, on all of
+    /// validation; the best validated prompt wins only if it beats the original there.
+    fn gate(&mut self, progress: &mut dyn FnMut(&Progress)) -> Result<SearchResult> {
+        let n = self.scorer.split_len(Split::Validation);
+        let all: Vec<usize> = (0..n).collect();
+        let original = self.state.original_key.clone();
+        let limit = self.budget_left();
+        let original_out = self
+            .scores(&original, Split::Validation, &all, limit)?
+            .ok_or_else(|| OptimizeError::Input("the budget left no room to validate the original prompt".into()))?;
+        let mut ranked: Vec<(String, f64, f64)> = self
+            .state
+            .records
+            .iter()
+            .filter(|(k, _)| **k != original)
+            .filter_map(|(k, r)| r.full_mean(Split::Train).map(|m| (k.clone(), m, r.full_signal(Split::Train))))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        let mut validated = 0;
+        for (k, _, _) in ranked {
+            if validated >= self.state.config.top_k {
+                break;
+            }
+            let limit = self.budget_left();
+            if self.scores(&k, Split::Validation, &all, limit)?.is_some() {
+                validated += 1;
+            }
+            progress(&self.progress("validation"));
+        }
+        let original_validation = mean(original_out.iter().map(|o| o.score));
+        let original_train = self.state.records[&original].full_mean(Split::Train).unwrap_or(f64::NAN);
+        let mut checked: Vec<Validated> = self
+            .state
+            .records
+            .iter()
+            .filter_map(|(k, r)| {
+                Some(Validated {
+                    key: k.clone(),
+                    train: r.full_mean(Split::Train)?,
+                    validation: r.full_mean(Split::Validation)?,
+                })
+            })
+            .collect();
+        checked.sort_by(|a, b| {
+            b.validation.total_cmp(&a.validation).then(b.train.total_cmp(&a.train)).then(a.key.cmp(&b.key))
+        });
+        let winner = checked.first().filter(|v| v.key != original && v.validation > original_validation).cloned();
+        let best_key = winner.as_ref().map_or(original.clone(), |w| w.key.clone());
+        let best = &self.state.records[&best_key];
+        let scores = |o: &[Option<Outcome>]| o.iter().map(|x| x.map_or(0.0, |x| x.score)).collect::<Vec<f64>>();
+        let paired =
+            stats::paired_difference(&scores(&self.state.records[&original].validation), &scores(&best.validation));
+        Ok(SearchResult {
+            strategy: self.state.config.strategy,
+            seed: self.state.config.seed,
+            budget: self.state.config.budget,
+            evaluations: self.state.spent,
+            original_train,
+            original_validation,
+            best_key: best_key.clone(),
+            best_text: best.text.clone(),
+            best_lineage: best.lineage.clone(),
+            best_train: best.full_mean(Split::Train).unwrap_or(original_train),
+            best_validation: best.full_mean(Split::Validation).unwrap_or(original_validation),
+            improved: winner.is_some(),
+            paired_difference: paired,
+            validated: checked,
+            curve: self.state.curve.clone(),
+            prompts_seen: self.state.records.len(),
+            rollbacks: self.state.strategy.rollbacks,
+            validation_examples: n,
+            seconds: self.state.seconds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optimize::edits::DemoSource;
+    use serde_json::{Map, Value};
+
+    const EXAMPLE: &str = include_str!("../../../examples/sentiment/sentiment.prompt");
+
+    /// A model-free world: a prompt's quality is planted in its label words, layout and
+    /// demonstrations; example `i` is right when the quality clears its difficulty.
+    struct Planted {
+        scored: usize,
+        /// Validation favours the author's prompt over every edit (the gate must notice).
+        adversarial_validation: bool,
+    }
+
+    impl Planted {
+        fn quality(text: &str) -> f64 {
+            let doc = parse(text, None);
+            let mut q = 0.3;
+            if doc.settings.labels.as_ref().is_some_and(|l| l.value == ["negative", "positive"]) {
+                q += 0.25;
+            }
+            if doc.settings.format == reprompt_protocol::settings::Format::Plain {
+                q += 0.2;
+            }
+            if text.contains("Sentiment:") {
+                q += 0.1;
+            }
+            q
+        }
+    }
+
+    impl Scorer for Planted {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            self.scored += indices.len();
+            let q = Self::quality(text);
+            let original = text == EXAMPLE;
+            Ok(indices
+                .iter()
+                .map(|&i| {
+                    let difficulty = ((i * 7) % 10) as f64 / 10.0;
+                    let score = match (split, self.adversarial_validation) {
+                        (Split::Validation, true) => f64::from(u8::from(original)),
+                        _ => f64::from(u8::from(q > difficulty)),
+                    };
+                    Outcome { score, signal: q - difficulty }
+                })
+                .collect())
+        }
+
+        fn split_len(&self, split: Split) -> usize {
+            if split == Split::Validation { 16 } else { 24 }
+        }
+
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            let mut v = vec![0.0; 16];
+            for word in text.split_whitespace() {
+                v[word.bytes().fold(7usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % 16] += 1.0;
+            }
+            Ok(v)
+        }
+
+        fn feature_dim(&self) -> usize {
+            16
+        }
+    }
+
+    fn space() -> EditSpace {
+        let demos = (0..6)
+            .map(|i| {
+                let mut input = Map::new();
+                input.insert("sentence".into(), Value::String(format!("review number {i} .")));
+                DemoSource { input, label: Some(i % 2), answer: None }
+            })
+            .collect();
+        EditSpace::builtin(demos)
+    }
+
+    fn config(strategy: Strategy, budget: usize) -> SearchConfig {
+        SearchConfig { strategy, budget, seed: 5, minibatch: 8, paraphrases: 0, ..SearchConfig::default() }
+    }
+
+    fn run(strategy: Strategy, budget: usize, adversarial: bool) -> (SearchResult, usize) {
+        let mut scorer = Planted { scored: 0, adversarial_validation: adversarial };
+        let mut search = Search::new(EXAMPLE, config(strategy, budget), space(), &mut scorer).unwrap();
+        let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+        drop(search);
+        (result, scorer.scored)
+    }
+
+    #[test]
+    fn every_strategy_stays_within_budget_and_finds_better_prompts() {
+        for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
+            let (result, scored) = run(strategy, 1200, false);
+            assert_eq!(result.evaluations, scored, "{strategy:?}: every scored example is counted");
+            assert!(scored <= 1200, "{strategy:?} spent {scored}");
+            assert!(result.improved, "{strategy:?} found nothing: {result:?}");
+            assert!(result.best_validation > result.original_validation);
+            let doc = parse(&result.best_text, None);
+            assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+            assert!(!result.best_lineage.is_empty());
+        }
+    }
+
+    #[test]
+    fn tiny_budgets_are_never_exceeded() {
+        for budget in [16, 17, 40, 100, 333] {
+            for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
+                let (result, scored) = run(strategy, budget, false);
+                assert!(scored <= budget, "{strategy:?} spent {scored} of {budget}");
+                assert_eq!(result.evaluations, scored);
+            }
+        }
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        assert!(Search::new(EXAMPLE, config(Strategy::Ppo, 15), space(), &mut scorer).is_err());
+    }
+
+    #[test]
+    fn the_gate_returns_the_original_when_every_candidate_loses_on_validation() {
+        for strategy in [Strategy::Ppo, Strategy::Greedy] {
+            let (result, _) = run(strategy, 800, true);
+            assert!(!result.improved);
+            assert_eq!(result.best_text, EXAMPLE);
+            assert!(result.validated.len() > 1, "candidates were validated: {:?}", result.validated);
+            assert!(
+                result.validated.iter().any(|v| v.train > result.original_train),
+                "better on train, worse on validation"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_are_deterministic_and_resume_exactly() {
+        let dir = std::env::temp_dir().join(format!("reprompt-search-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for strategy in [Strategy::Ppo, Strategy::Evolution] {
+            let (whole, _) = run(strategy, 900, false);
+            let timeless = |r: &SearchResult| SearchResult { seconds: 0.0, ..r.clone() };
+            assert_eq!(timeless(&whole), timeless(&run(strategy, 900, false).0), "same seed, same run");
+            let cfg = config(strategy, 900);
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+            assert_eq!(first.run(Some(&dir), Some(3), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+            drop(first);
+            assert!(Search::has_checkpoint(&dir));
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let mut resumed = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap();
+            let result = resumed.run(Some(&dir), None, &mut |_| {}).unwrap().unwrap();
+            assert_eq!(timeless(&result), timeless(&whole), "{strategy:?}: resumed run differs");
+            drop(resumed);
+            // A checkpoint of another run is refused.
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let other = SearchConfig { seed: 6, ..cfg };
+            assert!(Search::load(&dir, EXAMPLE, &other, space(), &mut scorer).is_err());
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
