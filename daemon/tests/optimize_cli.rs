@@ -1,24 +1,15 @@
 //! `reprompt optimize` as a user runs it: the real binary and model on a copy of the example
 //! prompt with a tiny budget — the budget holds, the report, plot and checkpoint are written,
-//! the offered prompt is valid with the same variables, and a second run resumes the first.
+//! the offered prompt is valid with the same variables, a second run resumes the first, and
+//! a run of other settings replaces its checkpoint.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+
+use common::{reprompt, workspace};
 
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-fn reprompt(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reprompt"))
-        .args(args)
-        .current_dir(workspace())
-        .env("REPROMPT_CACHE_DIR", cache)
-        .output()
-        .expect("reprompt runs")
-}
 
 /// A scratch directory with the example prompt, its data, and a cache sharing the model.
 fn scratch() -> (PathBuf, PathBuf) {
@@ -31,14 +22,7 @@ fn scratch() -> (PathBuf, PathBuf) {
         std::fs::copy(example.join("data").join(split), dir.join("data").join(split)).expect("copy data");
     }
     let cache = dir.join("cache");
-    std::fs::create_dir_all(cache.join("models")).expect("cache dir");
-    let shared = reprompt::engine::store::models_dir();
-    for entry in std::fs::read_dir(&shared).expect("run `reprompt models fetch` first (scripts/test.sh does)") {
-        let entry = entry.expect("entry");
-        if entry.path().extension().is_some_and(|e| e == "gguf") {
-            std::os::unix::fs::symlink(entry.path(), cache.join("models").join(entry.file_name())).expect("link");
-        }
-    }
+    common::link_models(&cache);
     (dir, cache)
 }
 
@@ -114,14 +98,37 @@ fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
     };
     assert_eq!(timeless(&second["search"]), timeless(&report["search"]));
     assert_eq!(second["search"]["seconds"], report["search"]["seconds"], "a finished run's time is kept");
-    // Another seed refuses the checkpoint of this one unless told to start over.
-    let other = ["optimize", p, "--budget", "400", "--seed", "4", "--run-dir", r, "--no-test"];
-    let refused = reprompt(&other, &cache);
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("another run"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    // Another seed is another run: it replaces the checkpoint instead of resuming it.
+    let other = ["optimize", p, "--budget", "64", "--seed", "4", "--run-dir", r, "--no-test", "--json"];
+    let replaced = reprompt(&other, &cache);
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    assert!(String::from_utf8_lossy(&replaced.stderr).contains("starting over"));
+    let third: Value = serde_json::from_slice(&replaced.stdout).expect("JSON report");
+    assert_eq!(third["seed"], 4);
+    assert!(third["evaluations"].as_u64().unwrap() <= 64);
+    assert_eq!(third["improved"], false, "64 evaluations only validate the original");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_prompt_without_a_validation_split_is_refused_before_the_model_loads() {
+    let dir = std::env::temp_dir().join(format!("reprompt-optimize-noval-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let example = workspace().join("examples/sentiment");
+    std::fs::copy(example.join("data/train.tsv"), dir.join("data/train.tsv")).unwrap();
+    let text = std::fs::read_to_string(example.join("sentiment.prompt")).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("reprompt.validation") && !l.starts_with("reprompt.test"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let prompt = dir.join("s.prompt");
+    std::fs::write(&prompt, text).unwrap();
+    // An empty cache: the model is not there, so getting past the check would fail differently.
+    let cache = dir.join("empty-cache");
+    let out = reprompt(&["optimize", prompt.to_str().unwrap(), "--budget", "100"], &cache);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("add `reprompt.validation: <file>`"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

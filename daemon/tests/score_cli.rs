@@ -1,35 +1,18 @@
 //! `reprompt score` as a user runs it: the real binary, the real model, the example prompt.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+
+use common::{reprompt, workspace};
 
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-fn reprompt(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reprompt"))
-        .args(args)
-        .current_dir(workspace())
-        .env("REPROMPT_CACHE_DIR", cache)
-        .output()
-        .expect("reprompt runs")
-}
 
 /// A private cache directory that shares the fetched model but not cached evaluations.
 fn private_cache(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("reprompt-score-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("models")).expect("cache dir");
-    let shared = reprompt::engine::store::models_dir();
-    for entry in std::fs::read_dir(&shared).expect("run `reprompt models fetch` first (scripts/test.sh does)") {
-        let entry = entry.expect("entry");
-        if entry.path().extension().is_some_and(|e| e == "gguf") {
-            std::os::unix::fs::symlink(entry.path(), dir.join("models").join(entry.file_name())).expect("link model");
-        }
-    }
+    common::link_models(&dir);
     dir
 }
 

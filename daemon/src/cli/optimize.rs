@@ -46,7 +46,8 @@ pub struct OptimizeArgs {
     /// Directory for the checkpoint, report and plot [default: `.reprompt/runs/<name>-<strategy>-<seed>` beside the prompt]
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Start over even if the run directory holds a checkpoint of this run
+    /// Start over even if the run directory holds a checkpoint of this run (a checkpoint of
+    /// another prompt text or settings is always replaced)
     #[arg(long)]
     pub fresh: bool,
     /// Do not score the test split (when the prompt names one)
@@ -115,11 +116,12 @@ pub fn variant_path(file: &Path) -> PathBuf {
     file.with_file_name(format!("{stem}.optimized.prompt"))
 }
 
-/// Reads a prompt and refuses one with errors.
+/// Reads a prompt and refuses one with errors or without training and validation splits.
 pub fn read_prompt(file: &Path) -> anyhow::Result<(PromptDocument, String)> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let doc = parse_bytes(&bytes, Some(file));
     PreparedPrompt::new(&doc, file)?;
+    crate::optimize::model::require_splits(&doc, file)?;
     let text = doc.source.clone();
     Ok((doc, text))
 }
@@ -142,10 +144,16 @@ pub fn optimize(
     let text = doc.source.clone();
     let checkpoint = run_dir.map(|d| d.join("checkpoint"));
     if let Some(dir) = &checkpoint
-        && fresh
         && dir.exists()
     {
-        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        // An edited prompt or other settings make another run: it starts over.
+        let other = Search::has_checkpoint(dir) && !Search::checkpoint_matches(dir, &text, &config);
+        if other {
+            eprintln!("{} holds a run of another prompt text or settings: starting over", dir.display());
+        }
+        if fresh || other {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
     }
     let resuming = checkpoint.as_deref().is_some_and(Search::has_checkpoint);
     let (result, paraphrase_calls) = {
@@ -311,22 +319,10 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
     writeln!(out)?;
     let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);
     writeln!(out, "  {:<10} {:>8} {:>11} {:>8}", "", "train", "validation", "test")?;
-    writeln!(
-        out,
-        "  {:<10} {:>8} {:>11} {:>8}",
-        "original",
-        pct(report.original.train),
-        pct(report.original.validation),
-        test(&report.original)
-    )?;
-    writeln!(
-        out,
-        "  {:<10} {:>8} {:>11} {:>8}",
-        "optimized",
-        pct(report.best.train),
-        pct(report.best.validation),
-        test(&report.best)
-    )?;
+    for (name, scores) in [("original", &report.original), ("optimized", &report.best)] {
+        let (train, validation) = (pct(scores.train), pct(scores.validation));
+        writeln!(out, "  {name:<10} {train:>8} {validation:>11} {:>8}", test(scores))?;
+    }
     let d = report.paired_difference;
     writeln!(
         out,

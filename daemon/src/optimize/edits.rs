@@ -815,6 +815,48 @@ mod tests {
     }
 
     #[test]
+    fn random_edit_walks_keep_every_prompt_valid() {
+        let prompts = [
+            EXAMPLE,
+            include_str!("../../../examples/gsm8k/gsm8k.prompt"),
+            include_str!("../../../bench/sst2-variants/v3-plain-posneg.prompt"),
+            include_str!("../../../bench/sst2-variants/v7-plain-4demos.prompt"),
+        ];
+        let mut space = space();
+        space.demos.push(DemoSource {
+            input: [("question".to_string(), Value::String("What is {{2}} + 2?\nThink.".into()))].into_iter().collect(),
+            label: None,
+            answer: Some("2 + 2 = 4\n#### 4".into()),
+        });
+        space.paraphrases.insert("Answer with one word.".into(), vec!["Reply with a single word.".into()]);
+        for (p, prompt) in prompts.iter().enumerate() {
+            let names = variables(&parse(prompt, None));
+            for seed in 0..40 {
+                let mut rng = Rng::new(seed);
+                let mut text = prompt.to_string();
+                for _ in 0..8 {
+                    let doc = parse(&text, None);
+                    let all = candidates(&doc, &space, &mut rng);
+                    if all.is_empty() {
+                        break;
+                    }
+                    let edit = &all[rng.below(all.len())];
+                    text = apply_checked(&doc, edit, &space)
+                        .unwrap_or_else(|e| panic!("prompt {p} seed {seed}: {edit:?}: {e}"));
+                    let edited = parse(&text, None);
+                    assert!(
+                        edited.diagnostics.iter().all(|d| d.severity != Severity::Error),
+                        "prompt {p} seed {seed} after {edit:?}: {:?}\n{text}",
+                        edited.diagnostics
+                    );
+                    assert_eq!(variables(&edited), names, "prompt {p} seed {seed} after {edit:?}");
+                    assert!(find_demos(&edited, &space).len() <= space.max_demos);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_candidate_of_the_example_applies_cleanly() {
         let (doc, space) = (doc(), space());
         let all = candidates(&doc, &space, &mut Rng::new(1));

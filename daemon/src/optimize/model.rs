@@ -16,6 +16,19 @@ use crate::engine::{ChatTurn, GenerateParams};
 use crate::eval::evaluate::load_split;
 use crate::eval::{Evaluator, PreparedPrompt, Split};
 
+/// Refuses a prompt without the training and validation splits an optimization needs.
+pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
+    for (split, key) in [(Split::Train, "reprompt.dataset"), (Split::Validation, "reprompt.validation")] {
+        if doc.settings.split_path(split.setting(), path).is_none() {
+            return Err(OptimizeError::Input(format!(
+                "optimizing needs training and validation examples: add `{key}: <file>` to {}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Scores prompt variants of the file at `path` with the task model.
 pub struct ModelScorer<'e> {
     evaluator: &'e Evaluator,
@@ -36,6 +49,7 @@ fn failed(e: impl std::fmt::Display) -> OptimizeError {
 impl<'e> ModelScorer<'e> {
     /// Loads the train and validation splits of `doc` (read from `path`).
     pub fn new(evaluator: &'e Evaluator, doc: &PromptDocument, path: &Path) -> Result<Self> {
+        require_splits(doc, path)?;
         let train = load_split(doc, path, Split::Train).map_err(failed)?;
         let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
         let dim = evaluator.engine.embed(vec!["reprompt".into()]).map_err(failed)?.first().map_or(0, Vec::len);

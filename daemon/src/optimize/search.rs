@@ -378,6 +378,15 @@ impl<'a> Search<'a> {
         dir.join(STATE_FILE).is_file()
     }
 
+    /// Whether the checkpoint in `dir` is of this prompt and these settings (false when there
+    /// is none or it cannot be read).
+    pub fn checkpoint_matches(dir: &Path, original: &str, config: &SearchConfig) -> bool {
+        std::fs::read(dir.join(STATE_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<SearchState>(&bytes).ok())
+            .is_some_and(|state| state.original_key == key(original) && state.config == *config)
+    }
+
     /// Resumes the search checkpointed in `dir`; it must be of the same prompt and settings.
     pub fn load(
         dir: &Path,
@@ -422,9 +431,13 @@ impl<'a> Search<'a> {
         self.state.config.budget.saturating_sub(self.state.spent)
     }
 
-    /// What the gate needs at most: the original and `top_k` prompts on all of validation.
+    /// What the gate needs at most: the original and `top_k` prompts on all of validation —
+    /// less when the budget is small, but always the original's validation and, if the
+    /// budget allows, its train score.
     fn gate_reserve(&self) -> usize {
-        (self.state.config.top_k + 1) * self.scorer.split_len(Split::Validation)
+        let validation = self.scorer.split_len(Split::Validation);
+        let train = self.scorer.split_len(Split::Train);
+        ((self.state.config.top_k + 1) * validation).min(self.state.config.budget.saturating_sub(train)).max(validation)
     }
 
     fn search_budget_left(&self) -> usize {
