@@ -12,8 +12,8 @@ use common::{reprompt, workspace};
 use serde_json::Value;
 
 /// A scratch directory with the example prompt, its data, and a cache sharing the model.
-fn scratch() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("reprompt-optimize-{}", std::process::id()));
+fn scratch(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("reprompt-optimize-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let example = workspace().join("examples/sentiment");
     std::fs::create_dir_all(dir.join("data")).expect("scratch dir");
@@ -36,7 +36,7 @@ fn variables(text: &str) -> Vec<String> {
 
 #[test]
 fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
-    let (dir, cache) = scratch();
+    let (dir, cache) = scratch("run");
     let prompt = dir.join("sentiment.prompt");
     let run_dir = dir.join("run");
     let p = prompt.to_str().expect("utf-8 path");
@@ -130,5 +130,58 @@ fn a_prompt_without_a_validation_split_is_refused_before_the_model_loads() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("add `reprompt.validation: <file>`"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline() {
+    let (dir, cache) = scratch("bench");
+    let work = dir.join("work");
+    let w = work.to_str().expect("utf-8 path");
+    let args = [
+        "bench",
+        "optimize",
+        "--seeds",
+        "13,21",
+        "--budget",
+        "96",
+        "--strategies",
+        "random,ppo",
+        "--test-limit",
+        "8",
+        "--paraphrases",
+        "0",
+        "--work",
+        w,
+        "--json",
+    ];
+    let out = reprompt(&args, &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table: Value = serde_json::from_slice(&out.stdout).expect("JSON table");
+    let rows = table["rows"].as_array().expect("rows");
+    let names: Vec<(String, u64)> =
+        rows.iter().map(|r| (r["strategy"].as_str().unwrap().to_string(), r["seed"].as_u64().unwrap())).collect();
+    let expected: Vec<(String, u64)> = [13, 21]
+        .into_iter()
+        .flat_map(|s| ["manual", "random", "ppo"].into_iter().map(move |n| (n.to_string(), s)))
+        .collect();
+    assert_eq!(names, expected);
+    for row in rows {
+        for key in ["train", "validation", "test", "evaluations", "seconds"] {
+            assert!(row[key].is_number(), "{key} in {row}");
+        }
+        assert!(row["evaluations"].as_u64().unwrap() <= 96);
+        let validation = row["validation"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&validation));
+    }
+    // The manual row is the author's prompt; a strategy never reports less on validation.
+    for seed in [13, 21] {
+        let of = |name: &str| rows.iter().find(|r| r["strategy"] == name && r["seed"] == seed).unwrap().clone();
+        let manual = of("manual")["validation"].as_f64().unwrap();
+        for name in ["random", "ppo"] {
+            assert!(of(name)["validation"].as_f64().unwrap() >= manual);
+        }
+    }
+    assert!(std::fs::read_to_string(work.join("curves.svg")).expect("plot").contains("<svg"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
