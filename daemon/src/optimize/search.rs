@@ -351,7 +351,6 @@ impl<'a> Search<'a> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         self.state.rng = self.rng.state();
         self.state.paraphrases = self.space.paraphrases.clone();
-        self.tick();
         if let Some(ppo) = &self.ppo {
             let staging = dir.join("ppo.new");
             ppo.save(&staging)?;
@@ -626,16 +625,16 @@ impl<'a> Search<'a> {
                 self.state.done = true;
             }
             progress(&self.progress("search"));
+            self.tick();
             if let Some(dir) = checkpoint {
                 self.save(dir)?;
             }
         }
         let mut result = self.gate(progress)?;
-        if finished_before {
-            // Re-reading a finished run's result costs nothing worth counting.
-            self.clock = std::time::Instant::now();
+        // Re-reading a finished run's result costs nothing worth counting.
+        if !finished_before {
+            self.tick();
         }
-        self.tick();
         result.seconds = self.state.seconds;
         if let Some(dir) = checkpoint {
             self.save(dir)?;
