@@ -613,6 +613,11 @@ pub fn insertion_points(doc: &PromptDocument) -> Vec<usize> {
 /// The edits offered for `doc`: every one that applies and passes [`apply_checked`], with a
 /// seeded sample of the demonstration pool. [`Edit::Stop`] is the caller's to add.
 pub fn candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng) -> Vec<Edit> {
+    applied_candidates(doc, space, rng).into_iter().map(|(edit, _)| edit).collect()
+}
+
+/// [`candidates`] with the text each edit produces (every edit is applied once, to check it).
+pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng) -> Vec<(Edit, String)> {
     let mut edits = Vec::new();
     let demos = find_demos(doc, space);
     let in_demo = |s: &Span| demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start);
@@ -670,8 +675,7 @@ pub fn candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng) -> Vec
             }
         }
     }
-    edits.retain(|e| apply_checked(doc, e, space).is_ok());
-    edits
+    edits.into_iter().filter_map(|e| apply_checked(doc, &e, space).ok().map(|text| (e, text))).collect()
 }
 
 #[cfg(test)]

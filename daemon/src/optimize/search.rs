@@ -568,12 +568,12 @@ impl<'a> Search<'a> {
     fn candidates(&mut self, text: &str) -> Result<Vec<(Edit, String)>> {
         self.ensure_paraphrases(text)?;
         let doc = self.doc(text).clone();
-        let mut all = edits::candidates(&doc, &self.space, &mut self.rng);
+        let mut all = edits::applied_candidates(&doc, &self.space, &mut self.rng);
         if all.len() > self.state.config.max_candidates {
             self.rng.shuffle(&mut all);
             all.truncate(self.state.config.max_candidates);
         }
-        Ok(all.into_iter().filter_map(|e| edits::apply_checked(&doc, &e, &self.space).ok().map(|t| (e, t))).collect())
+        Ok(all)
     }
 
     fn feature(&mut self, text: &str) -> Result<Vec<f32>> {
