@@ -23,6 +23,8 @@ enum Command {
     Score(cli::score::ScoreArgs),
     /// Optimize a .prompt file: RL (PPO) over readable edits, or a baseline, within a budget
     Optimize(cli::optimize::OptimizeArgs),
+    /// Pre-train PPO's policy on several prompts (other tasks) as a warm start for optimize
+    Pretrain(cli::pretrain::PretrainArgs),
     /// Benchmarks (engine speed, optimizer quality)
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         }
         Command::Score(args) => cli::score::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => cli::optimize::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
+        Command::Pretrain(args) => cli::pretrain::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => cli::bench::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Models(command) => cli::models::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),
     };

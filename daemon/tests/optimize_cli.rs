@@ -1,7 +1,8 @@
 //! `reprompt optimize` as a user runs it: the real binary and model on a copy of the example
 //! prompt with a tiny budget — the budget holds, the report, plot and checkpoint are written,
 //! the offered prompt is valid with the same variables, a second run resumes the first, and
-//! a run of other settings replaces its checkpoint.
+//! a run of other settings replaces its checkpoint; `pretrain` writes a policy that a later run
+//! starts from.
 
 mod common;
 
@@ -183,5 +184,76 @@ fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline()
         }
     }
     assert!(std::fs::read_to_string(work.join("curves.svg")).expect("plot").contains("<svg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pretrain_writes_a_policy_that_optimize_starts_from() {
+    let (dir, cache) = scratch("pretrain");
+    let prompt = dir.join("sentiment.prompt");
+    let p = prompt.to_str().expect("utf-8 path");
+    let policy = dir.join("policy.safetensors");
+    let work = dir.join("work");
+    let args = [
+        "pretrain",
+        p,
+        "--rounds",
+        "2",
+        "--budget",
+        "300",
+        "--paraphrases",
+        "0",
+        "--out",
+        policy.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+    ];
+    let out = reprompt(&args, &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| 1 |") && table.contains("| 2 |"), "{table}");
+    assert!(table.contains("2 runs"), "{table}");
+    // The second run started from the first run's policy.
+    let second: Value = serde_json::from_slice(
+        &std::fs::read(work.join("02-sentiment-2/checkpoint/search.json")).expect("second run's checkpoint"),
+    )
+    .unwrap();
+    assert!(second["config"]["warm_start"].as_str().is_some_and(|d| d.len() == 16), "{}", second["config"]);
+    let first: Value =
+        serde_json::from_slice(&std::fs::read(work.join("01-sentiment-1/checkpoint/search.json")).unwrap()).unwrap();
+    assert!(first["config"]["warm_start"].is_null());
+
+    let run = |choice: &str| -> Value {
+        let run_dir = dir.join(format!("run-{}", choice.len()));
+        let args = [
+            "optimize",
+            p,
+            "--budget",
+            "200",
+            "--paraphrases",
+            "0",
+            "--no-test",
+            "--policy",
+            choice,
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+            "--json",
+        ];
+        let out = reprompt(&args, &cache);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON report")
+    };
+    let warm = run(policy.to_str().unwrap());
+    assert_eq!(warm["policy"].as_str(), policy.to_str());
+    assert!(warm["evaluations"].as_u64().unwrap() <= 200);
+    assert!(run("none")["policy"].is_null());
+    // A file that is not a policy is a clear error.
+    let bad = reprompt(&["optimize", p, "--policy", p, "--budget", "200"], &cache);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("reading the policy"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

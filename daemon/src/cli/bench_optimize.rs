@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use super::optimize::{Report, optimize, plot, progress_bar, read_prompt, show_progress};
+use super::optimize::{PolicyChoice, Report, WarmStart, optimize, plot, progress_bar, read_prompt, show_progress};
 use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{EvalCache, Evaluator, FileCache};
@@ -44,6 +44,9 @@ pub struct OptimizeBenchArgs {
     /// Keep finished or interrupted runs and resume them instead of starting over
     #[arg(long)]
     pub resume: bool,
+    /// Where PPO's policy starts: none or a file from `reprompt pretrain`
+    #[arg(long, default_value = "none")]
+    pub policy: PolicyChoice,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
@@ -112,6 +115,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 Some(Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>)));
         }
         let evaluator = evaluator.as_ref().expect("opened above");
+        let warm = WarmStart::resolve(&args.policy)?;
         let mut manual: Option<Row> = None;
         for &strategy in &args.strategies {
             let config = SearchConfig {
@@ -129,6 +133,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 &doc,
                 &prompt,
                 config,
+                warm.as_ref(),
                 Some(&run_dir),
                 !args.resume,
                 Some(args.test_limit),

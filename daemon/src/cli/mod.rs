@@ -5,5 +5,6 @@ pub mod bench_optimize;
 pub mod check;
 pub mod models;
 pub mod optimize;
+pub mod pretrain;
 pub mod render;
 pub mod score;

@@ -17,9 +17,10 @@ use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::evaluate::load_split;
 use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
+use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
 use crate::optimize::model::ModelScorer;
-use crate::optimize::search::{Progress, Search, SearchConfig, SearchResult, Strategy};
+use crate::optimize::search::{Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest};
 
 /// Budget when neither `--budget` nor `reprompt.budget` gives one.
 pub const DEFAULT_BUDGET: usize = 2000;
@@ -59,12 +60,70 @@ pub struct OptimizeArgs {
     /// Paraphrases sampled from the task model per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]
     pub paraphrases: usize,
+    /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
+    /// `reprompt pretrain` (pre-trained on other prompts for the same model)
+    #[arg(long, default_value = "none")]
+    pub policy: PolicyChoice,
+    /// PPO: weight of the replayed step rewards of every edit scored so far in the policy's
+    /// logits (0: the policy alone)
+    #[arg(long, default_value_t = SearchConfig::default().replay_bonus)]
+    pub replay_bonus: f32,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     /// Print the report as JSON instead of the summary
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where PPO's policy starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyChoice {
+    /// A freshly initialised policy.
+    Fresh,
+    /// Weights written by `reprompt pretrain`.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for PolicyChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::Fresh),
+            "" => Err("expected none or a policy file".into()),
+            path => Ok(Self::File(PathBuf::from(path))),
+        }
+    }
+}
+
+/// A pre-trained policy to start PPO from.
+#[derive(Debug)]
+pub struct WarmStart {
+    /// Shown in reports: where the weights come from.
+    pub name: String,
+    /// [`policy_digest`] of the weights.
+    pub digest: String,
+    pub weights: PolicySnapshot,
+}
+
+impl WarmStart {
+    /// Reads safetensors weights.
+    pub fn from_bytes(name: String, bytes: &[u8]) -> anyhow::Result<Self> {
+        let weights = PolicySnapshot::from_safetensors(bytes).with_context(|| format!("reading the policy {name}"))?;
+        Ok(Self { digest: policy_digest(bytes), name, weights })
+    }
+
+    /// The warm start `choice` names (`None`: a fresh policy).
+    pub fn resolve(choice: &PolicyChoice) -> anyhow::Result<Option<Self>> {
+        match choice {
+            PolicyChoice::Fresh => Ok(None),
+            PolicyChoice::File(path) => {
+                let bytes = std::fs::read(path).with_context(|| format!("reading the policy {}", path.display()))?;
+                Ok(Some(Self::from_bytes(path.display().to_string(), &bytes)?))
+            }
+        }
+    }
 }
 
 /// Scores of one prompt on each split.
@@ -97,6 +156,8 @@ pub struct Report {
     /// Test examples scored (0 without a test split).
     pub test_examples: usize,
     pub paraphrase_calls: usize,
+    /// PPO: the pre-trained policy it started from (`None`: a fresh one, or another strategy).
+    pub policy: Option<String>,
     pub search: SearchResult,
 }
 
@@ -132,13 +193,16 @@ pub fn optimize(
     evaluator: &Evaluator,
     doc: &PromptDocument,
     file: &Path,
-    config: SearchConfig,
+    mut config: SearchConfig,
+    warm: Option<&WarmStart>,
     run_dir: Option<&Path>,
     fresh: bool,
     test_limit: Option<Option<usize>>,
     progress: &mut dyn FnMut(&Progress),
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let warm = warm.filter(|_| config.strategy == Strategy::Ppo);
+    config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
     let space = EditSpace::builtin(scorer.demo_sources());
     let text = doc.source.clone();
@@ -161,7 +225,11 @@ pub fn optimize(
             eprintln!("resuming the run checkpointed in {}", dir.display());
             Search::load(dir, &text, &config, space, &mut scorer)?
         } else {
-            Search::new(&text, config.clone(), space, &mut scorer)?
+            let mut search = Search::new(&text, config.clone(), space, &mut scorer)?;
+            if let Some(warm) = warm {
+                search.warm_start(&warm.weights).with_context(|| format!("starting from the policy {}", warm.name))?;
+            }
+            search
         };
         let result = match search.run(checkpoint.as_deref(), None, progress)? {
             Ok(result) => result,
@@ -207,6 +275,7 @@ pub fn optimize(
         text: result.best_text.clone(),
         test_examples,
         paraphrase_calls,
+        policy: warm.map(|w| w.name.clone()),
         search: result,
     })
 }
@@ -240,17 +309,27 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         budget,
         seed: args.seed,
         paraphrases: args.paraphrases,
+        replay_bonus: args.replay_bonus,
         ..SearchConfig::default()
     };
+    let warm = WarmStart::resolve(&args.policy)?;
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>));
     let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.file, args.strategy, args.seed));
     let bar = progress_bar(budget, args.json);
     bar.set_prefix(args.strategy.name());
     let test_limit = (!args.no_test).then_some(args.test_limit);
-    let report = optimize(&evaluator, &doc, &args.file, config, Some(&run_dir), args.fresh, test_limit, &mut |p| {
-        show_progress(&bar, p)
-    })?;
+    let report = optimize(
+        &evaluator,
+        &doc,
+        &args.file,
+        config,
+        warm.as_ref(),
+        Some(&run_dir),
+        args.fresh,
+        test_limit,
+        &mut |p| show_progress(&bar, p),
+    )?;
     bar.finish_and_clear();
 
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -316,6 +395,9 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
         report.seconds,
         report.search.prompts_seen
     )?;
+    if let Some(policy) = &report.policy {
+        writeln!(out, "policy started from {policy}")?;
+    }
     writeln!(out)?;
     let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);
     writeln!(out, "  {:<10} {:>8} {:>11} {:>8}", "", "train", "validation", "test")?;

@@ -59,6 +59,33 @@ pub struct PolicySnapshot {
     pub params: BTreeMap<String, Tensor>,
 }
 
+impl PolicySnapshot {
+    /// Weights stored as safetensors (a policy written by [`PolicySnapshot::save`] or
+    /// [`PolicyNet::save`], e.g. a shipped warm start).
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
+        let params = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        Ok(Self { params: params.into_iter().collect() })
+    }
+
+    /// Writes the weights as safetensors.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let params: std::collections::HashMap<&str, Tensor> =
+            self.params.iter().map(|(name, t)| (name.as_str(), t.clone())).collect();
+        candle_core::safetensors::save(&params, path)?;
+        Ok(())
+    }
+
+    /// The state-feature length these weights take (the value head's input width).
+    pub fn state_len(&self) -> Option<usize> {
+        self.params.get("value.l1.weight").and_then(|w| w.dims().get(1).copied())
+    }
+
+    /// The hidden width of the two MLPs.
+    pub fn hidden(&self) -> Option<usize> {
+        self.params.get("value.l1.weight").and_then(|w| w.dims().first().copied())
+    }
+}
+
 /// Output of the batched, differentiable forward pass.
 #[derive(Debug)]
 pub struct BatchOutput {
@@ -187,7 +214,18 @@ impl PolicyNet {
 
     /// Logits over `candidates` (same order) and the state's value, for acting.
     pub fn logits_and_value(&self, state: &[f32], candidates: &[Vec<f32>]) -> Result<(Vec<f32>, f32)> {
-        let out = self.forward_batch(&[state], &[candidates], false)?;
+        self.logits_and_value_with_bias(state, candidates, &[])
+    }
+
+    /// [`PolicyNet::logits_and_value`] with `bias` (one per candidate, or empty for none) added
+    /// to the logits: evidence the policy acts on without learning it (the search's replay).
+    pub fn logits_and_value_with_bias(
+        &self,
+        state: &[f32],
+        candidates: &[Vec<f32>],
+        bias: &[f32],
+    ) -> Result<(Vec<f32>, f32)> {
+        let out = self.forward_batch(&[state], &[candidates], &[bias], false)?;
         let logits = out.log_probs.squeeze(0)?.to_vec1::<f32>()?;
         let value = out.values.squeeze(0)?.to_scalar::<f32>()?;
         Ok((logits, value))
@@ -196,12 +234,29 @@ impl PolicyNet {
     /// Batched differentiable pass: log-probabilities `[B, N]` (candidate sets padded to the
     /// largest, N, with masked slots) and values `[B]`.
     pub fn log_probs_and_values(&self, states: &[&[f32]], candidate_sets: &[&[Vec<f32>]]) -> Result<BatchOutput> {
-        self.forward_batch(states, candidate_sets, true)
+        self.forward_batch(states, candidate_sets, &[], true)
+    }
+
+    /// [`PolicyNet::log_probs_and_values`] with per-row logit biases (each one per candidate,
+    /// or empty; `biases` itself may be empty for none).
+    pub fn log_probs_and_values_with_bias(
+        &self,
+        states: &[&[f32]],
+        candidate_sets: &[&[Vec<f32>]],
+        biases: &[&[f32]],
+    ) -> Result<BatchOutput> {
+        self.forward_batch(states, candidate_sets, biases, true)
     }
 
     /// Shared pass; with `normalise` false it returns raw (masked) logits instead of
     /// log-probabilities.
-    fn forward_batch(&self, states: &[&[f32]], candidate_sets: &[&[Vec<f32>]], normalise: bool) -> Result<BatchOutput> {
+    fn forward_batch(
+        &self,
+        states: &[&[f32]],
+        candidate_sets: &[&[Vec<f32>]],
+        biases: &[&[f32]],
+        normalise: bool,
+    ) -> Result<BatchOutput> {
         if states.is_empty() || states.len() != candidate_sets.len() {
             return Err(input_error(format!(
                 "batch of {} states and {} candidate sets",
@@ -209,9 +264,12 @@ impl PolicyNet {
                 candidate_sets.len()
             )));
         }
-        for (state, candidates) in states.iter().zip(candidate_sets) {
+        for (i, (state, candidates)) in states.iter().zip(candidate_sets).enumerate() {
             self.check_state(state)?;
             self.check_candidates(candidates)?;
+            if let Some(bias) = biases.get(i).filter(|b| !b.is_empty() && b.len() != candidates.len()) {
+                return Err(input_error(format!("{} biases for {} candidates", bias.len(), candidates.len())));
+            }
         }
         let b = states.len();
         let n = candidate_sets.iter().map(|c| c.len()).max().unwrap_or(1);
@@ -225,7 +283,7 @@ impl PolicyNet {
                 let start = (i * n + j) * row;
                 rows[start..start + state.len()].copy_from_slice(state);
                 rows[start + state.len()..start + row].copy_from_slice(cand);
-                mask[i * n + j] = 0.0;
+                mask[i * n + j] = biases.get(i).and_then(|b| b.get(j)).copied().unwrap_or(0.0);
             }
         }
         let rows = Tensor::from_vec(rows, (b * n, row), &self.device)?;

@@ -79,6 +79,10 @@ pub struct Transition {
     pub reward: f32,
     /// The episode ended after this step (no bootstrapping past it).
     pub done: bool,
+    /// Logit biases the acting policy added, one per candidate (empty: none); the update adds
+    /// them again so the probability ratios compare like with like.
+    #[serde(default)]
+    pub bias: Vec<f32>,
 }
 
 /// Averages over the minibatch steps of one [`Ppo::update`].
@@ -276,7 +280,20 @@ impl Ppo {
         rng: &mut Rng,
         greedy: bool,
     ) -> Result<(usize, f32, f32)> {
-        let (logits, value) = self.policy.logits_and_value(state, candidates)?;
+        self.act_with_bias(state, candidates, &[], rng, greedy)
+    }
+
+    /// [`Ppo::act`] with logit biases added (one per candidate, or empty); record them in the
+    /// [`Transition`].
+    pub fn act_with_bias(
+        &self,
+        state: &[f32],
+        candidates: &[Vec<f32>],
+        bias: &[f32],
+        rng: &mut Rng,
+        greedy: bool,
+    ) -> Result<(usize, f32, f32)> {
+        let (logits, value) = self.policy.logits_and_value_with_bias(state, candidates, bias)?;
         let logp =
             candle_nn::ops::log_softmax(&Tensor::new(logits.as_slice(), &Device::Cpu)?, D::Minus1)?.to_vec1::<f32>()?;
         let action = if greedy {
@@ -364,7 +381,8 @@ impl Ppo {
         let ret = Tensor::from_vec(idx.iter().map(|&i| returns[i]).collect::<Vec<f32>>(), b, &dev)?;
         let actions = Tensor::from_vec(actions, (b, 1), &dev)?;
 
-        let out = self.policy.log_probs_and_values(&states, &sets)?;
+        let biases: Vec<&[f32]> = idx.iter().map(|&i| samples[i].bias.as_slice()).collect();
+        let out = self.policy.log_probs_and_values_with_bias(&states, &sets, &biases)?;
         let logp = out.log_probs.gather(&actions, 1)?.squeeze(1)?;
         let ratio = (&logp - &old_logp)?.exp()?;
         let clip = f64::from(cfg.clip);
@@ -580,7 +598,16 @@ mod tests {
                 let cands = self.candidates[step].clone();
                 let (action, logp, value) = ppo.act(&state, &cands, rng, greedy).expect("act");
                 let reward = if action == self.right[step] { 1.0 } else { 0.0 };
-                out.push(Transition { state, candidates: cands, action, logp, value, reward, done: step + 1 == T });
+                out.push(Transition {
+                    state,
+                    candidates: cands,
+                    action,
+                    logp,
+                    value,
+                    reward,
+                    done: step + 1 == T,
+                    bias: Vec::new(),
+                });
                 previous.push(action);
             }
             out
@@ -669,6 +696,39 @@ mod tests {
     }
 
     #[test]
+    fn logit_biases_steer_acting_and_are_replayed_in_the_update() {
+        let dims = PolicyDims { state: 2, candidate: 1, kinds: 1 };
+        let mut ppo = Ppo::new(dims, PpoConfig { epochs: 1, ..PpoConfig::default() }).expect("ppo");
+        let state = [0.3f32, -0.2];
+        let cands = vec![vec![0.1f32, 1.0], vec![-0.4, 1.0], vec![0.9, 1.0]];
+        let (plain, _) = ppo.policy().logits_and_value(&state, &cands).expect("logits");
+        let bias = [0.0f32, 3.0, -1.0];
+        let (biased, _) = ppo.policy().logits_and_value_with_bias(&state, &cands, &bias).expect("logits");
+        for i in 0..3 {
+            assert!((biased[i] - plain[i] - bias[i]).abs() < 1e-5);
+        }
+        assert!(ppo.policy().logits_and_value_with_bias(&state, &cands, &[1.0]).is_err(), "one bias per candidate");
+        let mut rng = Rng::new(3);
+        let picks =
+            (0..200).filter(|_| ppo.act_with_bias(&state, &cands, &bias, &mut rng, false).unwrap().0 == 1).count();
+        assert!(picks > 150, "the biased candidate was picked {picks} of 200 times");
+        // Acting and updating see the same probabilities: the first ratio is exactly 1.
+        let (action, logp, value) = ppo.act_with_bias(&state, &cands, &bias, &mut rng, false).unwrap();
+        let tr = Transition {
+            state: state.to_vec(),
+            candidates: cands.clone(),
+            action,
+            logp,
+            value,
+            reward: 1.0,
+            done: true,
+            bias: bias.to_vec(),
+        };
+        let stats = ppo.update(&[vec![tr]]).expect("update");
+        assert!(stats.approx_kl.abs() < 1e-6 && stats.clip_fraction == 0.0, "{stats:?}");
+    }
+
+    #[test]
     fn update_rejects_out_of_range_actions() {
         let dims = PolicyDims { state: 2, candidate: 1, kinds: 1 };
         let mut ppo = Ppo::new(dims, PpoConfig::default()).expect("ppo");
@@ -680,6 +740,7 @@ mod tests {
             value: 0.0,
             reward: 1.0,
             done: true,
+            bias: Vec::new(),
         };
         assert!(ppo.update(&[vec![tr]]).is_err());
         assert_eq!(ppo.update(&[]).expect("empty"), UpdateStats::default());

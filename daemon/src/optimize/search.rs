@@ -15,7 +15,7 @@ use reprompt_protocol::{PromptDocument, parse};
 use serde::{Deserialize, Serialize};
 
 use super::edits::{self, Edit, EditSpace, find_demos};
-use super::{OptimizeError, PolicyDims, PolicyNet, Ppo, PpoConfig, Result, Rng, Transition};
+use super::{OptimizeError, PolicyDims, PolicyNet, PolicySnapshot, Ppo, PpoConfig, Result, Rng, Transition};
 use crate::eval::Split;
 use crate::eval::stats::{self, Interval};
 
@@ -92,6 +92,28 @@ pub struct SearchConfig {
     /// Paraphrases asked of the task model per instruction sentence (0 turns them off).
     pub paraphrases: usize,
     pub ppo: PpoConfig,
+    /// PPO: weight of the replayed evidence in the policy's logits — each candidate edit's
+    /// shrunk mean step reward so far (by description, then by kind), in units of the step
+    /// rewards' spread, clipped to ±2 ([`Replay`]). 0 turns the replay off (and is what a
+    /// checkpoint from before the replay existed reads as).
+    #[serde(default)]
+    pub replay_bonus: f32,
+    /// PPO: digest of the pre-trained policy the run starts from ([`Search::warm_start`]);
+    /// `None` for a freshly initialised policy (and for the other strategies).
+    pub warm_start: Option<String>,
+}
+
+impl SearchConfig {
+    /// The settings as a run keeps them: PPO-only settings are cleared for the other
+    /// strategies, so they never make two equal baseline runs look different.
+    pub fn canonical(&self) -> Self {
+        let mut config = self.clone();
+        if config.strategy != Strategy::Ppo {
+            config.replay_bonus = 0.0;
+            config.warm_start = None;
+        }
+        config
+    }
 }
 
 impl Default for SearchConfig {
@@ -110,6 +132,8 @@ impl Default for SearchConfig {
             anchor_every: 3,
             paraphrases: 2,
             ppo: PpoConfig { epochs: 4, minibatch_size: 16, entropy_coef: 0.02, ..PpoConfig::default() },
+            replay_bonus: 2.0,
+            warm_start: None,
         }
     }
 }
@@ -182,6 +206,55 @@ struct StrategyState {
     idle: usize,
 }
 
+/// PPO's replay of every edit it has scored: the raw step rewards, by edit description and by
+/// edit kind, so the policy acts on all the evidence of the run and not only on what its few
+/// gradient updates have absorbed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    by_edit: BTreeMap<String, (usize, f64)>,
+    by_kind: BTreeMap<usize, (usize, f64)>,
+    n: usize,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl Replay {
+    /// Pseudo-observations of the prior in each shrunk mean.
+    const PRIOR: f64 = 1.0;
+    /// Bound on an estimate, in spreads.
+    const CLIP: f64 = 2.0;
+
+    pub fn add(&mut self, description: &str, kind: usize, reward: f64) {
+        let e = self.by_edit.entry(description.to_string()).or_default();
+        *e = (e.0 + 1, e.1 + reward);
+        let k = self.by_kind.entry(kind).or_default();
+        *k = (k.0 + 1, k.1 + reward);
+        self.n += 1;
+        self.sum += reward;
+        self.sum_sq += reward * reward;
+    }
+
+    /// How much better than the average scored edit this one has done so far, in standard
+    /// deviations of the step rewards: its own mean shrunk toward its kind's, the kind's shrunk
+    /// toward the average (0 until four edits have been scored).
+    pub fn estimate(&self, description: &str, kind: usize) -> f64 {
+        if self.n < 4 {
+            return 0.0;
+        }
+        let n = self.n as f64;
+        let center = self.sum / n;
+        let sd = (self.sum_sq / n - center * center).max(0.0).sqrt();
+        if sd < 1e-9 {
+            return 0.0;
+        }
+        let (kn, ks) = self.by_kind.get(&kind).copied().unwrap_or_default();
+        let kind_mean = (ks - kn as f64 * center) / (kn as f64 + Self::PRIOR);
+        let (en, es) = self.by_edit.get(description).copied().unwrap_or_default();
+        let edit_mean = (es - en as f64 * center + Self::PRIOR * kind_mean) / (en as f64 + Self::PRIOR);
+        (edit_mean / sd).clamp(-Self::CLIP, Self::CLIP)
+    }
+}
+
 /// The whole state of a search, checkpointed after every iteration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchState {
@@ -200,6 +273,9 @@ pub struct SearchState {
     /// Wall time spent searching and validating, over every session of the run.
     #[serde(default)]
     pub seconds: f64,
+    /// PPO: every scored edit's step reward.
+    #[serde(default)]
+    pub replay: Replay,
 }
 
 /// A prompt the gate validated.
@@ -267,6 +343,11 @@ const STATE_EXTRA: usize = 3;
 /// Extra candidate features: length change of the prompt.
 const CANDIDATE_EXTRA: usize = 1;
 
+/// Short digest naming a policy's weights (the first 16 hex digits of their SHA-256).
+pub fn policy_digest(safetensors: &[u8]) -> String {
+    sha256_hex(safetensors)[..16].to_string()
+}
+
 fn key(text: &str) -> String {
     sha256_hex(text.as_bytes())
 }
@@ -312,7 +393,8 @@ impl<'a> Search<'a> {
             strategy: StrategyState::default(),
             done: false,
             seconds: 0.0,
-            config,
+            replay: Replay::default(),
+            config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
         if search.state.config.strategy == Strategy::Ppo {
@@ -321,6 +403,33 @@ impl<'a> Search<'a> {
                 Some(Ppo::new(dims, PpoConfig { seed: search.state.config.seed, ..search.state.config.ppo.clone() })?);
         }
         Ok(search)
+    }
+
+    /// PPO: starts from a policy pre-trained on other tasks instead of a fresh one. Only
+    /// before the search begins; `config.warm_start` should carry [`policy_digest`] of the
+    /// weights so a checkpoint of the run is not mistaken for a cold one.
+    pub fn warm_start(&mut self, weights: &PolicySnapshot) -> Result<()> {
+        if !self.state.records.is_empty() {
+            return Err(OptimizeError::Input("a policy can only be warm-started before the search begins".into()));
+        }
+        let Some(ppo) = self.ppo.as_mut() else {
+            return Err(OptimizeError::Input("only the ppo strategy has a policy to warm-start".into()));
+        };
+        let (state, hidden) = (ppo.dims().state, ppo.config().hidden);
+        if weights.state_len() != Some(state) || weights.hidden() != Some(hidden) {
+            return Err(OptimizeError::Input(format!(
+                "the policy was trained for {} state features and {} hidden units; this model gives {state} and {hidden} \
+                 (a policy belongs to the model it was trained with)",
+                weights.state_len().map_or("?".into(), |n| n.to_string()),
+                weights.hidden().map_or("?".into(), |n| n.to_string()),
+            )));
+        }
+        ppo.restore(weights)
+    }
+
+    /// PPO: the policy's current weights (`None` for the other strategies).
+    pub fn policy(&self) -> Result<Option<PolicySnapshot>> {
+        self.ppo.as_ref().map(Ppo::snapshot).transpose()
     }
 
     fn from_state(state: SearchState, mut space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
@@ -383,7 +492,7 @@ impl<'a> Search<'a> {
         std::fs::read(dir.join(STATE_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<SearchState>(&bytes).ok())
-            .is_some_and(|state| state.original_key == key(original) && state.config == *config)
+            .is_some_and(|state| state.original_key == key(original) && state.config == config.canonical())
     }
 
     /// Resumes the search checkpointed in `dir`; it must be of the same prompt and settings.
@@ -401,7 +510,7 @@ impl<'a> Search<'a> {
         if state.format != 1 {
             return Err(bad(format!("unknown format {}", state.format)));
         }
-        if state.original_key != key(original) || state.config != *config {
+        if state.original_key != key(original) || state.config != config.canonical() {
             return Err(bad(
                 "it belongs to another run (different prompt or settings); remove it or pick another directory".into(),
             ));
@@ -661,6 +770,7 @@ impl<'a> Search<'a> {
             let text = self.state.records[&parent].text.clone();
             let mut options = self.candidates(&text)?;
             options.push((Edit::Stop, text.clone()));
+            let mut bias = Vec::new();
             let (state_vec, candidate_vecs) = if learn {
                 let mut s = self.feature(&text)?;
                 s.push(t as f32 / config.episode_len as f32);
@@ -670,16 +780,22 @@ impl<'a> Search<'a> {
                 let dims = self.dims();
                 let mut cands = Vec::with_capacity(options.len());
                 for (edit, edited) in &options {
-                    let mut f = self.feature(&edit.describe(&doc.source))?;
+                    let description = edit.describe(&doc.source);
+                    let mut f = self.feature(&description)?;
                     f.push((edited.len() as f32 - text.len() as f32) / 500.0);
                     cands.push(dims.candidate_input(&f, edit.kind())?);
+                    if config.replay_bonus != 0.0 && *edit != Edit::Stop {
+                        bias.push(config.replay_bonus * self.state.replay.estimate(&description, edit.kind()) as f32);
+                    } else {
+                        bias.push(0.0);
+                    }
                 }
                 (s, cands)
             } else {
                 (Vec::new(), Vec::new())
             };
             let (action, logp, value) = match (&self.ppo, learn) {
-                (Some(ppo), true) => ppo.act(&state_vec, &candidate_vecs, &mut episode_rng, false)?,
+                (Some(ppo), true) => ppo.act_with_bias(&state_vec, &candidate_vecs, &bias, &mut episode_rng, false)?,
                 _ => (episode_rng.below(options.len()), 0.0, 0.0),
             };
             let (edit, edited) = options.swap_remove(action);
@@ -691,6 +807,7 @@ impl<'a> Search<'a> {
                 value,
                 reward: 0.0,
                 done: false,
+                bias,
             };
             if edit == Edit::Stop {
                 transition.done = true;
@@ -699,11 +816,15 @@ impl<'a> Search<'a> {
             }
             let mut lineage = self.state.records[&parent].lineage.clone();
             let doc = self.doc(&text).clone();
-            lineage.push(edit.describe(&doc.source));
+            let description = edit.describe(&doc.source);
+            lineage.push(description.clone());
             let child = self.record(&edited, lineage);
             let limit = self.search_budget_left();
             let Some(child_out) = self.scores(&child, Split::Train, &batch, limit)? else { break };
             let raw = mean(child_out.iter().map(|o| o.signal)) - mean(parent_out.iter().map(|o| o.signal));
+            if learn {
+                self.state.replay.add(&description, edit.kind(), raw);
+            }
             // Promising prompts (better than the best so far on this same minibatch) get the
             // whole train split.
             if self.beats_best_on(&child_out, &batch) {
@@ -1176,6 +1297,119 @@ mod tests {
     }
 
     #[test]
+    fn replay_favours_edits_that_paid_off_and_their_kind() {
+        let mut replay = Replay::default();
+        replay.add("labels a", 0, 0.3);
+        replay.add("delete x", 2, -0.1);
+        replay.add("delete y", 2, 0.0);
+        assert_eq!(replay.estimate("labels a", 0), 0.0, "no opinion before four edits");
+        replay.add("labels a", 0, 0.25);
+        replay.add("delete z", 2, -0.05);
+        let good = replay.estimate("labels a", 0);
+        let unseen_same_kind = replay.estimate("labels b", 0);
+        let unseen_other = replay.estimate("swap", 4);
+        let bad = replay.estimate("delete x", 2);
+        assert!(good > unseen_same_kind && unseen_same_kind > unseen_other, "{good} {unseen_same_kind} {unseen_other}");
+        assert!(unseen_other.abs() < 1e-12, "an untried edit of an untried kind is average");
+        assert!(bad < 0.0, "{bad}");
+        for _ in 0..8 {
+            replay.add("delete x", 2, -0.1);
+        }
+        assert!(replay.estimate("delete x", 2) < 0.0, "still below the average edit");
+        for _ in 0..50 {
+            replay.add("swap", 4, 0.0);
+        }
+        for _ in 0..3 {
+            replay.add("labels a", 0, 5.0);
+        }
+        assert_eq!(replay.estimate("labels a", 0), Replay::CLIP);
+    }
+
+    /// Mean planted quality of every prompt a search looked at: how well its policy steers.
+    fn visited_quality(search: &Search) -> f64 {
+        mean(search.state.records.values().map(|r| Planted::quality(&r.text)))
+    }
+
+    #[test]
+    fn replaying_scored_edits_steers_ppo_to_better_prompts() {
+        let visited = |replay_bonus: f32, seed: u64| {
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let cfg = SearchConfig { seed, replay_bonus, ..config(Strategy::Ppo, 800) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            visited_quality(&search)
+        };
+        let seeds = [5, 6, 7, 8];
+        let with: f64 = seeds.iter().map(|&s| visited(2.0, s)).sum::<f64>() / 4.0;
+        let without: f64 = seeds.iter().map(|&s| visited(0.0, s)).sum::<f64>() / 4.0;
+        assert!(with > without + 0.02, "with replay {with:.3}, without {without:.3}");
+    }
+
+    #[test]
+    fn a_warm_started_policy_carries_what_it_learned_into_a_new_run() {
+        let dir = std::env::temp_dir().join(format!("reprompt-warm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Pre-train: three runs of other seeds, the policy carried from one into the next.
+        let mut weights: Option<PolicySnapshot> = None;
+        for seed in [101, 102, 103] {
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let mut search =
+                Search::new(EXAMPLE, SearchConfig { seed, ..config(Strategy::Ppo, 1500) }, space(), &mut scorer)
+                    .unwrap();
+            if let Some(w) = &weights {
+                search.warm_start(w).unwrap();
+            }
+            search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            weights = search.policy().unwrap();
+        }
+        let path = dir.join("policy.safetensors");
+        weights.unwrap().save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let learned = PolicySnapshot::from_safetensors(&bytes).unwrap();
+
+        let run = |warm: Option<&PolicySnapshot>, seed: u64| {
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let cfg =
+                SearchConfig { seed, warm_start: warm.map(|_| policy_digest(&bytes)), ..config(Strategy::Ppo, 400) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            if let Some(w) = warm {
+                search.warm_start(w).unwrap();
+                let now = search.policy().unwrap().unwrap();
+                for (name, t) in &w.params {
+                    let same = now.params[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                        == t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert!(same, "{name} differs from the warm start");
+                }
+            }
+            search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            let quality = visited_quality(&search);
+            // Too late for a warm start once the search has begun.
+            assert!(search.warm_start(&learned).is_err());
+            quality
+        };
+        // On new seeds, the pre-trained policy visits better prompts than a fresh one.
+        let seeds = [5, 6, 7, 8];
+        let warm: f64 = seeds.iter().map(|&s| run(Some(&learned), s)).sum::<f64>() / 4.0;
+        let cold: f64 = seeds.iter().map(|&s| run(None, s)).sum::<f64>() / 4.0;
+        assert!(warm > cold + 0.02, "warm start visits quality {warm:.3}, fresh policy {cold:.3}");
+
+        // Only PPO has a policy; a policy of another feature size is refused with a clear error.
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        let mut greedy = Search::new(EXAMPLE, config(Strategy::Greedy, 400), space(), &mut scorer).unwrap();
+        assert!(greedy.warm_start(&learned).is_err());
+        drop(greedy);
+        let other = PolicyNet::new(PolicyDims { state: 7, candidate: 5, kinds: Edit::KINDS }, 64, &mut Rng::new(1))
+            .unwrap()
+            .snapshot()
+            .unwrap();
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        let mut ppo = Search::new(EXAMPLE, config(Strategy::Ppo, 400), space(), &mut scorer).unwrap();
+        let err = ppo.warm_start(&other).unwrap_err().to_string();
+        assert!(err.contains("7 state features"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn runs_are_deterministic_and_resume_exactly() {
         let dir = std::env::temp_dir().join(format!("reprompt-search-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1196,8 +1430,19 @@ mod tests {
             drop(resumed);
             // A checkpoint of another run is refused.
             let mut scorer = Planted { scored: 0, adversarial_validation: false };
-            let other = SearchConfig { seed: 6, ..cfg };
+            let other = SearchConfig { seed: 6, ..cfg.clone() };
             assert!(Search::load(&dir, EXAMPLE, &other, space(), &mut scorer).is_err());
+            // So is a PPO run that started from another policy or replays differently; the
+            // baselines have no policy, so those settings leave their runs alone.
+            let warm = SearchConfig { warm_start: Some("0123456789abcdef".into()), ..cfg.clone() };
+            let replay = SearchConfig { replay_bonus: 0.0, ..cfg };
+            for other in [warm, replay] {
+                assert_eq!(
+                    Search::checkpoint_matches(&dir, EXAMPLE, &other),
+                    strategy != Strategy::Ppo,
+                    "{strategy:?}"
+                );
+            }
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
