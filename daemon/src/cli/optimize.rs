@@ -171,6 +171,11 @@ pub fn default_run_dir(file: &Path, strategy: Strategy, seed: u64) -> PathBuf {
         .join(format!("{stem}-{}-{seed}", strategy.name()))
 }
 
+/// Where a run directory keeps the search checkpoint.
+pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint")
+}
+
 /// The variant file name: `sentiment.prompt` → `sentiment.optimized.prompt`.
 pub fn variant_path(file: &Path) -> PathBuf {
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
@@ -206,7 +211,7 @@ pub fn optimize(
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
     let space = EditSpace::builtin(scorer.demo_sources());
     let text = doc.source.clone();
-    let checkpoint = run_dir.map(|d| d.join("checkpoint"));
+    let checkpoint = run_dir.map(checkpoint_dir);
     if let Some(dir) = &checkpoint
         && dir.exists()
     {

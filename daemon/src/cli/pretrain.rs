@@ -7,11 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-use super::optimize::{DEFAULT_BUDGET, PolicyChoice, WarmStart, optimize, progress_bar, read_prompt, show_progress};
+use super::optimize::{
+    DEFAULT_BUDGET, PolicyChoice, WarmStart, checkpoint_dir, optimize, progress_bar, read_prompt, show_progress,
+};
 use crate::cli::score::open_engine;
 use crate::engine::{DeviceChoice, store};
 use crate::eval::{EvalCache, Evaluator, FileCache};
-use crate::optimize::search::{SearchConfig, Strategy};
+use crate::optimize::search::{Search, SearchConfig, Strategy};
 
 #[derive(Debug, clap::Args)]
 pub struct PretrainArgs {
@@ -98,7 +100,7 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     show_progress(&bar, p)
                 })?;
             bar.finish_and_clear();
-            let policy = run_dir.join("checkpoint/ppo/policy.safetensors");
+            let policy = Search::policy_path(&checkpoint_dir(&run_dir));
             let bytes = std::fs::read(&policy).with_context(|| format!("reading {}", policy.display()))?;
             std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
             warm = Some(WarmStart::from_bytes(format!("{} after run {n}", args.out.display()), &bytes)?);

@@ -481,6 +481,12 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
+    /// Where a PPO checkpoint in `dir` keeps the policy's weights (what `reprompt pretrain`
+    /// carries from one run into the next).
+    pub fn policy_path(dir: &Path) -> std::path::PathBuf {
+        dir.join(PPO_DIR).join(super::ppo::POLICY_FILE)
+    }
+
     /// Whether `dir` holds a checkpoint.
     pub fn has_checkpoint(dir: &Path) -> bool {
         dir.join(STATE_FILE).is_file()
