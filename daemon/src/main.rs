@@ -21,6 +21,8 @@ enum Command {
     Render(cli::render::RenderArgs),
     /// Score a .prompt file on its dataset with the real model
     Score(cli::score::ScoreArgs),
+    /// Label words the model ranks best for a classification .prompt on its training examples
+    Labels(cli::labels::LabelsArgs),
     /// Optimize a .prompt file: RL (PPO) over readable edits, or a baseline, within a budget
     Optimize(cli::optimize::OptimizeArgs),
     /// Pre-train PPO's policy on several prompts (other tasks) as a warm start for optimize
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             cli::render::run(args, &mut stdout, &mut std::io::stderr()).map(|()| ExitCode::SUCCESS)
         }
         Command::Score(args) => cli::score::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
+        Command::Labels(args) => cli::labels::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Optimize(args) => cli::optimize::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Pretrain(args) => cli::pretrain::run(args, &mut stdout).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => cli::bench::run(command, &mut stdout).map(|()| ExitCode::SUCCESS),

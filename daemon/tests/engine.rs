@@ -231,3 +231,27 @@ fn broken_model_files_give_clear_errors() {
     assert!(err.to_string().contains("text.gguf"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn next_token_distributions_agree_with_choice_scoring() {
+    let mut rt = runtime(Weights::Quantized, RuntimeOptions::default());
+    let contexts = vec![plain_prompt("an utterly charming film"), plain_prompt("a tedious mess")];
+    let full = rt.next_token_logprobs(&contexts).unwrap();
+    let vocabulary = rt.vocabulary().unwrap();
+    let chosen = rt.choice_logprobs(&contexts, &choices()).unwrap();
+    for (row, picked) in full.iter().zip(&chosen) {
+        assert_eq!(row.len(), vocabulary.len());
+        let mass: f64 = row.iter().map(|&l| f64::from(l).exp()).sum();
+        assert!((mass - 1.0).abs() < 1e-3, "probabilities sum to {mass}");
+        for (choice, &lp) in choices().iter().zip(picked) {
+            let id = vocabulary.iter().position(|t| t == choice).expect("the choice is one token");
+            assert!((row[id] - lp).abs() < 1e-3, "{choice}: {} vs {lp}", row[id]);
+        }
+    }
+    // The charming film's next word leans to " great", the mess's to " terrible".
+    let id = |w: &str| vocabulary.iter().position(|t| t == w).unwrap();
+    assert!(full[0][id(" great")] - full[0][id(" terrible")] > full[1][id(" great")] - full[1][id(" terrible")]);
+    // Special tokens have no text; ordinary tokens decode to themselves.
+    assert!(vocabulary.iter().any(String::is_empty));
+    assert_eq!(rt.tokenize(" great").unwrap(), [id(" great") as u32]);
+}

@@ -1,4 +1,5 @@
-//! `reprompt score` as a user runs it: the real binary, the real model, the example prompt.
+//! `reprompt score` and `reprompt labels` as a user runs them: the real binary, the real model,
+//! the example prompt and its data.
 
 mod common;
 
@@ -73,5 +74,52 @@ fn dataset_errors_are_listed_with_lines() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", workspace().display()), "");
     insta::assert_snapshot!(stderr);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn ranked_label_words_score_as_ranked() {
+    let cache = private_cache("labels");
+    let dir = cache.join("prompt");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for split in ["train.tsv", "dev.tsv"] {
+        std::fs::copy(workspace().join("examples/sentiment/data").join(split), dir.join("data").join(split)).unwrap();
+    }
+    let prompt = |labels: &str| {
+        format!(
+            "---\nreprompt.format: plain\nreprompt.labels: [{labels}]\nreprompt.dataset: data/train.tsv\n\
+             reprompt.validation: data/dev.tsv\n---\nReview: {{{{sentence}}}}\nSentiment:\n"
+        )
+    };
+    let file = dir.join("plain.prompt");
+    std::fs::write(&file, prompt("terrible, great")).unwrap();
+    let out = reprompt(&["labels", file.to_str().unwrap(), "--keep", "4", "--json"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rows.len(), 4);
+    let accuracy = |r: &Value| r["train_accuracy"].as_f64().unwrap();
+    assert!(rows.windows(2).all(|w| accuracy(&w[0]) >= accuracy(&w[1])), "{rows:?}");
+    for row in &rows {
+        let words: Vec<&str> = row["words"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+        assert_eq!(words.len(), 2);
+        assert_ne!(words[0], words[1]);
+        assert!(words.iter().all(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_lowercase())), "{words:?}");
+    }
+    // The best set does what the ranking says when the evaluator scores it on train, and
+    // beats the prompt's own words there.
+    let own = reprompt(&["score", file.to_str().unwrap(), "--split", "train", "--json"], &cache);
+    let own: Value = serde_json::from_slice(&own.stdout).expect("JSON");
+    let words: Vec<&str> = rows[0]["words"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    std::fs::write(&file, prompt(&words.join(", "))).unwrap();
+    let best = reprompt(&["score", file.to_str().unwrap(), "--split", "train", "--json"], &cache);
+    assert!(best.status.success(), "{}", String::from_utf8_lossy(&best.stderr));
+    let best: Value = serde_json::from_slice(&best.stdout).expect("JSON");
+    let mean = best["aggregate"]["mean"].as_f64().unwrap();
+    assert!((mean - accuracy(&rows[0])).abs() < 1e-9, "{mean} vs {}", accuracy(&rows[0]));
+    assert!(mean > own["aggregate"]["mean"].as_f64().unwrap(), "{mean} vs {own}");
+    // A generation prompt has no label words to rank.
+    let out = reprompt(&["labels", "examples/gsm8k/gsm8k.prompt"], &cache);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a classification prompt"));
     let _ = std::fs::remove_dir_all(&cache);
 }

@@ -35,6 +35,10 @@ pub struct OptimizeBenchArgs {
     /// Paraphrases sampled per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]
     pub paraphrases: usize,
+    /// Label-word sets ranked by the task model on the training examples and added to the
+    /// edits (LM-BFF; costs one evaluation per training example; 0: only the built-in sets)
+    #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
+    pub ranked_labels: usize,
     /// Repository root (where `examples/` and `bench/data/` are)
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
@@ -123,6 +127,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 budget: args.budget,
                 seed,
                 paraphrases: args.paraphrases,
+                ranked_labels: args.ranked_labels,
                 ..SearchConfig::default()
             };
             let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_optimize;
 pub mod check;
+pub mod labels;
 pub mod models;
 pub mod optimize;
 pub mod pretrain;

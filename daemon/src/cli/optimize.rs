@@ -60,6 +60,10 @@ pub struct OptimizeArgs {
     /// Paraphrases sampled from the task model per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]
     pub paraphrases: usize,
+    /// Label-word sets ranked by the task model on the training examples and added to the
+    /// edits (LM-BFF; costs one evaluation per training example; 0: only the built-in sets)
+    #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
+    pub ranked_labels: usize,
     /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
     /// `reprompt pretrain` (pre-trained on other prompts for the same model)
     #[arg(long, default_value = "none")]
@@ -314,6 +318,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         budget,
         seed: args.seed,
         paraphrases: args.paraphrases,
+        ranked_labels: args.ranked_labels,
         replay_bonus: args.replay_bonus,
         ..SearchConfig::default()
     };
@@ -402,6 +407,10 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
     )?;
     if let Some(policy) = &report.policy {
         writeln!(out, "policy started from {policy}")?;
+    }
+    if !report.search.ranked_labels.is_empty() {
+        let sets: Vec<String> = report.search.ranked_labels.iter().map(|s| s.join(" / ")).collect();
+        writeln!(out, "label words ranked by the model: {}", sets.join(", "))?;
     }
     writeln!(out)?;
     let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);

@@ -139,6 +139,14 @@ impl Engine {
         self.run(move |rt| rt.continuation_logprobs(&pairs))
     }
 
+    pub fn next_token_logprobs(&self, contexts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        self.run(move |rt| rt.next_token_logprobs(&contexts))
+    }
+
+    pub fn vocabulary(&self) -> Result<Vec<String>> {
+        self.run(|rt| rt.vocabulary())
+    }
+
     pub fn generate(&self, contexts: Vec<String>, params: GenerateParams) -> Result<Vec<Generation>> {
         self.run(move |rt| rt.generate(&contexts, &params))
     }

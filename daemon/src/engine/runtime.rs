@@ -223,6 +223,13 @@ impl Runtime {
 
     /// Log-probabilities of every target of every row.
     fn score_rows(&mut self, rows: &[RowSpec]) -> Result<Vec<Vec<f32>>> {
+        self.forward_rows(rows, false)
+    }
+
+    /// Runs the rows through the model: per row, the log-probability of each target token
+    /// or, with `full`, the whole next-token distribution at each target position (one
+    /// vocabulary-sized block per target, the targets' tokens ignored).
+    fn forward_rows(&mut self, rows: &[RowSpec], full: bool) -> Result<Vec<Vec<f32>>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -243,7 +250,8 @@ impl Runtime {
         let prefix = self.prefix(&rows[0].ids, shared)?;
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| rows[i].ids.len());
-        let mut results: Vec<Vec<f32>> = rows.iter().map(|r| vec![0.0; r.targets.len()]).collect();
+        let mut results: Vec<Vec<f32>> =
+            rows.iter().map(|r| if full { Vec::new() } else { vec![0.0; r.targets.len()] }).collect();
         let mode = self.dense_mode();
         let pad = self.tokenizer.eos;
         let mut at = 0;
@@ -278,6 +286,14 @@ impl Runtime {
             let index = Tensor::from_vec(picks, wanted.len(), &self.model.device)?;
             let rows_hidden = hidden.index_select(&index, 0)?;
             let log_probs = self.model.log_probs(&rows_hidden, mode)?;
+            if full {
+                let blocks: Vec<Vec<f32>> = log_probs.to_vec2()?;
+                for ((r, _, _), block) in wanted.into_iter().zip(blocks) {
+                    results[r].extend(block);
+                }
+                at = end;
+                continue;
+            }
             let tokens = Tensor::from_vec(
                 wanted.iter().map(|w| w.2).collect::<Vec<u32>>(),
                 (wanted.len(), 1),
@@ -320,6 +336,28 @@ impl Runtime {
         }
         let scored = self.score_rows(&rows)?;
         Ok(scored.chunks(choices.len()).map(|per_choice| per_choice.iter().map(|t| t.iter().sum()).collect()).collect())
+    }
+
+    /// For each context, the log-probabilities of every vocabulary token as its next token
+    /// (index = token id; see [`Runtime::vocabulary`]).
+    pub fn next_token_logprobs(&mut self, contexts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut rows = Vec::with_capacity(contexts.len());
+        for context in contexts {
+            let ids = self.tokenize(context)?;
+            if ids.is_empty() {
+                return Err(EngineError::Invalid("a context tokenizes to nothing".into()));
+            }
+            rows.push(RowSpec { targets: vec![(ids.len() - 1, 0)], ids });
+        }
+        self.forward_rows(&rows, true)
+    }
+
+    /// The text of every token id as it decodes on its own (`" great"`); empty for special
+    /// tokens.
+    pub fn vocabulary(&self) -> Result<Vec<String>> {
+        (0..self.tokenizer.vocab_size as u32)
+            .map(|id| if self.tokenizer.is_special(id) { Ok(String::new()) } else { self.tokenizer.decode(&[id]) })
+            .collect()
     }
 
     /// Teacher-forced log-likelihood of each (context, continuation) pair.

@@ -314,6 +314,18 @@ impl Evaluator {
         Ok(evaluation)
     }
 
+    /// The text the model reads for each example: the prompt rendered with its input,
+    /// through the chat template or as plain text.
+    pub fn contexts(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<Vec<String>> {
+        let rendered: Vec<_> = examples
+            .iter()
+            .map(|e| prepared.compiled.render(&DataArgument { input: e.input.clone(), ..DataArgument::default() }))
+            .collect::<std::result::Result<_, _>>()?;
+        let format = prepared.format;
+        let messages: Vec<_> = rendered.into_iter().map(|r| r.messages).collect();
+        Ok(self.engine.run(move |rt| messages.iter().map(|m| model_text(rt, m, format)).collect())?)
+    }
+
     /// Scores examples with a prepared prompt; returns the results and the task-model example
     /// evaluations spent.
     pub fn score_examples(
@@ -321,14 +333,7 @@ impl Evaluator {
         prepared: &PreparedPrompt,
         examples: &[Example],
     ) -> Result<(Vec<ExampleResult>, usize)> {
-        let rendered: Vec<_> = examples
-            .iter()
-            .map(|e| prepared.compiled.render(&DataArgument { input: e.input.clone(), ..DataArgument::default() }))
-            .collect::<std::result::Result<_, _>>()?;
-        let format = prepared.format;
-        let messages: Vec<_> = rendered.into_iter().map(|r| r.messages).collect();
-        let contexts: Vec<String> =
-            self.engine.run(move |rt| messages.iter().map(|m| model_text(rt, m, format)).collect())?;
+        let contexts = self.contexts(prepared, examples)?;
         let mut components: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); examples.len()];
         let mut predictions = vec![String::new(); examples.len()];
         let mut golds = vec![String::new(); examples.len()];

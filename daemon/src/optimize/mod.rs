@@ -3,6 +3,8 @@
 //!
 //! - [`edits`]: readable prompt edits applied as minimal text edits, each checked to parse and
 //!   keep the input variables;
+//! - [`labels`]: label-word sets the task model ranks highest on the training examples
+//!   (LM-BFF's automatic label search), added to the edit space;
 //! - [`rng`]: the seeded deterministic generator behind everything random here (weight init,
 //!   action sampling, minibatch shuffling), so runs and resumed runs are reproducible;
 //! - [`policy`]: [`PolicyNet`], an MLP scoring `[state; candidate; edit kind]` rows plus a value
@@ -14,6 +16,7 @@
 //!   (PPO, random, greedy, evolution) at equal budget, the validation gate and resumable runs.
 
 pub mod edits;
+pub mod labels;
 pub mod model;
 pub mod policy;
 pub mod ppo;

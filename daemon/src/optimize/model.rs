@@ -10,10 +10,12 @@ use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 
 use super::edits::DemoSource;
+use super::labels::{RankedLabels, label_word, rank_label_sets};
 use super::search::{Outcome, Scorer};
 use super::{OptimizeError, Result};
 use crate::engine::{ChatTurn, GenerateParams};
 use crate::eval::evaluate::load_split;
+use crate::eval::layout::answer_after;
 use crate::eval::{Evaluator, PreparedPrompt, Split};
 
 /// Refuses a prompt without the training and validation splits an optimization needs.
@@ -40,6 +42,8 @@ pub struct ModelScorer<'e> {
     dim: usize,
     /// Sampling calls made for paraphrases (not example evaluations).
     pub paraphrase_calls: usize,
+    /// The task model's tokens as text (read when labels are first ranked).
+    vocabulary: Vec<String>,
 }
 
 fn failed(e: impl std::fmt::Display) -> OptimizeError {
@@ -61,6 +65,7 @@ impl<'e> ModelScorer<'e> {
             prepared: HashMap::new(),
             dim,
             paraphrase_calls: 0,
+            vocabulary: Vec::new(),
         })
     }
 
@@ -73,6 +78,59 @@ impl<'e> ModelScorer<'e> {
             .collect()
     }
 
+    /// Prepares a prompt text for the evaluator (kept for the texts scored recently); returns
+    /// its key in `self.prepared`.
+    fn prepare(&mut self, text: &str) -> Result<String> {
+        let key = reprompt_protocol::hash::sha256_hex(text.as_bytes());
+        if !self.prepared.contains_key(&key) {
+            if self.prepared.len() >= 64 {
+                self.prepared.clear();
+            }
+            let doc = parse(text, Some(&self.path));
+            let prepared = PreparedPrompt::new(&doc, &self.path).map_err(failed)?;
+            self.prepared.insert(key.clone(), prepared);
+        }
+        Ok(key)
+    }
+
+    /// Label-word sets for the classification prompt `text` ranked by the task model on the
+    /// training split, best first, with their training accuracy ([`rank_label_sets`]); `None`
+    /// for a prompt that is not a classification with labels.
+    pub fn ranked_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<RankedLabels>>> {
+        if self.vocabulary.is_empty() {
+            self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
+        }
+        let key = self.prepare(text)?;
+        let prepared = &self.prepared[&key];
+        let gold: Option<Vec<usize>> = self.train.examples.iter().map(|e| e.label).collect();
+        let (Task::Classify, Some(gold)) = (prepared.task, gold) else { return Ok(None) };
+        if prepared.labels.len() < 2 || gold.is_empty() {
+            return Ok(None);
+        }
+        let engine = &self.evaluator.engine;
+        let mut contexts = self.evaluator.contexts(prepared, &self.train.examples).map_err(failed)?;
+        // Words are ranked where the answer follows a word (`… Sentiment: great`): at the start
+        // of a line or a chat turn the model's first token is rarely a whole word (`The`,
+        // fragments), so an answer cue is added there for the ranking.
+        for context in &mut contexts {
+            if answer_after(context, "x") == "x" {
+                context.push_str("Answer:");
+            }
+        }
+        // Only the columns of tokens that are words: the whole distribution of every example
+        // would not fit in memory for large splits.
+        let columns: Vec<usize> =
+            (0..self.vocabulary.len()).filter(|&id| label_word(&self.vocabulary[id], true).is_some()).collect();
+        let mut log_probs = Vec::with_capacity(contexts.len());
+        for chunk in contexts.chunks(32) {
+            for row in engine.next_token_logprobs(chunk.to_vec()).map_err(failed)? {
+                log_probs.push(columns.iter().map(|&id| row.get(id).copied().unwrap_or(f32::NEG_INFINITY)).collect());
+            }
+        }
+        let vocabulary: Vec<String> = columns.iter().map(|&id| self.vocabulary[id].clone()).collect();
+        Ok(Some(rank_label_sets(&log_probs, &gold, prepared.labels.len(), &vocabulary, true, keep)))
+    }
+
     fn split(&self, split: Split) -> &Dataset {
         match split {
             Split::Validation => &self.validation,
@@ -83,15 +141,7 @@ impl<'e> ModelScorer<'e> {
 
 impl Scorer for ModelScorer<'_> {
     fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
-        let key = reprompt_protocol::hash::sha256_hex(text.as_bytes());
-        if !self.prepared.contains_key(&key) {
-            if self.prepared.len() >= 64 {
-                self.prepared.clear();
-            }
-            let doc = parse(text, Some(&self.path));
-            let prepared = PreparedPrompt::new(&doc, &self.path).map_err(failed)?;
-            self.prepared.insert(key.clone(), prepared);
-        }
+        let key = self.prepare(text)?;
         let prepared = &self.prepared[&key];
         let data = self.split(split);
         let examples: Vec<_> = indices.iter().map(|&i| data.examples[i].clone()).collect();
@@ -120,6 +170,10 @@ impl Scorer for ModelScorer<'_> {
 
     fn feature_dim(&self) -> usize {
         self.dim
+    }
+
+    fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
+        Ok(self.ranked_labels(text, keep)?.map(|sets| sets.into_iter().map(|r| r.words).collect()))
     }
 
     fn paraphrase(&mut self, sentence: &str, seed: u64) -> Result<Vec<String>> {

@@ -42,6 +42,12 @@ pub trait Scorer {
     fn paraphrase(&mut self, _sentence: &str, _seed: u64) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// Label-word sets the task model ranks best for `text` on the whole training split, best
+    /// first, at most `keep` ([`super::labels`]); `None` when the scorer cannot rank labels
+    /// for this prompt (the default). Ranking costs one evaluation per training example.
+    fn rank_labels(&mut self, _text: &str, _keep: usize) -> Result<Option<Vec<Vec<String>>>> {
+        Ok(None)
+    }
 }
 
 /// Which search runs.
@@ -91,6 +97,12 @@ pub struct SearchConfig {
     pub anchor_every: usize,
     /// Paraphrases asked of the task model per instruction sentence (0 turns them off).
     pub paraphrases: usize,
+    /// Label-word sets kept per ranking by the task model on the training split
+    /// ([`Scorer::rank_labels`]), ranked whenever the best prompt so far (the author's at the
+    /// start) puts the answer after a new cue ([`answer_context`]), at most [`MAX_RANKINGS`]
+    /// times. 0 (the default) turns it off.
+    #[serde(default)]
+    pub ranked_labels: usize,
     pub ppo: PpoConfig,
     /// PPO: weight of the replayed evidence in the policy's logits — each candidate edit's
     /// shrunk mean step reward so far (by description, then by kind), in units of the step
@@ -131,6 +143,7 @@ impl Default for SearchConfig {
             elite_start: 0.5,
             anchor_every: 3,
             paraphrases: 2,
+            ranked_labels: 0,
             ppo: PpoConfig { epochs: 4, minibatch_size: 16, entropy_coef: 0.02, ..PpoConfig::default() },
             replay_bonus: 2.0,
             warm_start: None,
@@ -276,6 +289,12 @@ pub struct SearchState {
     /// PPO: every scored edit's step reward.
     #[serde(default)]
     pub replay: Replay,
+    /// The label-word sets the task model ranked, newest ranking first.
+    #[serde(default)]
+    pub ranked_labels: Vec<Vec<String>>,
+    /// The answer contexts ([`answer_context`]) labels were ranked at.
+    #[serde(default)]
+    pub ranked_at: Vec<String>,
 }
 
 /// A prompt the gate validated.
@@ -312,6 +331,9 @@ pub struct SearchResult {
     pub validation_examples: usize,
     /// Wall time of the search and the gate (resumed sessions added up).
     pub seconds: f64,
+    /// Label-word sets the task model ranked and the search could use, best first.
+    #[serde(default)]
+    pub ranked_labels: Vec<Vec<String>>,
 }
 
 /// Why a search ended early.
@@ -338,6 +360,8 @@ pub struct Search<'a> {
 const STATE_FILE: &str = "search.json";
 const PPO_DIR: &str = "ppo";
 const ANCHOR_FILE: &str = "anchor.safetensors";
+/// Most label rankings per run ([`SearchConfig::ranked_labels`]).
+pub const MAX_RANKINGS: usize = 4;
 /// Extra state features: step fraction, minibatch signal and score of the current prompt.
 const STATE_EXTRA: usize = 3;
 /// Extra candidate features: length change of the prompt.
@@ -355,6 +379,33 @@ fn key(text: &str) -> String {
 fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (sum, n) = values.into_iter().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Puts `sets` first among `list` (once each).
+fn add_sets(list: &mut Vec<Vec<String>>, sets: &[Vec<String>]) {
+    let mut all: Vec<Vec<String>> = sets.to_vec();
+    all.append(list);
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|set| seen.insert(set.clone()));
+    *list = all;
+}
+
+fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
+    add_sets(&mut space.label_sets, sets);
+}
+
+/// Where a prompt's answer goes, as a key: its format and the last line of the template
+/// (the cue or question the answer follows), lower-cased, with its label words blanked out
+/// (relabelling or editing the instructions above is no new context).
+pub fn answer_context(doc: &PromptDocument) -> String {
+    let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().trim_end();
+    let mut tail = body.rsplit('\n').next().unwrap_or_default().trim().to_lowercase();
+    if let Some(labels) = &doc.settings.labels {
+        for word in labels.value.iter().filter(|w| !w.is_empty()) {
+            tail = tail.replace(&word.to_lowercase(), "<label>");
+        }
+    }
+    format!("{:?}: {tail}", doc.settings.format)
 }
 
 fn normalized(mut v: Vec<f32>) -> Vec<f32> {
@@ -394,6 +445,8 @@ impl<'a> Search<'a> {
             done: false,
             seconds: 0.0,
             replay: Replay::default(),
+            ranked_labels: Vec::new(),
+            ranked_at: Vec::new(),
             config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
@@ -434,6 +487,7 @@ impl<'a> Search<'a> {
 
     fn from_state(state: SearchState, mut space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
         space.paraphrases = state.paraphrases.clone();
+        add_label_sets(&mut space, &state.ranked_labels);
         let rng = Rng::from_state(state.rng);
         Ok(Self {
             state,
@@ -654,6 +708,35 @@ impl<'a> Search<'a> {
         all
     }
 
+    /// Ranks label words at the best prompt so far (the author's at the start) if its answer
+    /// context is new, labels are asked for and the budget allows: the sets join the edit
+    /// space (and the checkpoint).
+    fn ensure_ranked_labels(&mut self) -> Result<()> {
+        let keep = self.state.config.ranked_labels;
+        let cost = self.scorer.split_len(Split::Train);
+        if keep == 0 || self.state.ranked_at.len() >= MAX_RANKINGS || self.search_budget_left() < cost {
+            return Ok(());
+        }
+        let best = match self.best_by(Split::Train) {
+            Some((k, _)) => self.state.records[k].text.clone(),
+            None => self.state.original.clone(),
+        };
+        let context = answer_context(self.doc(&best));
+        // Only where the answer follows a cue (`Sentiment:`): after a question or an
+        // instruction the model's next words are rarely answers, and the words ranked there
+        // were noise on the development splits.
+        if !context.ends_with(':') || self.state.ranked_at.contains(&context) {
+            return Ok(());
+        }
+        self.state.ranked_at.push(context);
+        let Some(mut sets) = self.scorer.rank_labels(&best, keep)? else { return Ok(()) };
+        self.state.spent += cost;
+        sets.truncate(keep);
+        add_label_sets(&mut self.space, &sets);
+        add_sets(&mut self.state.ranked_labels, &sets);
+        Ok(())
+    }
+
     /// Fills in paraphrases of the prompt's instruction sentences (once per sentence).
     fn ensure_paraphrases(&mut self, text: &str) -> Result<()> {
         if self.state.config.paraphrases == 0 {
@@ -721,6 +804,7 @@ impl<'a> Search<'a> {
             let limit = self.search_budget_left();
             self.scores(&k, Split::Train, &all, limit)?;
         }
+        self.ensure_ranked_labels()?;
         while !self.state.done {
             if stop_after.is_some_and(|n| iterations >= n) {
                 return Ok(Err(Stop::Interrupted));
@@ -732,6 +816,7 @@ impl<'a> Search<'a> {
                 Strategy::Greedy => self.greedy_iteration()?,
                 Strategy::Evolution => self.evolution_iteration()?,
             }
+            self.ensure_ranked_labels()?;
             self.state.iterations += 1;
             iterations += 1;
             self.state.strategy.idle = if self.state.spent == before { self.state.strategy.idle + 1 } else { 0 };
@@ -1166,6 +1251,7 @@ impl<'a> Search<'a> {
             rollbacks: self.state.strategy.rollbacks,
             validation_examples: n,
             seconds: self.state.seconds,
+            ranked_labels: self.state.ranked_labels.clone(),
         })
     }
 }
@@ -1451,5 +1537,101 @@ mod tests {
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    /// The planted world plus a label ranker: offers `dreadful / superb`, which the world
+    /// rewards more than any built-in set, and notes where it was asked.
+    struct Ranking {
+        world: Planted,
+        asked: Vec<String>,
+    }
+
+    impl Scorer for Ranking {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            let mut out = self.world.score(text, split, indices)?;
+            let ranked = parse(text, None).settings.labels.is_some_and(|l| l.value == ["dreadful", "superb"]);
+            if ranked && split == Split::Train {
+                for (o, &i) in out.iter_mut().zip(indices) {
+                    o.signal += 0.5;
+                    o.score = f64::from(u8::from(o.signal > 0.0 || i % 3 != 0));
+                }
+            }
+            Ok(out)
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.world.split_len(split)
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.world.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.world.feature_dim()
+        }
+        fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
+            self.asked.push(text.to_string());
+            let sets = vec![vec!["dreadful".to_string(), "superb".to_string()], vec!["sad".into(), "glad".into()]];
+            Ok(Some(sets.into_iter().take(keep).collect()))
+        }
+    }
+
+    #[test]
+    fn labels_are_ranked_after_new_cues_within_the_budget() {
+        for strategy in [Strategy::Greedy, Strategy::Ppo] {
+            let mut scorer = Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new() };
+            let cfg = SearchConfig { ranked_labels: 1, ..config(strategy, 1500) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            let state = search.state.clone();
+            drop(search);
+            // Every ranking costs the train split and is counted; the budget holds.
+            let rankings = scorer.asked.len();
+            assert!((1..=MAX_RANKINGS).contains(&rankings), "{strategy:?}: {rankings}");
+            assert_eq!(state.spent, scorer.world.scored + rankings * 24);
+            assert!(state.spent <= 1500);
+            // Only at prompts whose answer follows a cue, each cue once.
+            let contexts: Vec<String> = scorer.asked.iter().map(|t| answer_context(&parse(t, None))).collect();
+            assert!(contexts.iter().all(|c| c.ends_with(':')), "{contexts:?}");
+            assert_eq!(contexts, state.ranked_at);
+            // `keep` sets per ranking, offered as edits: the search tries the ranked set.
+            assert_eq!(result.ranked_labels, [["dreadful", "superb"]]);
+            assert!(
+                state.records.values().any(|r| r.text.contains(r#"reprompt.labels: ["dreadful", "superb"]"#)),
+                "{strategy:?} never tried the ranked labels"
+            );
+        }
+        // The ranked sets are part of the checkpoint: a resumed run is the same run.
+        let dir = std::env::temp_dir().join(format!("reprompt-ranking-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = SearchConfig { ranked_labels: 1, ..config(Strategy::Greedy, 1500) };
+        let fresh = || Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new() };
+        let mut scorer = fresh();
+        let whole = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap().run(None, None, &mut |_| {});
+        let mut scorer = fresh();
+        let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+        assert_eq!(first.run(Some(&dir), Some(12), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+        assert!(!first.state.ranked_labels.is_empty(), "ranked before the interruption");
+        drop(first);
+        let mut scorer = fresh();
+        let resumed =
+            Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap().run(Some(&dir), None, &mut |_| {});
+        let timeless = |r: SearchResult| SearchResult { seconds: 0.0, ..r };
+        assert_eq!(timeless(resumed.unwrap().unwrap()), timeless(whole.unwrap().unwrap()));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Off by default: never asked, nothing spent on it.
+        let mut scorer = Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new() };
+        let mut search = Search::new(EXAMPLE, config(Strategy::Greedy, 1500), space(), &mut scorer).unwrap();
+        search.run(None, None, &mut |_| {}).unwrap().unwrap();
+        let spent = search.state.spent;
+        drop(search);
+        assert!(scorer.asked.is_empty());
+        assert_eq!(spent, scorer.world.scored);
+    }
+
+    #[test]
+    fn the_answer_context_is_the_cue_line_without_label_words() {
+        let doc = parse("---\nreprompt.labels: [bad, good]\n---\nSay it.\nText: {{x}}\nIs it good or bad?\n", None);
+        assert_eq!(answer_context(&doc), "Chat: is it <label> or <label>?");
+        let cue = parse("---\nreprompt.format: plain\nreprompt.labels: [no, yes]\n---\nText: {{x}}\nSentiment:", None);
+        assert_eq!(answer_context(&cue), "Plain: sentiment:");
     }
 }

@@ -1,0 +1,69 @@
+//! `reprompt labels file.prompt`: the label-word sets the task model ranks best for a
+//! classification prompt on its training examples (what `optimize --ranked-labels` adds to
+//! the edits), with their training accuracy.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::optimize::read_prompt;
+use super::score::open_engine;
+use crate::engine::DeviceChoice;
+use crate::eval::Evaluator;
+use crate::optimize::model::ModelScorer;
+
+#[derive(Debug, clap::Args)]
+pub struct LabelsArgs {
+    /// The classification `.prompt` file (with `reprompt.labels` and its splits)
+    pub file: PathBuf,
+    /// How many sets to show
+    #[arg(long, default_value_t = 8)]
+    pub keep: usize,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Print the sets as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    words: Vec<String>,
+    train_accuracy: f64,
+    margin: f64,
+}
+
+pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (doc, text) = read_prompt(&args.file)?;
+    let engine = open_engine(&doc, &args.file, args.device)?;
+    let evaluator = Evaluator::new(engine, None);
+    let mut scorer = ModelScorer::new(&evaluator, &doc, &args.file)?;
+    let Some(ranked) = scorer.ranked_labels(&text, args.keep)? else {
+        anyhow::bail!("{} is not a classification prompt with `reprompt.labels`", args.file.display());
+    };
+    let rows: Vec<Row> =
+        ranked.into_iter().map(|r| Row { words: r.words, train_accuracy: r.accuracy, margin: r.margin }).collect();
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "label words ranked by the model on the training split of {}", args.file.display())?;
+    writeln!(out, "{:>3}  {:<40} {:>6} {:>7}", "#", "words", "train", "margin")?;
+    for (i, row) in rows.iter().enumerate() {
+        writeln!(
+            out,
+            "{:>3}  {:<40} {:>5.1}% {:>7.2}",
+            i + 1,
+            row.words.join(" / "),
+            100.0 * row.train_accuracy,
+            row.margin
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(none: a class has no training example, or no word separates them)")?;
+    }
+    Ok(())
+}
