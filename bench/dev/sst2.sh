@@ -6,11 +6,15 @@
 # held-out accuracy, evaluations, seconds and the edits (BUDGET=N: another budget than 2000).
 # Runs live in bench/build/dev/.
 set -euo pipefail
+if [[ $# -lt 2 ]]; then
+    echo "usage: bench/dev/sst2.sh 87|100 TAG [reprompt optimize options…]" >&2
+    exit 2
+fi
 seed=$1 tag=$2
 shift 2
 case $seed in 87) other=100 ;; 100) other=87 ;; *) echo "seed must be 87 or 100" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=${REPROMPT:-$root/target/release/reprompt}
+bin=$(realpath "${REPROMPT:-$root/target/release/reprompt}")
 dir=$root/bench/build/dev/sst-2-$seed
 mkdir -p "$dir/data"
 cp "$root/bench/dev/sst-2/16-$seed/train.tsv" "$root/bench/dev/sst-2/16-$seed/dev.tsv" "$dir/data/"

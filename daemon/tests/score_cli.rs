@@ -117,6 +117,17 @@ fn ranked_label_words_score_as_ranked() {
     let mean = best["aggregate"]["mean"].as_f64().unwrap();
     assert!((mean - accuracy(&rows[0])).abs() < 1e-9, "{mean} vs {}", accuracy(&rows[0]));
     assert!(mean > own["aggregate"]["mean"].as_f64().unwrap(), "{mean} vs {own}");
+    // Training examples are all it needs; a chat prompt's words are ranked after an added
+    // cue, and the command says so.
+    let train_only = prompt("terrible, great").replace("reprompt.validation: data/dev.tsv\n", "");
+    std::fs::write(&file, train_only).unwrap();
+    let out = reprompt(&["labels", file.to_str().unwrap(), "--keep", "2"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("  1  "), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("added `Answer:` cue"));
+    let chat = reprompt(&["labels", "examples/sentiment/sentiment.prompt", "--keep", "2"], &cache);
+    assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
+    assert!(String::from_utf8_lossy(&chat.stderr).contains("added `Answer:` cue"));
     // A generation prompt has no label words to rank.
     let out = reprompt(&["labels", "examples/gsm8k/gsm8k.prompt"], &cache);
     assert!(!out.status.success());

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::optimize::read_prompt;
+use anyhow::Context as _;
+use reprompt_protocol::parse_bytes;
+
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
-use crate::eval::Evaluator;
+use crate::eval::{Evaluator, PreparedPrompt};
 use crate::optimize::model::ModelScorer;
 
 #[derive(Debug, clap::Args)]
@@ -36,15 +38,27 @@ struct Row {
 }
 
 pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let (doc, text) = read_prompt(&args.file)?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let doc = parse_bytes(&bytes, Some(&args.file));
+    PreparedPrompt::new(&doc, &args.file)?;
+    let text = doc.source.clone();
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, None);
-    let mut scorer = ModelScorer::new(&evaluator, &doc, &args.file)?;
-    let Some(ranked) = scorer.ranked_labels(&text, args.keep)? else {
+    let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
+    let Some(ranking) = scorer.label_ranking(&text, args.keep)? else {
         anyhow::bail!("{} is not a classification prompt with `reprompt.labels`", args.file.display());
     };
-    let rows: Vec<Row> =
-        ranked.into_iter().map(|r| Row { words: r.words, train_accuracy: r.accuracy, margin: r.margin }).collect();
+    if ranking.cue_added {
+        eprintln!(
+            "note: the answer starts a line or a chat turn, so the words were ranked (and their accuracy measured) \
+             after an added `Answer:` cue; with the prompt as written they may score differently"
+        );
+    }
+    let rows: Vec<Row> = ranking
+        .sets
+        .into_iter()
+        .map(|r| Row { words: r.words, train_accuracy: r.accuracy, margin: r.margin })
+        .collect();
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &rows)?;
         writeln!(out)?;

@@ -44,14 +44,11 @@ pub fn label_word(token: &str, spaced: bool) -> Option<&str> {
     (word.len() >= 3 && word.chars().all(|c| c.is_ascii_lowercase()) && !FUNCTION_WORDS.contains(&word)).then_some(word)
 }
 
-/// Candidates per class for `classes` classes: as many as keep the combinations under
-/// [`MAX_COMBINATIONS`], at least 2.
-fn per_class(classes: usize) -> usize {
-    let mut k = MAX_PER_CLASS;
-    while k > 2 && k.checked_pow(classes as u32).is_none_or(|n| n > MAX_COMBINATIONS) {
-        k -= 1;
-    }
-    k
+/// Candidates per class for `classes` classes: as many as keep the combinations within
+/// [`MAX_COMBINATIONS`]; `None` when even two per class would not (13 classes or more: the
+/// search over combinations does not scale to them).
+fn per_class(classes: usize) -> Option<usize> {
+    (2..=MAX_PER_CLASS).rev().find(|k| k.checked_pow(classes as u32).is_some_and(|n| n <= MAX_COMBINATIONS))
 }
 
 /// Ranks label-word sets for a classification prompt. `log_probs[i]` is the next-token
@@ -59,7 +56,8 @@ fn per_class(classes: usize) -> usize {
 /// `gold[i]` its label id, `vocabulary[id]` the text of token `id` as it decodes alone;
 /// `spaced` says whether answers start with a space (see [`label_word`]). Returns up to
 /// `keep` sets, best first (training accuracy, then margin), none when a class has no
-/// example or the vocabulary offers too few words.
+/// example, the vocabulary offers too few words or there are too many classes
+/// ([`per_class`]). Words with a non-finite log-probability anywhere are left out.
 pub fn rank_label_sets(
     log_probs: &[Vec<f32>],
     gold: &[usize],
@@ -79,7 +77,7 @@ pub fn rank_label_sets(
         .iter()
         .enumerate()
         .filter_map(|(id, t)| label_word(t, spaced).map(|w| (id, w.to_string())))
-        .filter(|(id, _)| log_probs.iter().all(|lp| *id < lp.len()))
+        .filter(|(id, _)| log_probs.iter().all(|lp| lp.get(*id).is_some_and(|v| v.is_finite())))
         .collect();
     // Mean log-probability of each word on each class's examples.
     let mut class_means = vec![vec![0.0f64; words.len()]; classes];
@@ -88,7 +86,7 @@ pub fn rank_label_sets(
             class_means[g][w] += f64::from(lp[*id]) / counts[g] as f64;
         }
     }
-    let k = per_class(classes);
+    let Some(k) = per_class(classes) else { return Vec::new() };
     // Per class: likely for it, and above all more likely for it than for the other classes.
     let candidates: Vec<Vec<usize>> = (0..classes)
         .map(|c| {
@@ -179,9 +177,13 @@ mod tests {
         assert_eq!(label_word(" no", true), None);
         assert_eq!(label_word(" 42", true), None);
         assert_eq!(label_word(" don't", true), None);
-        assert_eq!(per_class(2), 16);
-        assert_eq!(per_class(4), 8);
-        assert!(per_class(12) >= 2);
+        assert_eq!(per_class(2), Some(16));
+        assert_eq!(per_class(4), Some(8));
+        assert_eq!(per_class(12), Some(2));
+        assert_eq!(per_class(13), None);
+        for classes in 2..=12 {
+            assert!(per_class(classes).unwrap().pow(classes as u32) <= MAX_COMBINATIONS);
+        }
     }
 
     #[test]
@@ -198,6 +200,16 @@ mod tests {
         assert!(ranked.iter().all(|r| r.words[0] != r.words[1]), "{ranked:?}");
         assert!(ranked.iter().all(|r| !r.words.iter().any(|w| w == "xx1" || w.is_empty())), "{ranked:?}");
         assert!(ranked.windows(2).all(|w| w[0].accuracy >= w[1].accuracy));
+        // A word whose log-probability is missing or not finite is never offered.
+        let mut holes = log_probs.clone();
+        holes[0][2] = f32::NEG_INFINITY;
+        assert!(rank_label_sets(&holes, &gold, 2, &v, true, 3).iter().all(|r| r.words[1] != "good"));
+        let short: Vec<Vec<f32>> = log_probs.iter().map(|lp| lp[..2].to_vec()).collect();
+        assert!(rank_label_sets(&short, &gold, 2, &v, true, 3).is_empty(), "only one word left");
+        // Too many classes to search their combinations: none.
+        let many: Vec<usize> = (0..13).collect();
+        let flat: Vec<Vec<f32>> = many.iter().map(|_| vec![-1.0; 5]).collect();
+        assert!(rank_label_sets(&flat, &many, 13, &v, true, 3).is_empty());
         // Unspaced answers see none of these tokens; a class without examples gives nothing.
         assert!(rank_label_sets(&log_probs, &gold, 2, &v, false, 3).is_empty());
         assert!(rank_label_sets(&log_probs, &[0, 0, 0, 0], 2, &v, true, 3).is_empty());

@@ -31,6 +31,15 @@ pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Label words ranked for a prompt ([`ModelScorer::label_ranking`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelRanking {
+    pub sets: Vec<RankedLabels>,
+    /// The prompt's answer starts a line or a chat turn, so the words were ranked after an
+    /// added `Answer:` cue.
+    pub cue_added: bool,
+}
+
 /// Scores prompt variants of the file at `path` with the task model.
 pub struct ModelScorer<'e> {
     evaluator: &'e Evaluator,
@@ -69,6 +78,28 @@ impl<'e> ModelScorer<'e> {
         })
     }
 
+    /// A scorer of the training split only (no validation needed), for ranking label words.
+    pub fn training_only(evaluator: &'e Evaluator, doc: &PromptDocument, path: &Path) -> Result<Self> {
+        if doc.settings.split_path(Split::Train.setting(), path).is_none() {
+            return Err(OptimizeError::Input(format!(
+                "ranking label words needs training examples: add `reprompt.dataset: <file>` to {}",
+                path.display()
+            )));
+        }
+        let train = load_split(doc, path, Split::Train).map_err(failed)?;
+        let validation = Dataset { path: PathBuf::new(), hash: String::new(), examples: Vec::new() };
+        Ok(Self {
+            evaluator,
+            path: path.to_path_buf(),
+            train,
+            validation,
+            prepared: HashMap::new(),
+            dim: 0,
+            paraphrase_calls: 0,
+            vocabulary: Vec::new(),
+        })
+    }
+
     /// The training examples as demonstration sources.
     pub fn demo_sources(&self) -> Vec<DemoSource> {
         self.train
@@ -97,6 +128,12 @@ impl<'e> ModelScorer<'e> {
     /// training split, best first, with their training accuracy ([`rank_label_sets`]); `None`
     /// for a prompt that is not a classification with labels.
     pub fn ranked_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<RankedLabels>>> {
+        Ok(self.label_ranking(text, keep)?.map(|r| r.sets))
+    }
+
+    /// [`ModelScorer::ranked_labels`], saying also whether an `Answer:` cue had to be added
+    /// for the ranking (then the accuracies are of the prompt with that cue, not as written).
+    pub fn label_ranking(&mut self, text: &str, keep: usize) -> Result<Option<LabelRanking>> {
         if self.vocabulary.is_empty() {
             self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
         }
@@ -112,9 +149,11 @@ impl<'e> ModelScorer<'e> {
         // Words are ranked where the answer follows a word (`… Sentiment: great`): at the start
         // of a line or a chat turn the model's first token is rarely a whole word (`The`,
         // fragments), so an answer cue is added there for the ranking.
+        let mut cue_added = false;
         for context in &mut contexts {
             if answer_after(context, "x") == "x" {
                 context.push_str("Answer:");
+                cue_added = true;
             }
         }
         // Only the columns of tokens that are words: the whole distribution of every example
@@ -128,7 +167,8 @@ impl<'e> ModelScorer<'e> {
             }
         }
         let vocabulary: Vec<String> = columns.iter().map(|&id| self.vocabulary[id].clone()).collect();
-        Ok(Some(rank_label_sets(&log_probs, &gold, prepared.labels.len(), &vocabulary, true, keep)))
+        let sets = rank_label_sets(&log_probs, &gold, prepared.labels.len(), &vocabulary, true, keep);
+        Ok(Some(LabelRanking { sets, cue_added }))
     }
 
     fn split(&self, split: Split) -> &Dataset {

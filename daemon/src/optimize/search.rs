@@ -331,7 +331,8 @@ pub struct SearchResult {
     pub validation_examples: usize,
     /// Wall time of the search and the gate (resumed sessions added up).
     pub seconds: f64,
-    /// Label-word sets the task model ranked and the search could use, best first.
+    /// Label-word sets the task model ranked and the search could use (newest ranking first,
+    /// each ranking best first).
     #[serde(default)]
     pub ranked_labels: Vec<Vec<String>>,
 }
