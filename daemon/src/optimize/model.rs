@@ -66,7 +66,11 @@ impl<'e> ModelScorer<'e> {
         let train = load_split(doc, path, Split::Train).map_err(failed)?;
         let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
         let dim = evaluator.engine.embed(vec!["reprompt".into()]).map_err(failed)?.first().map_or(0, Vec::len);
-        Ok(Self {
+        Ok(Self::with_splits(evaluator, path, train, validation, dim))
+    }
+
+    fn with_splits(evaluator: &'e Evaluator, path: &Path, train: Dataset, validation: Dataset, dim: usize) -> Self {
+        Self {
             evaluator,
             path: path.to_path_buf(),
             train,
@@ -75,7 +79,7 @@ impl<'e> ModelScorer<'e> {
             dim,
             paraphrase_calls: 0,
             vocabulary: Vec::new(),
-        })
+        }
     }
 
     /// A scorer of the training split only (no validation needed), for ranking label words.
@@ -88,16 +92,7 @@ impl<'e> ModelScorer<'e> {
         }
         let train = load_split(doc, path, Split::Train).map_err(failed)?;
         let validation = Dataset { path: PathBuf::new(), hash: String::new(), examples: Vec::new() };
-        Ok(Self {
-            evaluator,
-            path: path.to_path_buf(),
-            train,
-            validation,
-            prepared: HashMap::new(),
-            dim: 0,
-            paraphrase_calls: 0,
-            vocabulary: Vec::new(),
-        })
+        Ok(Self::with_splits(evaluator, path, train, validation, 0))
     }
 
     /// The training examples as demonstration sources.
