@@ -109,8 +109,8 @@ pub fn rank_label_sets(
     let mut pick = vec![0usize; classes];
     loop {
         let set: Vec<usize> = pick.iter().enumerate().map(|(c, &p)| candidates[c][p]).collect();
-        let lowered: Vec<String> = set.iter().map(|&w| words[w].1.to_ascii_lowercase()).collect();
-        let distinct = (1..lowered.len()).all(|i| !lowered[..i].contains(&lowered[i]));
+        // Token texts are unique, so distinct tokens are distinct words.
+        let distinct = (1..set.len()).all(|i| !set[..i].contains(&set[i]));
         if distinct {
             let (mut right, mut margin) = (0usize, 0.0f64);
             for (lp, &g) in log_probs.iter().zip(gold) {
@@ -144,18 +144,8 @@ pub fn rank_label_sets(
     ranked.sort_by(|a, b| {
         b.accuracy.total_cmp(&a.accuracy).then(b.margin.total_cmp(&a.margin)).then_with(|| a.words.cmp(&b.words))
     });
-    // Sets that only differ in case say the same thing: keep the first.
-    let mut kept: Vec<RankedLabels> = Vec::new();
-    for set in ranked {
-        if kept.len() >= keep {
-            break;
-        }
-        let same = |k: &RankedLabels| k.words.iter().zip(&set.words).all(|(a, b)| a.eq_ignore_ascii_case(b));
-        if !kept.iter().any(same) {
-            kept.push(set);
-        }
-    }
-    kept
+    ranked.truncate(keep);
+    ranked
 }
 
 #[cfg(test)]

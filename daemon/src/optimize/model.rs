@@ -120,14 +120,10 @@ impl<'e> ModelScorer<'e> {
     }
 
     /// Label-word sets for the classification prompt `text` ranked by the task model on the
-    /// training split, best first, with their training accuracy ([`rank_label_sets`]); `None`
-    /// for a prompt that is not a classification with labels.
-    pub fn ranked_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<RankedLabels>>> {
-        Ok(self.label_ranking(text, keep)?.map(|r| r.sets))
-    }
-
-    /// [`ModelScorer::ranked_labels`], saying also whether an `Answer:` cue had to be added
-    /// for the ranking (then the accuracies are of the prompt with that cue, not as written).
+    /// training split, best first, with their training accuracy ([`rank_label_sets`]), and
+    /// whether an `Answer:` cue had to be added for the ranking (then the accuracies are of the
+    /// prompt with that cue, not as written); `None` for a prompt that is not a
+    /// classification with labels.
     pub fn label_ranking(&mut self, text: &str, keep: usize) -> Result<Option<LabelRanking>> {
         if self.vocabulary.is_empty() {
             self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
@@ -208,7 +204,7 @@ impl Scorer for ModelScorer<'_> {
     }
 
     fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
-        Ok(self.ranked_labels(text, keep)?.map(|sets| sets.into_iter().map(|r| r.words).collect()))
+        Ok(self.label_ranking(text, keep)?.map(|r| r.sets.into_iter().map(|s| s.words).collect()))
     }
 
     fn paraphrase(&mut self, sentence: &str, seed: u64) -> Result<Vec<String>> {
