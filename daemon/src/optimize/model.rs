@@ -123,8 +123,9 @@ impl<'e> ModelScorer<'e> {
     /// training split, best first, with their training accuracy ([`rank_label_sets`]), and
     /// whether an `Answer:` cue had to be added for the ranking (then the accuracies are of the
     /// prompt with that cue, not as written); `None` for a prompt that is not a
-    /// classification with labels.
-    pub fn label_ranking(&mut self, text: &str, keep: usize) -> Result<Option<LabelRanking>> {
+    /// classification with labels, or, unless `add_cue`, for one whose answer starts a line or
+    /// a chat turn.
+    pub fn label_ranking(&mut self, text: &str, keep: usize, add_cue: bool) -> Result<Option<LabelRanking>> {
         if self.vocabulary.is_empty() {
             self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
         }
@@ -140,12 +141,12 @@ impl<'e> ModelScorer<'e> {
         // Words are ranked where the answer follows a word (`… Sentiment: great`): at the start
         // of a line or a chat turn the model's first token is rarely a whole word (`The`,
         // fragments), so an answer cue is added there for the ranking.
-        let mut cue_added = false;
-        for context in &mut contexts {
-            if answer_after(context, "x") == "x" {
-                context.push_str("Answer:");
-                cue_added = true;
-            }
+        let cue_added = contexts.iter().any(|c| answer_after(c, "x") == "x");
+        if cue_added && !add_cue {
+            return Ok(None);
+        }
+        for context in contexts.iter_mut().filter(|c| answer_after(c, "x") == "x") {
+            context.push_str("Answer:");
         }
         // Only the columns of tokens that are words: the whole distribution of every example
         // would not fit in memory for large splits.
@@ -204,7 +205,9 @@ impl Scorer for ModelScorer<'_> {
     }
 
     fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
-        Ok(self.label_ranking(text, keep)?.map(|r| r.sets.into_iter().map(|s| s.words).collect()))
+        // Only where the prompt itself puts the answer after a word: words ranked after an
+        // added cue were noise on the development splits (see `label_ranking`).
+        Ok(self.label_ranking(text, keep, false)?.map(|r| r.sets.into_iter().map(|s| s.words).collect()))
     }
 
     fn paraphrase(&mut self, sentence: &str, seed: u64) -> Result<Vec<String>> {

@@ -44,7 +44,9 @@ pub trait Scorer {
     }
     /// Label-word sets the task model ranks best for `text` on the whole training split, best
     /// first, at most `keep` ([`super::labels`]); `None` when the scorer cannot rank labels
-    /// for this prompt (the default). Ranking costs one evaluation per training example.
+    /// for this prompt (the default; also when its answer does not follow a word, as at the
+    /// start of a chat turn). Ranking costs one evaluation per training example; a `None`
+    /// costs nothing.
     fn rank_labels(&mut self, _text: &str, _keep: usize) -> Result<Option<Vec<Vec<String>>>> {
         Ok(None)
     }
@@ -292,9 +294,12 @@ pub struct SearchState {
     /// The label-word sets the task model ranked, newest ranking first.
     #[serde(default)]
     pub ranked_labels: Vec<Vec<String>>,
-    /// The answer contexts ([`answer_context`]) labels were ranked at.
+    /// The answer contexts ([`answer_context`]) labels were ranked at or found unrankable.
     #[serde(default)]
     pub ranked_at: Vec<String>,
+    /// Rankings made (each cost the training split).
+    #[serde(default)]
+    pub rankings: usize,
 }
 
 /// A prompt the gate validated.
@@ -448,6 +453,7 @@ impl<'a> Search<'a> {
             replay: Replay::default(),
             ranked_labels: Vec::new(),
             ranked_at: Vec::new(),
+            rankings: 0,
             config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
@@ -715,7 +721,7 @@ impl<'a> Search<'a> {
     fn ensure_ranked_labels(&mut self) -> Result<()> {
         let keep = self.state.config.ranked_labels;
         let cost = self.scorer.split_len(Split::Train);
-        if keep == 0 || self.state.ranked_at.len() >= MAX_RANKINGS || self.search_budget_left() < cost {
+        if keep == 0 || self.state.rankings >= MAX_RANKINGS || self.search_budget_left() < cost {
             return Ok(());
         }
         let best = match self.best_by(Split::Train) {
@@ -732,6 +738,7 @@ impl<'a> Search<'a> {
         self.state.ranked_at.push(context);
         let Some(mut sets) = self.scorer.rank_labels(&best, keep)? else { return Ok(()) };
         self.state.spent += cost;
+        self.state.rankings += 1;
         sets.truncate(keep);
         add_label_sets(&mut self.space, &sets);
         add_sets(&mut self.state.ranked_labels, &sets);
@@ -1545,6 +1552,11 @@ mod tests {
     struct Ranking {
         world: Planted,
         asked: Vec<String>,
+        refused: Vec<String>,
+    }
+
+    fn fresh_ranking() -> Ranking {
+        Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new(), refused: Vec::new() }
     }
 
     impl Scorer for Ranking {
@@ -1569,6 +1581,12 @@ mod tests {
             self.world.feature_dim()
         }
         fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
+            // Like the task model's scorer: a chat prompt's answer starts the assistant turn,
+            // not a cue, so there is nothing to rank.
+            if parse(text, None).settings.format == reprompt_protocol::settings::Format::Chat {
+                self.refused.push(text.to_string());
+                return Ok(None);
+            }
             self.asked.push(text.to_string());
             let sets = vec![vec!["dreadful".to_string(), "superb".to_string()], vec!["sad".into(), "glad".into()]];
             Ok(Some(sets.into_iter().take(keep).collect()))
@@ -1578,7 +1596,7 @@ mod tests {
     #[test]
     fn labels_are_ranked_after_new_cues_within_the_budget() {
         for strategy in [Strategy::Greedy, Strategy::Ppo] {
-            let mut scorer = Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new() };
+            let mut scorer = fresh_ranking();
             let cfg = SearchConfig { ranked_labels: 1, ..config(strategy, 1500) };
             let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
             let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
@@ -1589,10 +1607,18 @@ mod tests {
             assert!((1..=MAX_RANKINGS).contains(&rankings), "{strategy:?}: {rankings}");
             assert_eq!(state.spent, scorer.world.scored + rankings * 24);
             assert!(state.spent <= 1500);
-            // Only at prompts whose answer follows a cue, each cue once.
-            let contexts: Vec<String> = scorer.asked.iter().map(|t| answer_context(&parse(t, None))).collect();
-            assert!(contexts.iter().all(|c| c.ends_with(':')), "{contexts:?}");
-            assert_eq!(contexts, state.ranked_at);
+            assert_eq!(state.rankings, rankings);
+            // Only at prompts whose answer follows a cue, each cue once; a refusal is free
+            // and not asked again.
+            let context = |t: &String| answer_context(&parse(t, None));
+            let contexts: Vec<String> = scorer.asked.iter().map(context).collect();
+            let refused: Vec<String> = scorer.refused.iter().map(context).collect();
+            assert!(contexts.iter().chain(&refused).all(|c| c.ends_with(':')), "{contexts:?} {refused:?}");
+            let mut all = [contexts.clone(), refused].concat();
+            all.sort();
+            let mut at = state.ranked_at.clone();
+            at.sort();
+            assert_eq!(all, at);
             // `keep` sets per ranking, offered as edits: the search tries the ranked set.
             assert_eq!(result.ranked_labels, [["dreadful", "superb"]]);
             assert!(
@@ -1600,11 +1626,27 @@ mod tests {
                 "{strategy:?} never tried the ranked labels"
             );
         }
+        // A chat prompt ending in a cue: the scorer refuses, which costs nothing and is not
+        // asked again; the same prompt in plain text is ranked and paid for.
+        let chat = EXAMPLE.replace("Answer with one word.", "Answer with one word.\nSentiment:");
+        let plain = chat.replace("reprompt.reward: accuracy\n", "reprompt.reward: accuracy\nreprompt.format: plain\n");
+        for (text, ranked) in [(&chat, false), (&plain, true)] {
+            let mut scorer = fresh_ranking();
+            let cfg = SearchConfig { ranked_labels: 2, ..config(Strategy::Greedy, 1500) };
+            let mut search = Search::new(text, cfg, space(), &mut scorer).unwrap();
+            search.ensure_ranked_labels().unwrap();
+            search.ensure_ranked_labels().unwrap();
+            let (spent, rankings, at) = (search.state.spent, search.state.rankings, search.state.ranked_at.clone());
+            drop(search);
+            assert_eq!(at, [answer_context(&parse(text, None))]);
+            assert_eq!((scorer.asked.len(), scorer.refused.len()), if ranked { (1, 0) } else { (0, 1) });
+            assert_eq!((spent, rankings), if ranked { (24, 1) } else { (0, 0) });
+        }
         // The ranked sets are part of the checkpoint: a resumed run is the same run.
         let dir = std::env::temp_dir().join(format!("reprompt-ranking-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cfg = SearchConfig { ranked_labels: 1, ..config(Strategy::Greedy, 1500) };
-        let fresh = || Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new() };
+        let fresh = fresh_ranking;
         let mut scorer = fresh();
         let whole = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap().run(None, None, &mut |_| {});
         let mut scorer = fresh();
@@ -1619,7 +1661,7 @@ mod tests {
         assert_eq!(timeless(resumed.unwrap().unwrap()), timeless(whole.unwrap().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
         // Off by default: never asked, nothing spent on it.
-        let mut scorer = Ranking { world: Planted { scored: 0, adversarial_validation: false }, asked: Vec::new() };
+        let mut scorer = fresh_ranking();
         let mut search = Search::new(EXAMPLE, config(Strategy::Greedy, 1500), space(), &mut scorer).unwrap();
         search.run(None, None, &mut |_| {}).unwrap().unwrap();
         let spent = search.state.spent;
