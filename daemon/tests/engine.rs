@@ -8,6 +8,7 @@ use candle_core::{Device, IndexOp, Tensor};
 use reprompt::engine::model::{Mode, Weights};
 use reprompt::engine::runtime::{GenerateParams, Runtime, RuntimeOptions, StopReason};
 use reprompt::engine::{ChatTurn, EngineError, store};
+use reprompt::optimize::labels::{FRAGMENT_FRAME, FRAGMENT_MASS, continuation_mass};
 
 fn model_path() -> PathBuf {
     if let Some(path) = std::env::var_os("REPROMPT_MODEL") {
@@ -254,4 +255,14 @@ fn next_token_distributions_agree_with_choice_scoring() {
     // Special tokens have no text; ordinary tokens decode to themselves.
     assert!(vocabulary.iter().any(String::is_empty));
     assert_eq!(rt.tokenize(" great").unwrap(), [id(" great") as u32]);
+    // Word fragments that are tokens of their own (ranked as label words in earlier runs)
+    // are told from whole words by what the model expects after them.
+    let words = ["apolog", "congrat", "ench", "luke", "great", "terrible", "optimism", "dislike", "bad", "good", "unclear"];
+    let frames: Vec<String> = words.iter().map(|w| format!("{FRAGMENT_FRAME} {w}")).collect();
+    let after = rt.next_token_logprobs(&frames).unwrap();
+    let fragment: Vec<bool> = after.iter().map(|row| continuation_mass(row, &vocabulary) > FRAGMENT_MASS).collect();
+    for w in words {
+        assert_eq!(rt.tokenize(&format!(" {w}")).unwrap().len(), 1, "{w} is one token");
+    }
+    assert_eq!(fragment, [true, true, true, true, false, false, false, false, false, false, false], "{words:?}");
 }

@@ -26,6 +26,13 @@ const DISCRIMINATION: f64 = 3.0;
 /// Most candidates per class.
 const MAX_PER_CLASS: usize = 16;
 
+/// After a word whose next token is at least this likely to go on with the same word
+/// (`apolog` → `ize`), the word is a fragment, not a label.
+pub const FRAGMENT_MASS: f64 = 0.5;
+/// What a candidate word is checked after ([`continuation_mass`]): a sentence it would end,
+/// with no example text in it.
+pub const FRAGMENT_FRAME: &str = "The answer is";
+
 /// Function words: likely anywhere, they separate classes only by chance on few examples.
 const FUNCTION_WORDS: &[&str] = &[
     "the", "and", "but", "for", "not", "this", "that", "these", "those", "with", "was", "were", "are", "has", "had",
@@ -44,6 +51,18 @@ pub fn label_word(token: &str, spaced: bool) -> Option<&str> {
     (word.len() >= 3 && word.chars().all(|c| c.is_ascii_lowercase()) && !FUNCTION_WORDS.contains(&word)).then_some(word)
 }
 
+/// The probability that the next token goes on with the word before it — a token that starts
+/// with a letter, no space — from a next-token distribution (log-probabilities by token id;
+/// `vocabulary[id]` the text of token `id`).
+pub fn continuation_mass(log_probs: &[f32], vocabulary: &[String]) -> f64 {
+    log_probs
+        .iter()
+        .zip(vocabulary)
+        .filter(|(_, t)| t.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+        .map(|(lp, _)| f64::from(lp.exp()))
+        .sum()
+}
+
 /// Candidates per class for `classes` classes: as many as keep the combinations within
 /// [`MAX_COMBINATIONS`]; `None` when even two per class would not (13 classes or more: the
 /// search over combinations does not scale to them).
@@ -57,7 +76,8 @@ fn per_class(classes: usize) -> Option<usize> {
 /// `spaced` says whether answers start with a space (see [`label_word`]). Returns up to
 /// `keep` sets, best first (training accuracy, then margin), none when a class has no
 /// example, the vocabulary offers too few words or there are too many classes
-/// ([`per_class`]). Words with a non-finite log-probability anywhere are left out.
+/// ([`per_class`]). Words with a non-finite log-probability anywhere are left out, and so
+/// are the words in `skip` (fragments, see [`continuation_mass`]).
 pub fn rank_label_sets(
     log_probs: &[Vec<f32>],
     gold: &[usize],
@@ -65,6 +85,7 @@ pub fn rank_label_sets(
     vocabulary: &[String],
     spaced: bool,
     keep: usize,
+    skip: &[String],
 ) -> Vec<RankedLabels> {
     if classes < 2 || log_probs.len() != gold.len() || gold.iter().any(|&g| g >= classes) {
         return Vec::new();
@@ -77,6 +98,7 @@ pub fn rank_label_sets(
         .iter()
         .enumerate()
         .filter_map(|(id, t)| label_word(t, spaced).map(|w| (id, w.to_string())))
+        .filter(|(_, w)| !skip.contains(w))
         .filter(|(id, _)| log_probs.iter().all(|lp| lp.get(*id).is_some_and(|v| v.is_finite())))
         .collect();
     // Mean log-probability of each word on each class's examples.
@@ -184,25 +206,39 @@ mod tests {
         let lp = |a: f32, b: f32| vec![-0.5, a, b, -0.1, -0.2];
         let log_probs = vec![lp(-2.0, -4.0), lp(-2.5, -3.0), lp(-4.0, -1.0), lp(-3.0, -3.5)];
         let gold = [0, 0, 1, 1];
-        let ranked = rank_label_sets(&log_probs, &gold, 2, &v, true, 3);
+        let ranked = rank_label_sets(&log_probs, &gold, 2, &v, true, 3, &[]);
         assert_eq!(ranked[0].words, ["bad", "good"]);
         assert_eq!(ranked[0].accuracy, 0.75);
         assert!(ranked.iter().all(|r| r.words[0] != r.words[1]), "{ranked:?}");
         assert!(ranked.iter().all(|r| !r.words.iter().any(|w| w == "xx1" || w.is_empty())), "{ranked:?}");
         assert!(ranked.windows(2).all(|w| w[0].accuracy >= w[1].accuracy));
+        // Nor is a word the caller found to be a fragment.
+        let with_fine = vocab(&[" the", " bad", " good", "", " xx1", " fine"]);
+        let lp_fine: Vec<Vec<f32>> = log_probs.iter().map(|lp| [lp.as_slice(), &[-3.0]].concat()).collect();
+        assert!(rank_label_sets(&lp_fine, &gold, 2, &with_fine, true, 3, &[]).iter().any(|r| r.words[0] == "bad"));
+        let skipped = rank_label_sets(&lp_fine, &gold, 2, &with_fine, true, 3, &["bad".to_string()]);
+        assert!(!skipped.is_empty() && skipped.iter().all(|r| !r.words.contains(&"bad".to_string())), "{skipped:?}");
         // A word whose log-probability is missing or not finite is never offered.
         let mut holes = log_probs.clone();
         holes[0][2] = f32::NEG_INFINITY;
-        assert!(rank_label_sets(&holes, &gold, 2, &v, true, 3).iter().all(|r| r.words[1] != "good"));
+        assert!(rank_label_sets(&holes, &gold, 2, &v, true, 3, &[]).iter().all(|r| r.words[1] != "good"));
         let short: Vec<Vec<f32>> = log_probs.iter().map(|lp| lp[..2].to_vec()).collect();
-        assert!(rank_label_sets(&short, &gold, 2, &v, true, 3).is_empty(), "only one word left");
+        assert!(rank_label_sets(&short, &gold, 2, &v, true, 3, &[]).is_empty(), "only one word left");
         // Too many classes to search their combinations: none.
         let many: Vec<usize> = (0..13).collect();
         let flat: Vec<Vec<f32>> = many.iter().map(|_| vec![-1.0; 5]).collect();
-        assert!(rank_label_sets(&flat, &many, 13, &v, true, 3).is_empty());
+        assert!(rank_label_sets(&flat, &many, 13, &v, true, 3, &[]).is_empty());
         // Unspaced answers see none of these tokens; a class without examples gives nothing.
-        assert!(rank_label_sets(&log_probs, &gold, 2, &v, false, 3).is_empty());
-        assert!(rank_label_sets(&log_probs, &[0, 0, 0, 0], 2, &v, true, 3).is_empty());
+        assert!(rank_label_sets(&log_probs, &gold, 2, &v, false, 3, &[]).is_empty());
+        assert!(rank_label_sets(&log_probs, &[0, 0, 0, 0], 2, &v, true, 3, &[]).is_empty());
+    }
+
+    #[test]
+    fn continuation_is_the_mass_of_tokens_that_go_on_with_the_word() {
+        let v = vocab(&["ize", " great", ".", "ies", "", "\n", "Apolog"]);
+        let lp: Vec<f32> = [0.5f32, 0.1, 0.05, 0.2, 0.05, 0.05, 0.05].iter().map(|p| p.ln()).collect();
+        assert!((continuation_mass(&lp, &v) - 0.75).abs() < 1e-6);
+        assert_eq!(continuation_mass(&lp[..2], &v), f64::from(0.5f32.ln().exp()));
     }
 
     #[test]
@@ -223,7 +259,7 @@ mod tests {
                 gold.push(c);
             }
         }
-        let ranked = rank_label_sets(&log_probs, &gold, 4, &v, false, 5);
+        let ranked = rank_label_sets(&log_probs, &gold, 4, &v, false, 5, &[]);
         assert_eq!(ranked[0].words, ["world", "sports", "business", "tech"]);
         assert_eq!(ranked[0].accuracy, 1.0);
         // The function word "the" is likely everywhere but never a label.

@@ -2,7 +2,7 @@
 //! prompt's own splits with the task model, features from the model's mean-pooled hidden
 //! states, and paraphrases of instruction sentences sampled from the model.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use reprompt_protocol::dataset::Dataset;
@@ -10,7 +10,7 @@ use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 
 use super::edits::DemoSource;
-use super::labels::{RankedLabels, label_word, rank_label_sets};
+use super::labels::{FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, continuation_mass, label_word, rank_label_sets};
 use super::search::{Outcome, Scorer};
 use super::{OptimizeError, Result};
 use crate::engine::{ChatTurn, GenerateParams};
@@ -159,8 +159,42 @@ impl<'e> ModelScorer<'e> {
             }
         }
         let vocabulary: Vec<String> = columns.iter().map(|&id| self.vocabulary[id].clone()).collect();
-        let sets = rank_label_sets(&log_probs, &gold, prepared.labels.len(), &vocabulary, true, keep);
-        Ok(Some(LabelRanking { sets, cue_added }))
+        let classes = prepared.labels.len();
+        // Word fragments (`apolog`, `congrat`) are tokens too; each word of the sets is
+        // checked once, and sets are ranked again without the fragments found.
+        let mut fragments: Vec<String> = Vec::new();
+        let mut checked: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let sets = rank_label_sets(&log_probs, &gold, classes, &vocabulary, true, keep, &fragments);
+            let new: BTreeSet<String> =
+                sets.iter().flat_map(|s| s.words.iter()).filter(|w| !checked.contains(*w)).cloned().collect();
+            if new.is_empty() {
+                return Ok(Some(LabelRanking { sets, cue_added }));
+            }
+            for (word, is) in new.iter().zip(self.fragments(&new)?) {
+                if is {
+                    fragments.push(word.clone());
+                }
+            }
+            checked.extend(new);
+        }
+    }
+
+    /// Which of `words` are fragments of longer words to the task model: after
+    /// [`FRAGMENT_FRAME`] and the word, its next token most likely goes on with the word
+    /// ([`continuation_mass`] above [`FRAGMENT_MASS`]).
+    pub fn fragments<'w>(&mut self, words: impl IntoIterator<Item = &'w String>) -> Result<Vec<bool>> {
+        if self.vocabulary.is_empty() {
+            self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
+        }
+        let frames: Vec<String> = words.into_iter().map(|w| format!("{FRAGMENT_FRAME} {w}")).collect();
+        let mut out = Vec::with_capacity(frames.len());
+        for chunk in frames.chunks(32) {
+            for row in self.evaluator.engine.next_token_logprobs(chunk.to_vec()).map_err(failed)? {
+                out.push(continuation_mass(&row, &self.vocabulary) > FRAGMENT_MASS);
+            }
+        }
+        Ok(out)
     }
 
     fn split(&self, split: Split) -> &Dataset {
