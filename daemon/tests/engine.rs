@@ -257,7 +257,8 @@ fn next_token_distributions_agree_with_choice_scoring() {
     assert_eq!(rt.tokenize(" great").unwrap(), [id(" great") as u32]);
     // Word fragments that are tokens of their own (ranked as label words in earlier runs)
     // are told from whole words by what the model expects after them.
-    let words = ["apolog", "congrat", "ench", "luke", "great", "terrible", "optimism", "dislike", "bad", "good", "unclear"];
+    let words =
+        ["apolog", "congrat", "ench", "luke", "great", "terrible", "optimism", "dislike", "bad", "good", "unclear"];
     let frames: Vec<String> = words.iter().map(|w| format!("{FRAGMENT_FRAME} {w}")).collect();
     let after = rt.next_token_logprobs(&frames).unwrap();
     let fragment: Vec<bool> = after.iter().map(|row| continuation_mass(row, &vocabulary) > FRAGMENT_MASS).collect();

@@ -47,6 +47,10 @@ pub enum Edit {
     Stop,
     /// A plain completion prompt: plain text, no role markers, ending with this answer cue.
     Completion(String),
+    /// A bare completion prompt (LM-BFF's templates): a [`Edit::Completion`] with every
+    /// instruction sentence outside the demonstrations deleted, so only the example's lines
+    /// (`Review: {{sentence}}`), any demonstrations and this cue are left.
+    Bare(String),
 }
 
 impl Edit {
@@ -65,7 +69,9 @@ impl Edit {
             Edit::RemoveDemo(_) => 9,
             Edit::ReplaceDemo { .. } => 10,
             Edit::Stop => 11,
-            Edit::Completion(_) => 12,
+            // A leaner completion prompt: the same kind of edit to the policy and the replay
+            // (its description tells the two apart).
+            Edit::Completion(_) | Edit::Bare(_) => 12,
         }
     }
 
@@ -93,6 +99,7 @@ impl Edit {
             ),
             Edit::Stop => "stop".into(),
             Edit::Completion(cue) => format!("plain completion prompt ending in \"{cue}\""),
+            Edit::Bare(cue) => format!("bare completion prompt: the example's lines and \"{cue}\""),
         }
     }
 }
@@ -163,6 +170,11 @@ pub struct EditSpace {
     pub max_demos: usize,
     /// Demonstrations offered per state (a seeded sample of the pool).
     pub demo_offers: usize,
+    /// Offer [`Edit::Bare`]. A bare prompt needs label words chosen for it (on SST-2
+    /// development splits bare prompts kept the author's words and scored at chance), so
+    /// the search offers it only where the model ranks label words.
+    #[serde(default)]
+    pub bare: bool,
 }
 
 impl EditSpace {
@@ -176,6 +188,7 @@ impl EditSpace {
             paraphrases: BTreeMap::new(),
             max_demos: 4,
             demo_offers: 3,
+            bare: false,
         }
     }
 }
@@ -464,7 +477,70 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             }
             Ok(edits)
         }
+        Edit::Bare(cue) => {
+            let deletions = instruction_deletions(doc, space);
+            if deletions.is_empty() {
+                return Err(not("the prompt has no instruction sentences to leave out"));
+            }
+            let mut edits = match text_edits(doc, &Edit::Completion(cue.clone()), space) {
+                Ok(edits) => edits,
+                Err(EditError::NotApplicable(_)) => match text_edits(doc, &Edit::AnswerCue(cue.clone()), space) {
+                    Ok(edits) => edits,
+                    Err(EditError::NotApplicable(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
+            edits.extend(deletions.into_iter().map(|span| TextEdit { span, replacement: String::new() }));
+            Ok(edits)
+        }
     }
+}
+
+/// What [`Edit::Bare`] deletes: every prose sentence outside the demonstrations — a line of
+/// nothing but such sentences as a whole line, one that shares its line with other text with
+/// the spaces between them — merged into disjoint spans. The last line of the template goes with
+/// the line break before it, so an answer cue can still be added after it.
+fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
+    let demos = find_demos(doc, space);
+    let prose: Vec<Span> = sentences(doc)
+        .into_iter()
+        .filter(|s| !demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start))
+        .collect();
+    let source = &doc.source;
+    let body_end = doc.body_span.start + source[doc.body_span.start..doc.body_span.end].trim_end().len();
+    let mut spans: Vec<Span> = Vec::new();
+    for sentence in &prose {
+        let line_start = source[..sentence.start].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
+        let line_end = source[sentence.end..].find('\n').map_or(source.len(), |i| sentence.end + i);
+        let mut rest = source[line_start..line_end].to_string();
+        for other in prose.iter().filter(|o| o.start >= line_start && o.end <= line_end) {
+            rest.replace_range(other.start - line_start..other.end - line_start, &" ".repeat(other.end - other.start));
+        }
+        let span = if !rest.trim().is_empty() {
+            let before = source[line_start..sentence.start].trim_end_matches([' ', '\t']).len();
+            if before == 0 {
+                let after = source[sentence.end..line_end].len() - source[sentence.end..line_end].trim_start().len();
+                Span::new(sentence.start, sentence.end + after)
+            } else {
+                Span::new(line_start + before, sentence.end)
+            }
+        } else if line_end < body_end || line_start == doc.body_span.start {
+            Span::new(line_start, (line_end + 1).min(source.len()))
+        } else {
+            Span::new(line_start - 1, line_end)
+        };
+        spans.push(span);
+    }
+    spans.sort_by_key(|s| (s.start, s.end));
+    let mut merged: Vec<Span> = Vec::new();
+    for span in spans {
+        match merged.last_mut() {
+            Some(last) if span.start <= last.end => last.end = last.end.max(span.end),
+            _ => merged.push(span),
+        }
+    }
+    merged
 }
 
 /// The `{{role …}}` mustaches of the template.
@@ -639,6 +715,9 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
     if doc.settings.format == Format::Chat || !role_markers(doc).is_empty() {
         edits.extend(space.cues.iter().map(|c| Edit::Completion(c.clone())));
     }
+    if space.bare && !prose.is_empty() {
+        edits.extend(space.cues.iter().map(|c| Edit::Bare(c.clone())));
+    }
     edits.extend(space.cues.iter().map(|c| Edit::AnswerCue(c.clone())));
     edits.extend(prose.iter().copied().map(Edit::DeleteSentence));
     edits.extend(prose.windows(2).map(|w| Edit::SwapSentences(w[0], w[1])));
@@ -770,6 +849,49 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_completion_keeps_only_the_example_lines_demonstrations_and_the_cue() {
+        let space = space();
+        let front = |text: &str| text[..parse(text, None).body_span.start].to_string();
+        let body = |text: &str| text[parse(text, None).body_span.start..].to_string();
+        // The example (chat, instructions around the input line): roles and sentences go.
+        let bare = apply_checked(&doc(), &Edit::Bare("Sentiment:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Review: {{sentence}}\nSentiment:\n");
+        assert_eq!(parse(&bare, None).settings.format, Format::Plain);
+        assert_eq!(front(&bare), front(&apply_checked(&doc(), &Edit::Format(Format::Plain), &space).unwrap()));
+        // A plain prompt ending in a cue: the cue is replaced, the demonstration stays.
+        let plain = "---\nreprompt.format: plain\nreprompt.labels: [terrible, great]\n---\nBe brief. Think.\n\
+                     Review: a joy to watch \\{{ even twice }} .\nAnswer: great\n\nReview: {{sentence}}\n\
+                     Answer with one word.\nAnswer:\n";
+        let doc = parse(plain, None);
+        assert_eq!(find_demos(&doc, &space).len(), 1);
+        let bare = apply_checked(&doc, &Edit::Bare("Sentiment:".into()), &space).unwrap();
+        assert_eq!(
+            body(&bare),
+            "Review: a joy to watch \\{{ even twice }} .\nAnswer: great\n\nReview: {{sentence}}\nSentiment:\n"
+        );
+        // Same cue: only the sentences go. With nothing left to delete it is no edit.
+        let same = apply_checked(&doc, &Edit::Bare("Answer:".into()), &space).unwrap();
+        assert!(same.ends_with("Review: {{sentence}}\nAnswer:\n"), "{same}");
+        let err = apply_checked(&parse(&same, None), &Edit::Bare("Answer:".into()), &space);
+        assert!(matches!(err, Err(EditError::NotApplicable(_))), "{err:?}");
+        assert!(!candidates(&doc, &space, &mut Rng::new(1)).iter().any(|e| matches!(e, Edit::Bare(_))), "off");
+        let space = EditSpace { bare: true, ..space };
+        assert!(!candidates(&parse(&same, None), &space, &mut Rng::new(1)).iter().any(|e| matches!(e, Edit::Bare(_))));
+        assert!(candidates(&doc, &space, &mut Rng::new(1)).contains(&Edit::Bare("Sentiment:".into())));
+        // A last line of sentences goes with the line break before it, so the cue follows the
+        // input line.
+        let last = "---\nreprompt.format: plain\n---\nText: {{x}}\nIs it good? Say yes or no.\n";
+        let bare = apply_checked(&parse(last, None), &Edit::Bare("Answer:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Text: {{x}}\nAnswer:\n");
+        // A sentence sharing the input's line goes with the spaces after it (text after a
+        // variable continues the variable's sentence and stays).
+        let mixed = "---\nreprompt.format: plain\n---\nBe brief.\nClassify it.  Text: {{x}} ?\nAnswer:\n";
+        let bare = apply_checked(&parse(mixed, None), &Edit::Bare("Answer:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Text: {{x}} ?\nAnswer:\n");
+        assert_eq!(Edit::Bare("Answer:".into()).kind(), Edit::Completion("Answer:".into()).kind());
+    }
+
+    #[test]
     fn demonstrations_are_added_found_relabelled_and_removed() {
         let space = space();
         let doc = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
@@ -833,6 +955,7 @@ mod tests {
             answer: Some("2 + 2 = 4\n#### 4".into()),
         });
         space.paraphrases.insert("Answer with one word.".into(), vec!["Reply with a single word.".into()]);
+        space.bare = true;
         for (p, prompt) in prompts.iter().enumerate() {
             let names = variables(&parse(prompt, None));
             for seed in 0..40 {

@@ -14,7 +14,7 @@ use reprompt_protocol::hash::sha256_hex;
 use reprompt_protocol::{PromptDocument, parse};
 use serde::{Deserialize, Serialize};
 
-use super::edits::{self, Edit, EditSpace, find_demos};
+use super::edits::{self, Edit, EditSpace, apply_checked, find_demos};
 use super::{OptimizeError, PolicyDims, PolicyNet, PolicySnapshot, Ppo, PpoConfig, Result, Rng, Transition};
 use crate::eval::Split;
 use crate::eval::stats::{self, Interval};
@@ -100,9 +100,11 @@ pub struct SearchConfig {
     /// Paraphrases asked of the task model per instruction sentence (0 turns them off).
     pub paraphrases: usize,
     /// Label-word sets kept per ranking by the task model on the training split
-    /// ([`Scorer::rank_labels`]), ranked whenever the best prompt so far (the author's at the
-    /// start) puts the answer after a new cue ([`answer_context`]), at most [`MAX_RANKINGS`]
-    /// times. 0 (the default) turns it off.
+    /// ([`Scorer::rank_labels`]): first at the bare prompt with the cue the author's words
+    /// name (`Search::rank_templates`), then whenever the best prompt so far puts the answer
+    /// after a new cue ([`answer_context`]), at most [`MAX_RANKINGS`] times; with it the edit
+    /// space offers bare completion prompts. 4 by default; 0 turns it all off (and is what a
+    /// checkpoint from before it existed reads as).
     #[serde(default)]
     pub ranked_labels: usize,
     pub ppo: PpoConfig,
@@ -145,7 +147,7 @@ impl Default for SearchConfig {
             elite_start: 0.5,
             anchor_every: 3,
             paraphrases: 2,
-            ranked_labels: 0,
+            ranked_labels: 4,
             ppo: PpoConfig { epochs: 4, minibatch_size: 16, entropy_coef: 0.02, ..PpoConfig::default() },
             replay_bonus: 2.0,
             warm_start: None,
@@ -297,9 +299,12 @@ pub struct SearchState {
     /// The answer contexts ([`answer_context`]) labels were ranked at or found unrankable.
     #[serde(default)]
     pub ranked_at: Vec<String>,
-    /// Rankings made (each cost the training split).
+    /// Rankings made at the best prompt so far (each cost the training split).
     #[serde(default)]
     pub rankings: usize,
+    /// Whether the answer cues were tried with ranked label words ([`Search::rank_templates`]).
+    #[serde(default)]
+    pub templates_ranked: bool,
 }
 
 /// A prompt the gate validated.
@@ -400,6 +405,15 @@ fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
     add_sets(&mut space.label_sets, sets);
 }
 
+/// The cue the author's own words name: the last of `cues` (they go from generic to
+/// specific: `Answer:` … `Sentiment:`, `Topic:`) whose word the prompt's template uses, whole
+/// word, any case (`Sentiment:` for "…the sentiment of movie reviews. Answer with one word.").
+pub fn named_cue(doc: &PromptDocument, cues: &[String]) -> Option<String> {
+    let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().to_lowercase();
+    let words: std::collections::HashSet<&str> = body.split(|c: char| !c.is_alphanumeric()).collect();
+    cues.iter().rev().find(|c| words.contains(c.trim_end_matches(':').to_lowercase().as_str())).cloned()
+}
+
 /// Where a prompt's answer goes, as a key: its format and the last line of the template
 /// (the cue or question the answer follows), lower-cased, with its label words blanked out
 /// (relabelling or editing the instructions above is no new context).
@@ -454,6 +468,7 @@ impl<'a> Search<'a> {
             ranked_labels: Vec::new(),
             ranked_at: Vec::new(),
             rankings: 0,
+            templates_ranked: false,
             config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
@@ -494,6 +509,7 @@ impl<'a> Search<'a> {
 
     fn from_state(state: SearchState, mut space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
         space.paraphrases = state.paraphrases.clone();
+        space.bare = state.config.ranked_labels > 0;
         add_label_sets(&mut space, &state.ranked_labels);
         let rng = Rng::from_state(state.rng);
         Ok(Self {
@@ -745,6 +761,49 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
+    /// With ranked labels on, once at the start: the author's prompt as a bare completion
+    /// prompt (LM-BFF's template: the example's lines and a cue; a plain completion where
+    /// there are no sentences to leave out) ending in the answer cue the author's own words
+    /// name (`Sentiment:` for a prompt about "the sentiment of movie reviews"), label words
+    /// ranked there, and that prompt with the best set scored on all of train, where it
+    /// competes like every prompt found; its sets join the edit space. Costs two trains; not
+    /// made when no cue is named or the budget cannot pay for it.
+    fn rank_templates(&mut self) -> Result<()> {
+        let keep = self.state.config.ranked_labels;
+        let n = self.scorer.split_len(Split::Train);
+        if keep == 0 || self.state.templates_ranked || self.search_budget_left() < 2 * n {
+            return Ok(());
+        }
+        self.state.templates_ranked = true;
+        let original = self.state.original.clone();
+        let doc = self.doc(&original).clone();
+        let Some(cue) = named_cue(&doc, &self.space.cues) else { return Ok(()) };
+        let edited = [Edit::Bare(cue.clone()), Edit::Completion(cue.clone()), Edit::AnswerCue(cue)]
+            .into_iter()
+            .find_map(|e| apply_checked(&doc, &e, &self.space).ok().map(|text| (e, text)));
+        let Some((edit, text)) = edited else { return Ok(()) };
+        let context = answer_context(self.doc(&text));
+        self.state.ranked_at.push(context);
+        let Some(mut sets) = self.scorer.rank_labels(&text, keep)? else { return Ok(()) };
+        self.state.spent += n;
+        sets.truncate(keep);
+        let Some(first) = sets.first().cloned() else { return Ok(()) };
+        add_label_sets(&mut self.space, &sets);
+        add_sets(&mut self.state.ranked_labels, &sets);
+        let cued = self.doc(&text).clone();
+        let labels = Edit::Labels(first);
+        let described = edit.describe(&doc.source);
+        let (text, lineage) = match apply_checked(&cued, &labels, &self.space) {
+            Ok(relabelled) => (relabelled, vec![described, labels.describe(&cued.source)]),
+            Err(_) => (text, vec![described]),
+        };
+        let k = self.record(&text, lineage);
+        let all: Vec<usize> = (0..n).collect();
+        let limit = self.search_budget_left();
+        self.scores(&k, Split::Train, &all, limit)?;
+        Ok(())
+    }
+
     /// Fills in paraphrases of the prompt's instruction sentences (once per sentence).
     fn ensure_paraphrases(&mut self, text: &str) -> Result<()> {
         if self.state.config.paraphrases == 0 {
@@ -812,6 +871,7 @@ impl<'a> Search<'a> {
             let limit = self.search_budget_left();
             self.scores(&k, Split::Train, &all, limit)?;
         }
+        self.rank_templates()?;
         self.ensure_ranked_labels()?;
         while !self.state.done {
             if stop_after.is_some_and(|n| iterations >= n) {
@@ -1602,12 +1662,24 @@ mod tests {
             let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
             let state = search.state.clone();
             drop(search);
-            // Every ranking costs the train split and is counted; the budget holds.
+            // Every ranking costs the train split and is counted; the budget holds. First the
+            // bare prompt with the cue the author's words name, then at most MAX_RANKINGS new
+            // contexts of the best prompt.
             let rankings = scorer.asked.len();
-            assert!((1..=MAX_RANKINGS).contains(&rankings), "{strategy:?}: {rankings}");
+            assert!((1..=1 + MAX_RANKINGS).contains(&rankings), "{strategy:?}: {rankings}");
             assert_eq!(state.spent, scorer.world.scored + rankings * 24);
             assert!(state.spent <= 1500);
-            assert_eq!(state.rankings, rankings);
+            assert_eq!(state.rankings + 1, rankings);
+            assert!(state.templates_ranked);
+            // The bare prompt with the best set, scored on all of train before the search
+            // began.
+            let lineage =
+                [r#"bare completion prompt: the example's lines and "Sentiment:""#, "label words dreadful / superb"];
+            let template =
+                state.records.values().find(|r| r.lineage == lineage).expect("the template winner is recorded");
+            assert!(template.text.ends_with("---\nReview: {{sentence}}\nSentiment:\n"), "{}", template.text);
+            assert!(template.train.iter().all(Option::is_some));
+            assert_eq!(template.found_at, 24 + 24);
             // Only at prompts whose answer follows a cue, each cue once; a refusal is free
             // and not asked again.
             let context = |t: &String| answer_context(&parse(t, None));
@@ -1634,6 +1706,7 @@ mod tests {
             let mut scorer = fresh_ranking();
             let cfg = SearchConfig { ranked_labels: 2, ..config(Strategy::Greedy, 1500) };
             let mut search = Search::new(text, cfg, space(), &mut scorer).unwrap();
+            assert!(search.space.bare, "bare prompts come with ranked labels");
             search.ensure_ranked_labels().unwrap();
             search.ensure_ranked_labels().unwrap();
             let (spent, rankings, at) = (search.state.spent, search.state.rankings, search.state.ranked_at.clone());
@@ -1660,14 +1733,30 @@ mod tests {
         let timeless = |r: SearchResult| SearchResult { seconds: 0.0, ..r };
         assert_eq!(timeless(resumed.unwrap().unwrap()), timeless(whole.unwrap().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
-        // Off by default: never asked, nothing spent on it.
+        // On by default (4 sets); 0 turns it off: never asked, nothing spent on it.
+        assert_eq!(SearchConfig::default().ranked_labels, 4);
         let mut scorer = fresh_ranking();
-        let mut search = Search::new(EXAMPLE, config(Strategy::Greedy, 1500), space(), &mut scorer).unwrap();
+        let off = SearchConfig { ranked_labels: 0, ..config(Strategy::Greedy, 1500) };
+        let mut search = Search::new(EXAMPLE, off, space(), &mut scorer).unwrap();
+        assert!(!search.space.bare);
         search.run(None, None, &mut |_| {}).unwrap().unwrap();
         let spent = search.state.spent;
         drop(search);
         assert!(scorer.asked.is_empty());
         assert_eq!(spent, scorer.world.scored);
+    }
+
+    #[test]
+    fn the_named_cue_is_the_most_specific_one_the_prompt_uses() {
+        let cues: Vec<String> = edits::CUES.iter().map(|c| c.to_string()).collect();
+        assert_eq!(named_cue(&parse(EXAMPLE, None), &cues).as_deref(), Some("Sentiment:"));
+        let news = "---\nreprompt.labels: [a, b]\n---\nWhat is the TOPIC of this article?\n{{text}}\nAnswer:\n";
+        assert_eq!(named_cue(&parse(news, None), &cues).as_deref(), Some("Topic:"));
+        let plain = "---\nreprompt.labels: [a, b]\n---\nIs this good? Reply yes or no.\n{{text}}\n";
+        assert_eq!(named_cue(&parse(plain, None), &cues), None);
+        // Front matter does not count, nor do parts of words.
+        let front = "---\nname: sentiment\nreprompt.labels: [a, b]\n---\nSentimental? {{text}}\n";
+        assert_eq!(named_cue(&parse(front, None), &cues), None);
     }
 
     #[test]
