@@ -478,20 +478,34 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             Ok(edits)
         }
         Edit::Bare(cue) => {
-            let deletions = instruction_deletions(doc, space);
-            if deletions.is_empty() {
+            if cue.contains(['\n', '\r']) || cue.contains("{{") || cue.trim().is_empty() {
+                return Err(not("a cue is one line of plain text"));
+            }
+            let sentences = instruction_deletions(doc, space);
+            if sentences.is_empty() {
                 return Err(not("the prompt has no instruction sentences to leave out"));
             }
-            let mut edits = match text_edits(doc, &Edit::Completion(cue.clone()), space) {
+            // The layout and cue edits of a plain completion (or just the cue, on a plain
+            // prompt; none when it already ends with this cue).
+            let structure = match text_edits(doc, &Edit::Completion(cue.clone()), space) {
                 Ok(edits) => edits,
-                Err(EditError::NotApplicable(_)) => match text_edits(doc, &Edit::AnswerCue(cue.clone()), space) {
-                    Ok(edits) => edits,
-                    Err(EditError::NotApplicable(_)) => Vec::new(),
-                    Err(e) => return Err(e),
-                },
+                Err(EditError::NotApplicable(_)) => {
+                    text_edits(doc, &Edit::AnswerCue(cue.clone()), space).unwrap_or_default()
+                }
                 Err(e) => return Err(e),
             };
-            edits.extend(deletions.into_iter().map(|span| TextEdit { span, replacement: String::new() }));
+            let (mut deletions, others): (Vec<TextEdit>, Vec<TextEdit>) =
+                structure.into_iter().partition(|e| e.replacement.is_empty() && e.span.end > e.span.start);
+            // A sentence on the cue line goes with the line the new cue replaces.
+            let replaced: Vec<Span> = others.iter().map(|e| e.span).filter(|s| s.end > s.start).collect();
+            deletions.extend(
+                sentences
+                    .into_iter()
+                    .filter(|s| !replaced.iter().any(|r| s.start < r.end && r.start < s.end))
+                    .map(|span| TextEdit { span, replacement: String::new() }),
+            );
+            let mut edits = others;
+            edits.extend(merged_deletions(doc, deletions.into_iter().map(|e| e.span).collect()));
             Ok(edits)
         }
     }
@@ -499,8 +513,8 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
 
 /// What [`Edit::Bare`] deletes: every prose sentence outside the demonstrations — a line of
 /// nothing but such sentences as a whole line, one that shares its line with other text with
-/// the spaces between them — merged into disjoint spans. The last line of the template goes with
-/// the line break before it, so an answer cue can still be added after it.
+/// the spaces between them. Sentences on lines that open with a field name (`Review: I loved
+/// it.`, the author's own examples) are content, not instructions, and stay.
 fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
     let demos = find_demos(doc, space);
     let prose: Vec<Span> = sentences(doc)
@@ -508,16 +522,29 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
         .filter(|s| !demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start))
         .collect();
     let source = &doc.source;
-    let body_end = doc.body_span.start + source[doc.body_span.start..doc.body_span.end].trim_end().len();
+    let line_of = |at: usize| {
+        let start = source[..at].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
+        let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
+        (start, end)
+    };
+    let fielded = |line: &str| {
+        line.trim_start().split_once(": ").is_some_and(|(name, _)| {
+            !name.is_empty() && name.len() <= 24 && name.chars().all(|c| c.is_alphabetic() || c == ' ')
+        })
+    };
     let mut spans: Vec<Span> = Vec::new();
     for sentence in &prose {
-        let line_start = source[..sentence.start].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
-        let line_end = source[sentence.end..].find('\n').map_or(source.len(), |i| sentence.end + i);
+        let (line_start, line_end) = line_of(sentence.start);
+        if fielded(&source[line_start..line_end]) {
+            continue;
+        }
         let mut rest = source[line_start..line_end].to_string();
         for other in prose.iter().filter(|o| o.start >= line_start && o.end <= line_end) {
             rest.replace_range(other.start - line_start..other.end - line_start, &" ".repeat(other.end - other.start));
         }
-        let span = if !rest.trim().is_empty() {
+        spans.push(if rest.trim().is_empty() {
+            Span::new(line_start, (line_end + 1).min(source.len()))
+        } else {
             let before = source[line_start..sentence.start].trim_end_matches([' ', '\t']).len();
             if before == 0 {
                 let after = source[sentence.end..line_end].len() - source[sentence.end..line_end].trim_start().len();
@@ -525,13 +552,19 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
             } else {
                 Span::new(line_start + before, sentence.end)
             }
-        } else if line_end < body_end || line_start == doc.body_span.start {
-            Span::new(line_start, (line_end + 1).min(source.len()))
-        } else {
-            Span::new(line_start - 1, line_end)
-        };
-        spans.push(span);
+        });
     }
+    spans
+}
+
+/// Deletions as disjoint text edits: overlapping or touching spans merged, and a span that
+/// reaches the end of the template's text ends there instead, taking the line break before
+/// it, so the line endings after it stay and an answer cue inserted at the end of the text
+/// (`AnswerCue`) follows the line before.
+fn merged_deletions(doc: &PromptDocument, mut spans: Vec<Span>) -> Vec<TextEdit> {
+    let source = &doc.source;
+    let body_start = doc.body_span.start;
+    let body_end = body_start + source[body_start..doc.body_span.end].trim_end().len();
     spans.sort_by_key(|s| (s.start, s.end));
     let mut merged: Vec<Span> = Vec::new();
     for span in spans {
@@ -540,7 +573,15 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
             _ => merged.push(span),
         }
     }
-    merged
+    for span in &mut merged {
+        if span.end > body_end && span.start < body_end {
+            span.end = body_end;
+            if span.start > body_start && source[..span.start].ends_with('\n') {
+                span.start -= 1;
+            }
+        }
+    }
+    merged.into_iter().map(|span| TextEdit { span, replacement: String::new() }).collect()
 }
 
 /// The `{{role …}}` mustaches of the template.
@@ -888,6 +929,30 @@ mod tests {
         let mixed = "---\nreprompt.format: plain\n---\nBe brief.\nClassify it.  Text: {{x}} ?\nAnswer:\n";
         let bare = apply_checked(&parse(mixed, None), &Edit::Bare("Answer:".into()), &space).unwrap();
         assert_eq!(body(&bare), "Text: {{x}} ?\nAnswer:\n");
+        // Several instruction lines at the end go without leaving a blank line; CRLF files
+        // keep their line endings and still get the cue.
+        let trailing = "---\nreprompt.format: plain\n---\nText: {{x}}\nBe brief.\nSay yes or no.\n";
+        let bare = apply_checked(&parse(trailing, None), &Edit::Bare("Answer:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Text: {{x}}\nAnswer:\n");
+        let crlf = "---\r\nreprompt.format: plain\r\n---\r\nText: {{x}}\r\nSay yes or no.\r\n";
+        let bare = apply_checked(&parse(crlf, None), &Edit::Bare("Answer:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Text: {{x}}\r\nAnswer:\r\n");
+        // The last instructions right after a role marker go too, and a sentence on the cue
+        // line goes with the cue it replaces.
+        let roles = "---\nreprompt.labels: [terrible, great]\n---\n{{role \"system\"}}\nReview: {{sentence}}\n\
+                     {{role \"user\"}}\nIs it great or terrible? Answer with one word.\n";
+        let bare = apply_checked(&parse(roles, None), &Edit::Bare("Sentiment:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Review: {{sentence}}\nSentiment:\n");
+        let cue_line = "---\nreprompt.format: plain\n---\nBe brief.\nText: {{x}}\nAnswer with one word. Sentiment:\n";
+        let bare = apply_checked(&parse(cue_line, None), &Edit::Bare("Answer:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Text: {{x}}\nAnswer:\n");
+        // The author's own examples (lines opening with a field name) are not instructions.
+        let own = "---\nreprompt.format: plain\n---\nBe brief.\nReview: I loved it.\nSentiment: great\n\n\
+                   Review: {{x}}\nSentiment:\n";
+        let bare = apply_checked(&parse(own, None), &Edit::Bare("Sentiment:".into()), &space).unwrap();
+        assert_eq!(body(&bare), "Review: I loved it.\nSentiment: great\n\nReview: {{x}}\nSentiment:\n");
+        let err = apply_checked(&parse(own, None), &Edit::Bare("Two\nlines:".into()), &space);
+        assert!(matches!(err, Err(EditError::NotApplicable(_))), "{err:?}");
         assert_eq!(Edit::Bare("Answer:".into()).kind(), Edit::Completion("Answer:".into()).kind());
     }
 

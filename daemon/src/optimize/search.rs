@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use reprompt_protocol::hash::sha256_hex;
+use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,8 @@ pub trait Scorer {
     /// first, at most `keep` ([`super::labels`]); `None` when the scorer cannot rank labels
     /// for this prompt (the default; also when its answer does not follow a word, as at the
     /// start of a chat turn). Ranking costs one evaluation per training example; a `None`
-    /// costs nothing.
+    /// costs nothing (nor do checks of the words alone, without examples, such as the
+    /// model scorer's fragment test).
     fn rank_labels(&mut self, _text: &str, _keep: usize) -> Result<Option<Vec<Vec<String>>>> {
         Ok(None)
     }
@@ -371,7 +373,8 @@ pub struct Search<'a> {
 const STATE_FILE: &str = "search.json";
 const PPO_DIR: &str = "ppo";
 const ANCHOR_FILE: &str = "anchor.safetensors";
-/// Most label rankings per run ([`SearchConfig::ranked_labels`]).
+/// Most label rankings per run at the best prompt so far ([`SearchConfig::ranked_labels`]),
+/// besides the one at the start (`Search::rank_templates`).
 pub const MAX_RANKINGS: usize = 4;
 /// Extra state features: step fraction, minibatch signal and score of the current prompt.
 const STATE_EXTRA: usize = 3;
@@ -509,7 +512,11 @@ impl<'a> Search<'a> {
 
     fn from_state(state: SearchState, mut space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
         space.paraphrases = state.paraphrases.clone();
-        space.bare = state.config.ranked_labels > 0;
+        // Bare prompts only for classification with label words (a generation prompt's
+        // instructions say how to answer; there are no words to rank for it).
+        let settings = parse(&state.original, None).settings;
+        let classifies = settings.labels.is_some() && settings.task.is_none_or(|t| t == Task::Classify);
+        space.bare = state.config.ranked_labels > 0 && classifies;
         add_label_sets(&mut space, &state.ranked_labels);
         let rng = Rng::from_state(state.rng);
         Ok(Self {
@@ -1705,8 +1712,13 @@ mod tests {
         for (text, ranked) in [(&chat, false), (&plain, true)] {
             let mut scorer = fresh_ranking();
             let cfg = SearchConfig { ranked_labels: 2, ..config(Strategy::Greedy, 1500) };
-            let mut search = Search::new(text, cfg, space(), &mut scorer).unwrap();
+            let mut search = Search::new(text, cfg.clone(), space(), &mut scorer).unwrap();
             assert!(search.space.bare, "bare prompts come with ranked labels");
+            let gsm8k = include_str!("../../../examples/gsm8k/gsm8k.prompt");
+            let mut other = fresh_ranking();
+            let generation = Search::new(gsm8k, cfg.clone(), space(), &mut other).unwrap();
+            assert!(!generation.space.bare, "no bare prompts for generation");
+            drop(generation);
             search.ensure_ranked_labels().unwrap();
             search.ensure_ranked_labels().unwrap();
             let (spent, rankings, at) = (search.state.spent, search.state.rankings, search.state.ranked_at.clone());
