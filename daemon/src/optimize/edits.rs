@@ -894,6 +894,9 @@ mod tests {
         let space = space();
         let front = |text: &str| text[..parse(text, None).body_span.start].to_string();
         let body = |text: &str| text[parse(text, None).body_span.start..].to_string();
+        let bare_body = |text: &str, cue: &str, space: &EditSpace| {
+            body(&apply_checked(&parse(text, None), &Edit::Bare(cue.into()), space).unwrap())
+        };
         // The example (chat, instructions around the input line): roles and sentences go.
         let bare = apply_checked(&doc(), &Edit::Bare("Sentiment:".into()), &space).unwrap();
         assert_eq!(body(&bare), "Review: {{sentence}}\nSentiment:\n");
@@ -922,35 +925,31 @@ mod tests {
         // A last line of sentences goes with the line break before it, so the cue follows the
         // input line.
         let last = "---\nreprompt.format: plain\n---\nText: {{x}}\nIs it good? Say yes or no.\n";
-        let bare = apply_checked(&parse(last, None), &Edit::Bare("Answer:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Text: {{x}}\nAnswer:\n");
+        assert_eq!(bare_body(last, "Answer:", &space), "Text: {{x}}\nAnswer:\n");
         // A sentence sharing the input's line goes with the spaces after it (text after a
         // variable continues the variable's sentence and stays).
         let mixed = "---\nreprompt.format: plain\n---\nBe brief.\nClassify it.  Text: {{x}} ?\nAnswer:\n";
-        let bare = apply_checked(&parse(mixed, None), &Edit::Bare("Answer:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Text: {{x}} ?\nAnswer:\n");
+        assert_eq!(bare_body(mixed, "Answer:", &space), "Text: {{x}} ?\nAnswer:\n");
         // Several instruction lines at the end go without leaving a blank line; CRLF files
         // keep their line endings and still get the cue.
         let trailing = "---\nreprompt.format: plain\n---\nText: {{x}}\nBe brief.\nSay yes or no.\n";
-        let bare = apply_checked(&parse(trailing, None), &Edit::Bare("Answer:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Text: {{x}}\nAnswer:\n");
+        assert_eq!(bare_body(trailing, "Answer:", &space), "Text: {{x}}\nAnswer:\n");
         let crlf = "---\r\nreprompt.format: plain\r\n---\r\nText: {{x}}\r\nSay yes or no.\r\n";
-        let bare = apply_checked(&parse(crlf, None), &Edit::Bare("Answer:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Text: {{x}}\r\nAnswer:\r\n");
+        assert_eq!(bare_body(crlf, "Answer:", &space), "Text: {{x}}\r\nAnswer:\r\n");
         // The last instructions right after a role marker go too, and a sentence on the cue
         // line goes with the cue it replaces.
         let roles = "---\nreprompt.labels: [terrible, great]\n---\n{{role \"system\"}}\nReview: {{sentence}}\n\
                      {{role \"user\"}}\nIs it great or terrible? Answer with one word.\n";
-        let bare = apply_checked(&parse(roles, None), &Edit::Bare("Sentiment:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Review: {{sentence}}\nSentiment:\n");
+        assert_eq!(bare_body(roles, "Sentiment:", &space), "Review: {{sentence}}\nSentiment:\n");
         let cue_line = "---\nreprompt.format: plain\n---\nBe brief.\nText: {{x}}\nAnswer with one word. Sentiment:\n";
-        let bare = apply_checked(&parse(cue_line, None), &Edit::Bare("Answer:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Text: {{x}}\nAnswer:\n");
+        assert_eq!(bare_body(cue_line, "Answer:", &space), "Text: {{x}}\nAnswer:\n");
         // The author's own examples (lines opening with a field name) are not instructions.
         let own = "---\nreprompt.format: plain\n---\nBe brief.\nReview: I loved it.\nSentiment: great\n\n\
                    Review: {{x}}\nSentiment:\n";
-        let bare = apply_checked(&parse(own, None), &Edit::Bare("Sentiment:".into()), &space).unwrap();
-        assert_eq!(body(&bare), "Review: I loved it.\nSentiment: great\n\nReview: {{x}}\nSentiment:\n");
+        assert_eq!(
+            bare_body(own, "Sentiment:", &space),
+            "Review: I loved it.\nSentiment: great\n\nReview: {{x}}\nSentiment:\n"
+        );
         let err = apply_checked(&parse(own, None), &Edit::Bare("Two\nlines:".into()), &space);
         assert!(matches!(err, Err(EditError::NotApplicable(_))), "{err:?}");
         assert_eq!(Edit::Bare("Answer:".into()).kind(), Edit::Completion("Answer:".into()).kind());

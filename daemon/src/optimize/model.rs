@@ -126,9 +126,7 @@ impl<'e> ModelScorer<'e> {
     /// classification with labels, or, unless `add_cue`, for one whose answer starts a line or
     /// a chat turn.
     pub fn label_ranking(&mut self, text: &str, keep: usize, add_cue: bool) -> Result<Option<LabelRanking>> {
-        if self.vocabulary.is_empty() {
-            self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
-        }
+        self.load_vocabulary()?;
         let key = self.prepare(text)?;
         let prepared = &self.prepared[&key];
         let gold: Option<Vec<usize>> = self.train.examples.iter().map(|e| e.label).collect();
@@ -180,13 +178,19 @@ impl<'e> ModelScorer<'e> {
         }
     }
 
+    /// Reads the task model's tokens as text, once.
+    fn load_vocabulary(&mut self) -> Result<()> {
+        if self.vocabulary.is_empty() {
+            self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
+        }
+        Ok(())
+    }
+
     /// Which of `words` are fragments of longer words to the task model: after
     /// [`FRAGMENT_FRAME`] and the word, its next token most likely goes on with the word
     /// ([`continuation_mass`] above [`FRAGMENT_MASS`]).
     pub fn fragments<'w>(&mut self, words: impl IntoIterator<Item = &'w String>) -> Result<Vec<bool>> {
-        if self.vocabulary.is_empty() {
-            self.vocabulary = self.evaluator.engine.vocabulary().map_err(failed)?;
-        }
+        self.load_vocabulary()?;
         let frames: Vec<String> = words.into_iter().map(|w| format!("{FRAGMENT_FRAME} {w}")).collect();
         let mut out = Vec::with_capacity(frames.len());
         for chunk in frames.chunks(32) {
