@@ -123,7 +123,16 @@ fn ranked_label_words_score_as_ranked() {
     std::fs::write(&file, train_only).unwrap();
     let out = reprompt(&["labels", file.to_str().unwrap(), "--keep", "2"], &cache);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("  1  "), "{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("  1  ") && !stdout.contains("  3  "), "{stdout}");
+    // And the group of words per label the optimizer offers, as a setting that parses.
+    let line = stdout.lines().find(|l| l.starts_with("reprompt.labels: [[")).expect("a group line");
+    let grouped = reprompt_protocol::parse(&format!("---\n{line}\n---\n{{{{x}}}}"), None);
+    assert!(grouped.diagnostics.is_empty(), "{line}: {:?}", grouped.diagnostics);
+    assert!(
+        grouped.settings.label_words.len() == 2 && grouped.settings.label_words.iter().all(|g| g.len() >= 2),
+        "{line}"
+    );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("added `Answer:` cue"));
     let chat = reprompt(&["labels", "examples/sentiment/sentiment.prompt", "--keep", "2"], &cache);
     assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
@@ -132,5 +141,51 @@ fn ranked_label_words_score_as_ranked() {
     let out = reprompt(&["labels", "examples/gsm8k/gsm8k.prompt"], &cache);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a classification prompt"));
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn a_label_with_several_words_gets_their_summed_probability() {
+    let cache = private_cache("groups");
+    let dir = cache.join("prompt");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv")).unwrap();
+    let score = |labels: &str| {
+        let file = dir.join("p.prompt");
+        std::fs::write(
+            &file,
+            format!(
+                "---\nreprompt.format: plain\nreprompt.labels: {labels}\nreprompt.dataset: data/train.tsv\n\
+                 ---\nReview: {{{{sentence}}}}\nSentiment:\n"
+            ),
+        )
+        .unwrap();
+        let out = reprompt(&["score", file.to_str().unwrap(), "--split", "train", "--json"], &cache);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let grouped = score("[[terrible, awful], [great, good]]");
+    // The same four words as four labels: their probabilities, summed pairwise, are the
+    // grouped labels'.
+    let flat = score("[terrible, awful, great, good]");
+    let probabilities = |x: &Value| -> Vec<f64> {
+        x["label_probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect()
+    };
+    let (grouped_examples, flat_examples) =
+        (grouped["examples"].as_array().unwrap(), flat["examples"].as_array().unwrap());
+    assert_eq!(grouped_examples.len(), 32);
+    let mut right = 0;
+    for (g, f) in grouped_examples.iter().zip(flat_examples) {
+        let (pg, pf) = (probabilities(g), probabilities(f));
+        assert_eq!(pg.len(), 2, "{g}");
+        assert!((pg[0] - (pf[0] + pf[1])).abs() < 1e-6 && (pg[1] - (pf[2] + pf[3])).abs() < 1e-6, "{pg:?} {pf:?}");
+        // Predictions and gold answers are the labels' names, their first words.
+        let predicted = if pg[1] > pg[0] { "great" } else { "terrible" };
+        assert_eq!(g["prediction"], predicted, "{g}");
+        assert!(g["gold"] == "terrible" || g["gold"] == "great", "{g}");
+        right += usize::from(g["prediction"] == g["gold"]);
+    }
+    let mean = grouped["aggregate"]["mean"].as_f64().unwrap();
+    assert!((mean - right as f64 / 32.0).abs() < 1e-12);
     let _ = std::fs::remove_dir_all(&cache);
 }

@@ -64,6 +64,8 @@ pub struct DatasetSpec {
     pub columns: Map<String, Value>,
     pub task: Task,
     pub labels: Vec<String>,
+    /// Each label's other answer words (`Settings::label_words`); a gold answer may be any.
+    pub label_words: Vec<Vec<String>>,
     pub label_column: String,
     pub answer_column: String,
 }
@@ -108,6 +110,7 @@ impl DatasetSpec {
             columns: settings.columns.clone().unwrap_or_default(),
             task: settings.task_or_default(),
             labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
+            label_words: settings.label_words.clone(),
             label_column: settings.label_column.clone().unwrap_or_else(|| "label".into()),
             answer_column: settings.answer_column.clone().unwrap_or_else(|| "answer".into()),
         }
@@ -316,6 +319,7 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
                 .labels
                 .iter()
                 .position(|l| l.eq_ignore_ascii_case(&raw))
+                .or_else(|| spec.label_words.iter().position(|g| g.iter().any(|w| w.eq_ignore_ascii_case(&raw))))
                 .or_else(|| raw.parse::<usize>().ok().filter(|id| *id < spec.labels.len()));
             match label {
                 Some(label) => Ok(Example { line, input, label: Some(label), answer: None }),
@@ -347,6 +351,7 @@ mod tests {
             columns: Map::new(),
             task,
             labels: vec!["terrible".into(), "great".into()],
+            label_words: vec![vec!["terrible".into(), "awful".into()], vec!["great".into()]],
             label_column: "label".into(),
             answer_column: "answer".into(),
         }
@@ -389,6 +394,10 @@ mod tests {
         let data = load(&path, &numeric).unwrap();
         assert_eq!(data.examples.iter().map(|e| e.label).collect::<Vec<_>>(), [Some(0), Some(2)]);
         assert!(!data.examples[0].input.contains_key("note"));
+        // A label's other words name it too.
+        let path = write("w.tsv", "sentence\tlabel\nbad\tAwful\ngood\tgreat\n");
+        let data = load(&path, &spec(Task::Classify)).unwrap();
+        assert_eq!(data.examples.iter().map(|e| e.label).collect::<Vec<_>>(), [Some(0), Some(1)]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn is_model_path(model: &str) -> bool {
 /// Every `reprompt.*` key, with what it holds.
 pub const SETTINGS: &[(&str, &str)] = &[
     ("task", "`classify` or `generate`"),
-    ("labels", "answer words, one per label id (classify)"),
+    ("labels", "answer words, one per label id, or a list of words per label id (classify)"),
     ("dataset", "training examples: a .tsv, .csv or .jsonl path relative to the file"),
     ("validation", "validation examples (a path)"),
     ("test", "held-out test examples (a path)"),
@@ -101,7 +101,12 @@ impl RewardSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub task: Option<Task>,
+    /// The label names, one per label id: each label's (first) answer word.
     pub labels: Option<Spanned<Vec<String>>>,
+    /// Every answer word of each label id, the name first (a label given as a list of words
+    /// counts the model's probability of any of them); empty without labels.
+    #[serde(default)]
+    pub label_words: Vec<Vec<String>>,
     pub dataset: Option<Spanned<String>>,
     pub validation: Option<Spanned<String>>,
     pub test: Option<Spanned<String>>,
@@ -156,40 +161,59 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     );
                 }
             },
-            "labels" => match &value.kind {
-                YamlKind::Sequence(items) => {
-                    let mut labels = Vec::new();
-                    let mut spans = Vec::new();
-                    for item in items {
-                        match &item.kind {
+            "labels" => {
+                match &value.kind {
+                    YamlKind::Sequence(items) => {
+                        let mut words: Vec<Vec<String>> = Vec::new();
+                        let mut spans = Vec::new();
+                        let word = |node: &YamlNode| match &node.kind {
                             YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => {
-                                labels.push(text.clone());
-                                spans.push(item.span);
+                                Some(text.clone())
                             }
-                            _ => diagnostics.push(Diagnostic::error(
-                                Code::InvalidField,
-                                item.span,
-                                "each label must be a non-empty word or phrase",
-                            )),
+                            _ => None,
+                        };
+                        for item in items {
+                            let group = match &item.kind {
+                                YamlKind::Sequence(synonyms) if !synonyms.is_empty() => {
+                                    synonyms.iter().map(word).collect::<Option<Vec<String>>>()
+                                }
+                                _ => word(item).map(|w| vec![w]),
+                            };
+                            match group {
+                                Some(group) => {
+                                    words.push(group);
+                                    spans.push(item.span);
+                                }
+                                None => diagnostics.push(Diagnostic::error(
+                                    Code::InvalidField,
+                                    item.span,
+                                    "each label must be a non-empty word or phrase, or a list of them",
+                                )),
+                            }
                         }
-                    }
-                    for (i, label) in labels.iter().enumerate() {
-                        if labels[..i].contains(label) {
-                            diagnostics.push(Diagnostic::error(
-                                Code::LabelMismatch,
-                                spans[i],
-                                format!("label `{label}` appears twice: each label id needs its own answer"),
-                            ));
+                        for (i, group) in words.iter().enumerate() {
+                            let earlier: Vec<&String> = words[..i].iter().flatten().collect();
+                            for (j, word) in group.iter().enumerate() {
+                                if earlier.contains(&word) || group[..j].contains(word) {
+                                    diagnostics.push(Diagnostic::error(
+                                    Code::LabelMismatch,
+                                    spans[i],
+                                    format!("label word `{word}` appears twice: each answer word belongs to one label id"),
+                                ));
+                                }
+                            }
                         }
+                        let labels: Vec<String> = words.iter().map(|g| g[0].clone()).collect();
+                        settings.label_words = words;
+                        settings.labels = Some(Spanned { value: labels, span: value.span });
                     }
-                    settings.labels = Some(Spanned { value: labels, span: value.span });
+                    _ => diagnostics.push(Diagnostic::error(
+                        Code::InvalidField,
+                        value.span,
+                        format!("`reprompt.labels` must be a list of answer words, not {}", value.type_name()),
+                    )),
                 }
-                _ => diagnostics.push(Diagnostic::error(
-                    Code::InvalidField,
-                    value.span,
-                    format!("`reprompt.labels` must be a list of answer words, not {}", value.type_name()),
-                )),
-            },
+            }
             "dataset" | "validation" | "test" => match value.as_str() {
                 Some(path) if !path.trim().is_empty() => {
                     let spanned = Some(Spanned { value: path.to_string(), span: value.span });
@@ -396,5 +420,23 @@ mod tests {
         let unknown: Vec<_> = doc.diagnostics.iter().filter(|d| d.code == Code::UnknownSetting).collect();
         assert_eq!(unknown.len(), 1, "{:?}", doc.diagnostics);
         assert_eq!(unknown[0].suggestion.as_deref(), Some("reprompt.budget"));
+    }
+
+    #[test]
+    fn a_label_may_have_several_answer_words() {
+        let doc = parse("---\nreprompt.labels: [[harsh, poor], great]\n---\nReview: {{x}}\nSentiment:", None);
+        assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+        let s = &doc.settings;
+        assert_eq!(s.labels.as_ref().map(|l| l.value.clone()), Some(vec!["harsh".to_string(), "great".to_string()]));
+        assert_eq!(s.label_words, [vec!["harsh".to_string(), "poor".to_string()], vec!["great".to_string()]]);
+        assert_eq!(s.task_or_default(), Task::Classify);
+        // A word in two labels is an error at the second label; so is an empty word list.
+        let twice = parse("---\nreprompt.labels: [[bad, poor], [good, poor]]\n---\n{{x}}", None);
+        let errors: Vec<_> = twice.diagnostics.iter().filter(|d| d.code == Code::LabelMismatch).collect();
+        assert_eq!(errors.len(), 1, "{:?}", twice.diagnostics);
+        assert!(errors[0].message.contains("`poor`"), "{}", errors[0].message);
+        assert_eq!(&twice.source[errors[0].span.start..errors[0].span.end], "[good, poor]");
+        let empty = parse("---\nreprompt.labels: [[], good]\n---\n{{x}}", None);
+        assert!(empty.diagnostics.iter().any(|d| d.code == Code::InvalidField), "{:?}", empty.diagnostics);
     }
 }

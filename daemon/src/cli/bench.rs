@@ -74,6 +74,7 @@ fn read_sst2(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
         columns: serde_json::Map::new(),
         task: Task::Classify,
         labels: vec!["terrible".into(), "great".into()],
+        label_words: Vec::new(),
         label_column: "label".into(),
         answer_column: "answer".into(),
     };

@@ -1,6 +1,7 @@
 //! `reprompt labels file.prompt`: the label-word sets the task model ranks best for a
 //! classification prompt on its training examples (what `optimize --ranked-labels` adds to
-//! the edits), with their training accuracy.
+//! the edits), with their training accuracy, and the several words per label the optimizer
+//! makes of them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use reprompt_protocol::parse_bytes;
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{Evaluator, PreparedPrompt};
+use crate::optimize::labels;
 use crate::optimize::model::ModelScorer;
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +47,7 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, None);
     let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
-    let Some(ranking) = scorer.label_ranking(&text, args.keep, true)? else {
+    let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true)? else {
         anyhow::bail!("{} is not a classification prompt with `reprompt.labels`", args.file.display());
     };
     if ranking.cue_added {
@@ -54,9 +56,12 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
              after an added `Answer:` cue; with the prompt as written they may score differently"
         );
     }
+    let sets: Vec<Vec<String>> = ranking.sets.iter().map(|r| r.words.clone()).collect();
+    let groups = labels::word_groups(&sets, labels::GROUP_WORDS);
     let rows: Vec<Row> = ranking
         .sets
         .into_iter()
+        .take(args.keep)
         .map(|r| Row { words: r.words, train_accuracy: r.accuracy, margin: r.margin })
         .collect();
     if args.json {
@@ -78,6 +83,14 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     if rows.is_empty() {
         writeln!(out, "(none: a class has no training example, or no word separates them)")?;
+    }
+    if let Some(groups) = groups {
+        writeln!(
+            out,
+            "\nseveral words per label (what `optimize` tries; a label scores its words' summed probability):"
+        )?;
+        let list: Vec<String> = groups.iter().map(|g| format!("[{}]", g.join(", "))).collect();
+        writeln!(out, "reprompt.labels: [{}]", list.join(", "))?;
     }
     Ok(())
 }

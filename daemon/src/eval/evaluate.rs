@@ -117,6 +117,8 @@ pub struct PreparedPrompt {
     pub compiled: CompiledPrompt,
     pub task: Task,
     pub labels: Vec<String>,
+    /// Every answer word of each label, the label itself first (`Settings::label_words`).
+    pub label_words: Vec<Vec<String>>,
     pub reward: RewardSpec,
     pub format: Format,
     pub generate: GenerateParams,
@@ -201,6 +203,7 @@ impl PreparedPrompt {
             compiled,
             task,
             labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
+            label_words: settings.label_words.clone(),
             reward,
             format: settings.format,
             generate,
@@ -351,8 +354,17 @@ impl Evaluator {
         }
         match prepared.task {
             Task::Classify => {
+                // Every answer word of every label, label by label; a label's probability is
+                // the sum of its words'.
+                let label_words: Vec<Vec<String>> = if prepared.label_words.len() == prepared.labels.len() {
+                    prepared.label_words.clone()
+                } else {
+                    prepared.labels.iter().map(|l| vec![l.clone()]).collect()
+                };
+                let sizes: Vec<usize> = label_words.iter().map(Vec::len).collect();
+                let flat: Vec<&String> = label_words.iter().flatten().collect();
                 let choices: Vec<Vec<String>> =
-                    contexts.iter().map(|c| prepared.labels.iter().map(|l| answer_after(c, l)).collect()).collect();
+                    contexts.iter().map(|c| flat.iter().map(|l| answer_after(c, l)).collect()).collect();
                 // Contexts that need the same choice strings are scored together.
                 let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
                 for (i, ch) in choices.iter().enumerate() {
@@ -371,7 +383,7 @@ impl Evaluator {
                         .run(move |rt| words.iter().map(|w| rt.tokenize(w).map(|t| t.len().max(1))).collect())?;
                     let logprobs = self.engine.choice_logprobs(group_contexts, choice_set)?;
                     for (&i, lp) in members.iter().zip(logprobs) {
-                        let probabilities = rewards::label_probabilities(&lp);
+                        let probabilities = rewards::group_probabilities(&rewards::label_probabilities(&lp), &sizes);
                         let predicted =
                             probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
                         let gold = examples[i].label.unwrap_or(0);
@@ -379,7 +391,16 @@ impl Evaluator {
                         c.insert("accuracy".into(), rewards::accuracy(predicted, gold));
                         c.insert("gap".into(), rewards::gap(&probabilities, gold));
                         if prepared.needs("logprob") || prepared.needs("perplexity") {
-                            let mean = lp[gold] as f64 / lengths[gold] as f64;
+                            // The gold label's words together (log of their summed
+                            // probability), per token of its first word.
+                            let first: usize = sizes[..gold].iter().sum();
+                            let gold_lp = lp[first..first + sizes[gold]].iter().map(|&l| f64::from(l)).fold(
+                                f64::NEG_INFINITY,
+                                |a, b| {
+                                    if a == f64::NEG_INFINITY { b } else { a.max(b) + (-(a - b).abs()).exp().ln_1p() }
+                                },
+                            );
+                            let mean = gold_lp / lengths[first] as f64;
                             c.insert("logprob".into(), mean);
                             c.insert("perplexity".into(), (-mean).exp());
                         }

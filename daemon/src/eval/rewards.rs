@@ -18,6 +18,20 @@ pub fn label_probabilities(logprobs: &[f32]) -> Vec<f64> {
     exps.iter().map(|e| e / total).collect()
 }
 
+/// Each label's probability when labels have several answer words: the sum of its words'
+/// probabilities (`probabilities` over all words, label by label, `sizes[k]` words for label `k`).
+pub fn group_probabilities(probabilities: &[f64], sizes: &[usize]) -> Vec<f64> {
+    let mut start = 0;
+    sizes
+        .iter()
+        .map(|&n| {
+            let p = probabilities[start..start + n].iter().sum();
+            start += n;
+            p
+        })
+        .collect()
+}
+
 /// RLPrompt's reward: `Gap = P(gold) − max P(other)`, times 200 when correct (Gap > 0) and 180
 /// otherwise (Deng et al. 2022, `fsc_reward.py`).
 pub fn gap(probabilities: &[f64], gold: usize) -> f64 {
@@ -184,6 +198,20 @@ mod tests {
         assert!(close(gap(&[0.7, 0.3], 1), -72.0));
         // three labels: gold 2 with P = [0.2, 0.5, 0.3]: gap 0.3 − 0.5 = −0.2 × 180 = −36
         assert!(close(gap(&[0.2, 0.5, 0.3], 2), -36.0));
+    }
+
+    #[test]
+    fn a_label_with_several_words_has_their_summed_probability() {
+        let p = label_probabilities(&[0.1f32.ln(), 0.2f32.ln(), 0.3f32.ln(), 0.4f32.ln()]);
+        let g = group_probabilities(&p, &[1, 3]);
+        assert!((g[0] - 0.1).abs() < 1e-6 && (g[1] - 0.9).abs() < 1e-6, "{g:?}");
+        // Two words of 0.3 and 0.2 beat one of 0.4: the label, not the word, is predicted.
+        let g = group_probabilities(
+            &label_probabilities(&[0.4f32.ln(), 0.3f32.ln(), 0.2f32.ln(), 0.1f32.ln()]),
+            &[1, 2, 1],
+        );
+        assert!(g[1] > g[0] && (g.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{g:?}");
+        assert_eq!(group_probabilities(&p, &[1, 1, 1, 1]), p);
     }
 
     #[test]

@@ -51,13 +51,17 @@ pub enum Edit {
     /// instruction sentence outside the demonstrations deleted, so only the example's lines
     /// (`Review: {{sentence}}`), any demonstrations and this cue are left.
     Bare(String),
+    /// Replace the label words by several answer words per label id (`reprompt.labels:
+    /// [[harsh, poor], [hopeful, sweet]]`): a label's probability is its words' summed, the
+    /// first word names it (in the demonstrations and instructions).
+    LabelGroups(Vec<Vec<String>>),
 }
 
 impl Edit {
     /// A small stable id per edit kind (policy features).
     pub fn kind(&self) -> usize {
         match self {
-            Edit::Labels(_) => 0,
+            Edit::Labels(_) | Edit::LabelGroups(_) => 0,
             Edit::Format(_) => 1,
             Edit::DeleteSentence(_) => 2,
             Edit::InsertPhrase { .. } => 3,
@@ -100,6 +104,9 @@ impl Edit {
             Edit::Stop => "stop".into(),
             Edit::Completion(cue) => format!("plain completion prompt ending in \"{cue}\""),
             Edit::Bare(cue) => format!("bare completion prompt: the example's lines and \"{cue}\""),
+            Edit::LabelGroups(groups) => {
+                format!("label words {}", groups.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "))
+            }
         }
     }
 }
@@ -160,6 +167,9 @@ pub struct EditSpace {
     pub phrases: Vec<String>,
     /// Label-word sets to try.
     pub label_sets: Vec<Vec<String>>,
+    /// Sets of several words per label to try ([`Edit::LabelGroups`]).
+    #[serde(default)]
+    pub label_groups: Vec<Vec<Vec<String>>>,
     /// Answer cues to try.
     pub cues: Vec<String>,
     /// Training examples usable as demonstrations.
@@ -185,6 +195,7 @@ impl EditSpace {
             label_sets: LABEL_SETS.iter().map(|set| set.iter().map(|s| s.to_string()).collect()).collect(),
             cues: CUES.iter().map(|s| s.to_string()).collect(),
             demos,
+            label_groups: Vec::new(),
             paraphrases: BTreeMap::new(),
             max_demos: 4,
             demo_offers: 3,
@@ -320,7 +331,23 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
 pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<Vec<TextEdit>, EditError> {
     let not = |why: &str| EditError::NotApplicable(why.to_string());
     match edit {
-        Edit::Labels(words) => {
+        Edit::Labels(_) | Edit::LabelGroups(_) => {
+            let quoted = |w: &String| serde_json::to_string(w).unwrap_or_default();
+            let (words, list): (Vec<String>, String) = match edit {
+                Edit::LabelGroups(groups) => {
+                    if groups.iter().any(|g| g.is_empty()) {
+                        return Err(not("a label without words"));
+                    }
+                    let list = groups
+                        .iter()
+                        .map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", ")))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    (groups.iter().map(|g| g[0].clone()).collect(), list)
+                }
+                Edit::Labels(words) => (words.clone(), words.iter().map(quoted).collect::<Vec<_>>().join(", ")),
+                _ => unreachable!("matched above"),
+            };
             let labels = doc.settings.labels.as_ref().ok_or_else(|| not("the prompt has no labels"))?;
             if words.len() != labels.value.len() {
                 return Err(EditError::NotApplicable(format!(
@@ -329,8 +356,6 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                     labels.value.len()
                 )));
             }
-            let list =
-                words.iter().map(|w| serde_json::to_string(w).unwrap_or_default()).collect::<Vec<_>>().join(", ");
             let mut edits = vec![TextEdit { span: labels.span, replacement: format!("[{list}]") }];
             // The demonstrations answer with the new words too.
             let demos = find_demos(doc, space);
@@ -740,9 +765,15 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
     let in_demo = |s: &Span| demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start);
     let prose: Vec<Span> = sentences(doc).into_iter().filter(|s| !in_demo(s)).collect();
     if let Some(labels) = &doc.settings.labels {
+        let one_word_each = doc.settings.label_words.iter().all(|g| g.len() == 1);
         for set in space.label_sets.iter().filter(|s| s.len() == labels.value.len()) {
-            if *set != labels.value {
+            if *set != labels.value || !one_word_each {
                 edits.push(Edit::Labels(set.clone()));
+            }
+        }
+        for groups in space.label_groups.iter().filter(|g| g.len() == labels.value.len()) {
+            if *groups != doc.settings.label_words {
+                edits.push(Edit::LabelGroups(groups.clone()));
             }
         }
     }
@@ -984,6 +1015,46 @@ mod tests {
         let messages = reprompt_protocol::render::render(&two, &data, &env).unwrap().messages;
         let rendered: String = messages.iter().map(|m| m.text()).collect();
         assert!(rendered.contains("a joy to watch {{ even twice }} ."), "{rendered}");
+    }
+
+    #[test]
+    fn several_words_per_label_are_written_as_lists_and_named_by_their_first() {
+        let space = space();
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let groups = vec![words(&["harsh", "poor"]), words(&["sweet", "hopeful", "warm"])];
+        let edit = Edit::LabelGroups(groups.clone());
+        assert_eq!(edit.kind(), Edit::Labels(Vec::new()).kind());
+        assert_eq!(edit.describe(""), "label words harsh, poor / sweet, hopeful, warm");
+        let cued = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
+        let at = example_unit(&cued).unwrap().start;
+        let demo = demo_text(&cued, &space.demos[1]).unwrap();
+        let with_demo = parse(&apply_checked(&cued, &Edit::AddDemo { at, text: demo }, &space).unwrap(), None);
+        let text = apply_checked(&with_demo, &edit, &space).unwrap();
+        assert!(
+            text.contains("reprompt.labels: [[\"harsh\", \"poor\"], [\"sweet\", \"hopeful\", \"warm\"]]\n"),
+            "{text}"
+        );
+        // The demonstration answers and the instruction use each label's first word.
+        assert!(text.contains("Sentiment: sweet\n\nReview: {{sentence}}"), "{text}");
+        assert!(text.contains("Is the sentiment of this review sweet or harsh?"), "{text}");
+        let reparsed = parse(&text, None);
+        assert!(reparsed.diagnostics.is_empty(), "{:?}", reparsed.diagnostics);
+        assert_eq!(reparsed.settings.label_words, groups);
+        assert_eq!(find_demos(&reparsed, &space).len(), 1);
+        // Offered when the space holds groups, not again once the prompt has them; a single
+        // set is offered to a prompt with groups even when it is their first words.
+        let mut offering = space.clone();
+        offering.label_groups = vec![groups.clone()];
+        offering.label_sets = vec![words(&["harsh", "sweet"])];
+        let mut rng = Rng::new(1);
+        assert!(candidates(&with_demo, &offering, &mut rng).contains(&edit));
+        let offered = candidates(&reparsed, &offering, &mut rng);
+        assert!(!offered.contains(&edit), "{offered:?}");
+        assert!(offered.contains(&Edit::Labels(words(&["harsh", "sweet"]))), "{offered:?}");
+        // Back to one word each.
+        let single = apply_checked(&reparsed, &Edit::Labels(words(&["bad", "good"])), &space).unwrap();
+        assert_eq!(parse(&single, None).settings.label_words, [words(&["bad"]), words(&["good"])]);
+        assert!(apply_checked(&with_demo, &Edit::LabelGroups(vec![words(&["bad"]), vec![]]), &space).is_err());
     }
 
     #[test]
