@@ -64,7 +64,8 @@ pub struct DatasetSpec {
     pub columns: Map<String, Value>,
     pub task: Task,
     pub labels: Vec<String>,
-    /// Each label's other answer words (`Settings::label_words`); a gold answer may be any.
+    /// Each label's answer words, its name first (`Settings::label_words`); a gold answer may
+    /// be any of them.
     pub label_words: Vec<Vec<String>>,
     pub label_column: String,
     pub answer_column: String,

@@ -194,7 +194,8 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                         for (i, group) in words.iter().enumerate() {
                             let earlier: Vec<&String> = words[..i].iter().flatten().collect();
                             for (j, word) in group.iter().enumerate() {
-                                if earlier.contains(&word) || group[..j].contains(word) {
+                                let same = |w: &&String| w.eq_ignore_ascii_case(word);
+                                if earlier.iter().any(same) || group[..j].iter().any(|w| same(&w)) {
                                     diagnostics.push(Diagnostic::error(
                                     Code::LabelMismatch,
                                     spans[i],
@@ -431,11 +432,11 @@ mod tests {
         assert_eq!(s.label_words, [vec!["harsh".to_string(), "poor".to_string()], vec!["great".to_string()]]);
         assert_eq!(s.task_or_default(), Task::Classify);
         // A word in two labels is an error at the second label; so is an empty word list.
-        let twice = parse("---\nreprompt.labels: [[bad, poor], [good, poor]]\n---\n{{x}}", None);
+        let twice = parse("---\nreprompt.labels: [[bad, poor], [good, Poor]]\n---\n{{x}}", None);
         let errors: Vec<_> = twice.diagnostics.iter().filter(|d| d.code == Code::LabelMismatch).collect();
         assert_eq!(errors.len(), 1, "{:?}", twice.diagnostics);
-        assert!(errors[0].message.contains("`poor`"), "{}", errors[0].message);
-        assert_eq!(&twice.source[errors[0].span.start..errors[0].span.end], "[good, poor]");
+        assert!(errors[0].message.contains("`Poor`"), "{}", errors[0].message);
+        assert_eq!(&twice.source[errors[0].span.start..errors[0].span.end], "[good, Poor]");
         let empty = parse("---\nreprompt.labels: [[], good]\n---\n{{x}}", None);
         assert!(empty.diagnostics.iter().any(|d| d.code == Code::InvalidField), "{:?}", empty.diagnostics);
     }

@@ -35,8 +35,9 @@ pub struct OptimizeBenchArgs {
     /// Paraphrases sampled per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]
     pub paraphrases: usize,
-    /// Label-word sets ranked by the task model on the training examples and added to the
-    /// edits (LM-BFF; costs one evaluation per training example; 0: only the built-in sets)
+    /// Label words ranked by the task model on the training examples (LM-BFF; costs one
+    /// evaluation per training example): each ranking offers 8 words per label, or where they
+    /// make no group this many of its best sets; 0: only the built-in sets
     #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
     pub ranked_labels: usize,
     /// Repository root (where `examples/` and `bench/data/` are)

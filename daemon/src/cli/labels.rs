@@ -85,11 +85,11 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "(none: a class has no training example, or no word separates them)")?;
     }
     if let Some(groups) = groups {
-        writeln!(
-            out,
-            "\nseveral words per label (what `optimize` tries; a label scores its words' summed probability):"
-        )?;
-        let list: Vec<String> = groups.iter().map(|g| format!("[{}]", g.join(", "))).collect();
+        let tried = if ranking.cue_added { "after the added cue" } else { "what `optimize` tries" };
+        writeln!(out, "\nseveral words per label ({tried}; a label scores its words' summed probability):")?;
+        let quoted = |w: &String| serde_json::to_string(w).unwrap_or_default();
+        let list: Vec<String> =
+            groups.iter().map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", "))).collect();
         writeln!(out, "reprompt.labels: [{}]", list.join(", "))?;
     }
     Ok(())

@@ -60,8 +60,9 @@ pub struct OptimizeArgs {
     /// Paraphrases sampled from the task model per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]
     pub paraphrases: usize,
-    /// Label-word sets ranked by the task model on the training examples and added to the
-    /// edits (LM-BFF; costs one evaluation per training example; 0: only the built-in sets)
+    /// Label words ranked by the task model on the training examples (LM-BFF; costs one
+    /// evaluation per training example): each ranking offers 8 words per label, or where they
+    /// make no group this many of its best sets; 0: only the built-in sets
     #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
     pub ranked_labels: usize,
     /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
@@ -411,6 +412,10 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
     if !report.search.ranked_labels.is_empty() {
         let sets: Vec<String> = report.search.ranked_labels.iter().map(|s| s.join(" / ")).collect();
         writeln!(out, "label words ranked by the model: {}", sets.join(", "))?;
+    }
+    for groups in &report.search.ranked_groups {
+        let words: Vec<String> = groups.iter().map(|g| g.join(", ")).collect();
+        writeln!(out, "label words ranked by the model, per label: {}", words.join(" / "))?;
     }
     writeln!(out)?;
     let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);

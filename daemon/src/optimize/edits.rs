@@ -365,7 +365,9 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 }
             }
             // And the instructions name the new words where they named the old ones
-            // ("great or terrible?" → "positive or negative?").
+            // ("great or terrible?" → "positive or negative?"); by the labels' names only:
+            // a group's other words are often common ones ("light", "language") that an
+            // instruction uses in their own sense.
             for segment in text_segments(doc) {
                 for (span, label) in label_mentions(doc, segment, &labels.value) {
                     if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {

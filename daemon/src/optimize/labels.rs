@@ -180,15 +180,17 @@ pub const GROUP_WORDS: usize = 8;
 /// Ranked sets the groups are read from.
 pub const GROUP_SETS: usize = 64;
 
-/// Several answer words per label from ranked sets (best first): each label's distinct words
-/// in the order they first appear, at most `per_label`; `None` unless every label has two.
+/// Several answer words per label from ranked sets (best first): each label's words in the
+/// order they first appear, at most `per_label`, a word in one label's group only (the first
+/// to take it: each class's candidates are chosen apart, so a word may be ranked for two);
+/// `None` unless every label has two.
 pub fn word_groups(sets: &[Vec<String>], per_label: usize) -> Option<Vec<Vec<String>>> {
     let labels = sets.first()?.len();
     let mut groups: Vec<Vec<String>> = vec![Vec::new(); labels];
     for set in sets.iter().filter(|s| s.len() == labels) {
-        for (group, word) in groups.iter_mut().zip(set) {
-            if group.len() < per_label && !group.contains(word) {
-                group.push(word.clone());
+        for (label, word) in set.iter().enumerate() {
+            if groups[label].len() < per_label && !groups.iter().any(|g| g.contains(word)) {
+                groups[label].push(word.clone());
             }
         }
     }
@@ -270,6 +272,11 @@ mod tests {
         // A label with one word has no group; nor do no sets.
         assert_eq!(word_groups(&sets[..2], 8), None);
         assert_eq!(word_groups(&[], 8), None);
+        // A word ranked for two labels joins the first group to take it.
+        let shared: Vec<Vec<String>> =
+            [["bad", "fine"], ["fine", "good"], ["poor", "nice"]].iter().map(|s| vocab(s)).collect();
+        assert_eq!(word_groups(&shared, 8).unwrap(), [vocab(&["bad", "poor"]), vocab(&["fine", "good", "nice"])]);
+        assert_eq!(word_groups(&shared[..2], 8), None, "label 0 keeps only `bad`");
     }
 
     #[test]

@@ -102,12 +102,13 @@ pub struct SearchConfig {
     pub anchor_every: usize,
     /// Paraphrases asked of the task model per instruction sentence (0 turns them off).
     pub paraphrases: usize,
-    /// Label-word sets kept per ranking by the task model on the training split
-    /// ([`Scorer::rank_labels`]): first at the bare prompt with the cue the author's words
-    /// name (`Search::rank_templates`), then whenever the best prompt so far puts the answer
-    /// after a new cue ([`answer_context`]), at most [`MAX_RANKINGS`] times; with it the edit
-    /// space offers bare completion prompts. 4 by default; 0 turns it all off (and is what a
-    /// checkpoint from before it existed reads as).
+    /// Label words ranked by the task model on the training split ([`Scorer::rank_labels`]):
+    /// first at the bare prompt with the cue the author's words name
+    /// (`Search::rank_templates`), then whenever the best prompt so far puts the answer after
+    /// a new cue ([`answer_context`]), at most [`MAX_RANKINGS`] times; each ranking offers
+    /// several words per label ([`labels::word_groups`]), or, where they make no group, this
+    /// many of its best sets; with it the edit space offers bare completion prompts. 4 by
+    /// default; 0 turns it all off (and is what a checkpoint from before it existed reads as).
     #[serde(default)]
     pub ranked_labels: usize,
     pub ppo: PpoConfig,
@@ -348,9 +349,12 @@ pub struct SearchResult {
     /// Wall time of the search and the gate (resumed sessions added up).
     pub seconds: f64,
     /// Label-word sets the task model ranked and the search could use (newest ranking first,
-    /// each ranking best first).
+    /// each ranking best first); only from rankings that made no group of words per label.
     #[serde(default)]
     pub ranked_labels: Vec<Vec<String>>,
+    /// Several words per label made from the rankings and offered to the search (newest first).
+    #[serde(default)]
+    pub ranked_groups: Vec<Vec<Vec<String>>>,
 }
 
 /// Why a search ended early.
@@ -412,8 +416,21 @@ fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
     add_sets(&mut space.label_sets, sets);
 }
 
-/// What a ranking offers the search: the words of its best [`labels::GROUP_SETS`] sets as
-/// one group per label ([`labels::word_groups`]), or, where they make no group, its best
+/// Whether this reprompt resumes a checkpoint's state: format 2, or format 1 (which ranked
+/// single label sets) where nothing was ranked.
+fn resumable(state: &SearchState) -> std::result::Result<(), String> {
+    match state.format {
+        2 => Ok(()),
+        1 if state.config.ranked_labels == 0 => Ok(()),
+        1 => Err("it was written by an older reprompt that ranked label words differently; remove it or pick \
+                  another directory"
+            .into()),
+        other => Err(format!("unknown format {other}")),
+    }
+}
+
+/// What a ranking offers the search: the words of its sets (the caller asks for at least
+/// [`labels::GROUP_SETS`]) as one group per label ([`labels::word_groups`]), or, where they make no group, its best
 /// `keep` sets. Not both: a single pair is the best of hundreds on the few training examples,
 /// so it wins the search's training comparisons by its chance fit; on the development splits
 /// the search then left the group (84.1 / 81.0% held out) for such pairs (73.0%).
@@ -474,7 +491,7 @@ impl<'a> Search<'a> {
             )));
         }
         let state = SearchState {
-            format: 1,
+            format: 2,
             original: original.to_string(),
             original_key: key(original),
             spent: 0,
@@ -603,7 +620,9 @@ impl<'a> Search<'a> {
         std::fs::read(dir.join(STATE_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<SearchState>(&bytes).ok())
-            .is_some_and(|state| state.original_key == key(original) && state.config == config.canonical())
+            .is_some_and(|state| {
+                resumable(&state).is_ok() && state.original_key == key(original) && state.config == config.canonical()
+            })
     }
 
     /// Resumes the search checkpointed in `dir`; it must be of the same prompt and settings.
@@ -618,9 +637,7 @@ impl<'a> Search<'a> {
         let bad = |message: String| OptimizeError::Checkpoint { path: path.clone(), message };
         let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
         let state: SearchState = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if state.format != 1 {
-            return Err(bad(format!("unknown format {}", state.format)));
-        }
+        resumable(&state).map_err(bad)?;
         if state.original_key != key(original) || state.config != config.canonical() {
             return Err(bad(
                 "it belongs to another run (different prompt or settings); remove it or pick another directory".into(),
@@ -1365,6 +1382,7 @@ impl<'a> Search<'a> {
             validation_examples: n,
             seconds: self.state.seconds,
             ranked_labels: self.state.ranked_labels.clone(),
+            ranked_groups: self.state.ranked_groups.clone(),
         })
     }
 }
@@ -1820,6 +1838,21 @@ mod tests {
             parse(&search.state.records[&back].text, None).settings.label_words,
             [words(&["bad"]), words(&["good"])]
         );
+    }
+
+    #[test]
+    fn checkpoints_of_the_older_label_ranking_are_not_resumed() {
+        let mut scorer = fresh_ranking();
+        let mut state = Search::new(EXAMPLE, config(Strategy::Greedy, 1500), space(), &mut scorer).unwrap().state;
+        assert_eq!(state.format, 2);
+        assert!(resumable(&state).is_ok());
+        state.format = 1;
+        state.config.ranked_labels = 4;
+        assert!(resumable(&state).unwrap_err().contains("older reprompt"));
+        state.config.ranked_labels = 0;
+        assert!(resumable(&state).is_ok(), "without ranking the old format is the same search");
+        state.format = 3;
+        assert!(resumable(&state).is_err());
     }
 
     #[test]
