@@ -14,8 +14,8 @@ use reprompt_protocol::parse_bytes;
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{Evaluator, PreparedPrompt};
-use crate::optimize::labels;
 use crate::optimize::model::ModelScorer;
+use crate::optimize::{edits, labels};
 
 #[derive(Debug, clap::Args)]
 pub struct LabelsArgs {
@@ -87,10 +87,7 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(groups) = groups {
         let tried = if ranking.cue_added { "after the added cue" } else { "what `optimize` tries" };
         writeln!(out, "\nseveral words per label ({tried}; a label scores its words' summed probability):")?;
-        let quoted = |w: &String| serde_json::to_string(w).unwrap_or_default();
-        let list: Vec<String> =
-            groups.iter().map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", "))).collect();
-        writeln!(out, "reprompt.labels: [{}]", list.join(", "))?;
+        writeln!(out, "reprompt.labels: {}", edits::label_groups_value(&groups))?;
     }
     Ok(())
 }

@@ -111,6 +111,15 @@ impl Edit {
     }
 }
 
+/// The `reprompt.labels` value of several words per label: `[["harsh", "poor"], ["sweet"]]`
+/// (each word quoted, so any word parses as text).
+pub fn label_groups_value(groups: &[Vec<String>]) -> String {
+    let quoted = |w: &String| serde_json::to_string(w).unwrap_or_default();
+    let list: Vec<String> =
+        groups.iter().map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", "))).collect();
+    format!("[{}]", list.join(", "))
+}
+
 /// A replacement of one span of the file's text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextEdit {
@@ -332,20 +341,18 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
     let not = |why: &str| EditError::NotApplicable(why.to_string());
     match edit {
         Edit::Labels(_) | Edit::LabelGroups(_) => {
-            let quoted = |w: &String| serde_json::to_string(w).unwrap_or_default();
-            let (words, list): (Vec<String>, String) = match edit {
+            let (words, value): (Vec<String>, String) = match edit {
                 Edit::LabelGroups(groups) => {
                     if groups.iter().any(|g| g.is_empty()) {
                         return Err(not("a label without words"));
                     }
-                    let list = groups
-                        .iter()
-                        .map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", ")))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    (groups.iter().map(|g| g[0].clone()).collect(), list)
+                    (groups.iter().map(|g| g[0].clone()).collect(), label_groups_value(groups))
                 }
-                Edit::Labels(words) => (words.clone(), words.iter().map(quoted).collect::<Vec<_>>().join(", ")),
+                Edit::Labels(words) => {
+                    let quoted: Vec<String> =
+                        words.iter().map(|w| serde_json::to_string(w).unwrap_or_default()).collect();
+                    (words.clone(), format!("[{}]", quoted.join(", ")))
+                }
                 _ => unreachable!("matched above"),
             };
             let labels = doc.settings.labels.as_ref().ok_or_else(|| not("the prompt has no labels"))?;
@@ -356,7 +363,7 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                     labels.value.len()
                 )));
             }
-            let mut edits = vec![TextEdit { span: labels.span, replacement: format!("[{list}]") }];
+            let mut edits = vec![TextEdit { span: labels.span, replacement: value }];
             // The demonstrations answer with the new words too.
             let demos = find_demos(doc, space);
             for demo in &demos {
