@@ -810,8 +810,9 @@ impl<'a> Search<'a> {
         add_label_sets(&mut self.space, sets);
         add_sets(&mut self.state.ranked_labels, sets);
         if let Some(groups) = groups {
-            add_sets(&mut self.space.label_groups, std::slice::from_ref(&groups));
-            add_sets(&mut self.state.ranked_groups, &[groups]);
+            let groups = [groups];
+            add_sets(&mut self.space.label_groups, &groups);
+            add_sets(&mut self.state.ranked_groups, &groups);
         }
     }
 
