@@ -189,3 +189,60 @@ fn a_label_with_several_words_gets_their_summed_probability() {
     assert!((mean - right as f64 / 32.0).abs() < 1e-12);
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+#[test]
+fn a_label_bias_moves_the_choice_by_its_offsets() {
+    let cache = private_cache("bias");
+    let dir = cache.join("prompt");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv")).unwrap();
+    let score = |bias: &str| {
+        let file = dir.join("p.prompt");
+        std::fs::write(
+            &file,
+            format!(
+                "---\nreprompt.format: plain\nreprompt.labels: [terrible, great]\nreprompt.dataset: data/train.tsv\n\
+                 {bias}---\nReview: {{{{sentence}}}}\nSentiment:\n"
+            ),
+        )
+        .unwrap();
+        let out = reprompt(&["score", file.to_str().unwrap(), "--split", "train", "--json"], &cache);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let probabilities = |e: &Value| -> Vec<Vec<f64>> {
+        e["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["label_probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect())
+            .collect()
+    };
+    let plain = score("");
+    let raw = probabilities(&plain);
+    // The model leans to `great`: the median log-odds as the offset splits the examples in half.
+    let mut odds: Vec<f64> = raw.iter().map(|p| (p[1] / p[0]).ln()).collect();
+    odds.sort_by(f64::total_cmp);
+    let offset = -(odds[15] + odds[16]) / 2.0;
+    let biased = score(&format!("reprompt.label_bias: [0, {offset:.4}]\n"));
+    let shifted = probabilities(&biased);
+    let mut great = 0;
+    for (p, q) in raw.iter().zip(&shifted) {
+        // log q1/q0 = log p1/p0 + offset, and still a distribution.
+        let expected = (p[1] / p[0]).ln() + (offset * 1e4).round() / 1e4;
+        assert!(((q[1] / q[0]).ln() - expected).abs() < 1e-6, "{p:?} {q:?}");
+        assert!((q[0] + q[1] - 1.0).abs() < 1e-9);
+        great += usize::from(q[1] > q[0]);
+    }
+    assert_eq!(great, 16, "half the examples answer each label");
+    let answered: Vec<&Value> = biased["examples"].as_array().unwrap().iter().map(|x| &x["prediction"]).collect();
+    assert_eq!(answered.iter().filter(|a| **a == "great").count(), 16);
+    // A bias of the wrong length is an error before any scoring.
+    let file = dir.join("p.prompt");
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("label_bias: [0,", "label_bias: [0, 0,"))
+        .unwrap();
+    let out = reprompt(&["score", file.to_str().unwrap(), "--split", "train", "--json"], &cache);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("label_bias"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&cache);
+}

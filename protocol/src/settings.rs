@@ -33,6 +33,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("label_column", "the dataset column holding labels (default `label`)"),
     ("answer_column", "the dataset column holding answers (default `answer`)"),
     ("regex", "the pattern the `regex` reward matches outputs against"),
+    (
+        "label_bias",
+        "log-probability offsets added to each label's before the answer is chosen, one number per label id (calibration)",
+    ),
 ];
 
 /// Rewards and the task each needs (`None`: any task).
@@ -117,6 +121,10 @@ pub struct Settings {
     pub label_column: Option<String>,
     pub answer_column: Option<String>,
     pub regex: Option<Spanned<String>>,
+    /// Offsets added to each label's log-probability before the answer is chosen, one per
+    /// label id (a calibration of the model's prior over the labels).
+    #[serde(default)]
+    pub label_bias: Option<Spanned<Vec<f64>>>,
 }
 
 impl Settings {
@@ -282,6 +290,22 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     "`reprompt.regex` must be a pattern string",
                 )),
             },
+            "label_bias" => {
+                let numbers: Option<Vec<f64>> = match value.to_json() {
+                    Value::Array(items) => items.iter().map(|v| v.as_f64().filter(|x| x.is_finite())).collect(),
+                    _ => None,
+                };
+                match numbers {
+                    Some(bias) if !bias.is_empty() => {
+                        settings.label_bias = Some(Spanned { value: bias, span: value.span });
+                    }
+                    _ => diagnostics.push(Diagnostic::error(
+                        Code::InvalidField,
+                        value.span,
+                        "`reprompt.label_bias` must be a list of numbers, one per label id: `[0, 0.8]`",
+                    )),
+                }
+            }
             unknown => {
                 let suggestion =
                     did_you_mean(unknown, SETTINGS.iter().map(|(n, _)| *n)).map(|s| format!("reprompt.{s}"));
@@ -377,6 +401,30 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
         ),
         _ => {}
     }
+    if let Some(bias) = &settings.label_bias {
+        match (&settings.labels, task) {
+            (Some(labels), Task::Classify) if labels.value.len() != bias.value.len() => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        Code::LabelMismatch,
+                        bias.span,
+                        format!(
+                            "`reprompt.label_bias` has {} numbers for {} labels: one per label id",
+                            bias.value.len(),
+                            labels.value.len()
+                        ),
+                    )
+                    .with_related(labels.span, "the labels are set here"),
+                );
+            }
+            (_, Task::Generate) => diagnostics.push(Diagnostic::warning(
+                Code::LabelMismatch,
+                bias.span,
+                "`reprompt.label_bias` is ignored for generation: it shifts the choice between label words",
+            )),
+            _ => {}
+        }
+    }
     if let Some(reward) = &settings.reward {
         for (name, _) in &reward.value.components {
             if let Some((_, Some(needs))) = REWARDS.iter().find(|(r, _)| r == name)
@@ -399,6 +447,7 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnostic::Severity;
     use crate::document::parse;
 
     #[test]
@@ -439,5 +488,24 @@ mod tests {
         assert_eq!(&twice.source[errors[0].span.start..errors[0].span.end], "[good, Poor]");
         let empty = parse("---\nreprompt.labels: [[], good]\n---\n{{x}}", None);
         assert!(empty.diagnostics.iter().any(|d| d.code == Code::InvalidField), "{:?}", empty.diagnostics);
+    }
+
+    #[test]
+    fn a_label_bias_has_one_finite_number_per_label() {
+        let doc = parse("---\nreprompt.labels: [bad, good]\nreprompt.label_bias: [0, -0.85]\n---\n{{x}}", None);
+        assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+        assert_eq!(doc.settings.label_bias.as_ref().map(|b| b.value.clone()), Some(vec![0.0, -0.85]));
+        let source = "---\nreprompt.labels: [bad, good]\nreprompt.label_bias: [0.5]\n---\n{{x}}";
+        let short = parse(source, None);
+        let errors: Vec<_> = short.diagnostics.iter().filter(|d| d.code == Code::LabelMismatch).collect();
+        assert_eq!(errors.len(), 1, "{:?}", short.diagnostics);
+        assert_eq!(&source[errors[0].span.start..errors[0].span.end], "[0.5]");
+        for bad in ["[0, high]", "0.5", "[]", "[0, .nan]"] {
+            let doc =
+                parse(&format!("---\nreprompt.labels: [bad, good]\nreprompt.label_bias: {bad}\n---\n{{{{x}}}}"), None);
+            assert!(doc.diagnostics.iter().any(|d| d.code == Code::InvalidField), "{bad}: {:?}", doc.diagnostics);
+        }
+        let generate = parse("---\nreprompt.task: generate\nreprompt.label_bias: [0, 1]\n---\n{{x}}", None);
+        assert!(generate.diagnostics.iter().any(|d| d.code == Code::LabelMismatch && d.severity == Severity::Warning));
     }
 }

@@ -119,6 +119,9 @@ pub struct PreparedPrompt {
     pub labels: Vec<String>,
     /// Every answer word of each label, the label itself first (`Settings::label_words`).
     pub label_words: Vec<Vec<String>>,
+    /// Offsets added to each label's log-probability before the answer is chosen
+    /// (`reprompt.label_bias`); they change the choice, accuracy and gap, not `logprob`.
+    pub label_bias: Option<Vec<f64>>,
     pub reward: RewardSpec,
     pub format: Format,
     pub generate: GenerateParams,
@@ -204,6 +207,7 @@ impl PreparedPrompt {
             task,
             labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
             label_words: settings.label_words.clone(),
+            label_bias: settings.label_bias.as_ref().map(|b| b.value.clone()),
             reward,
             format: settings.format,
             generate,
@@ -383,7 +387,11 @@ impl Evaluator {
                         .run(move |rt| words.iter().map(|w| rt.tokenize(w).map(|t| t.len().max(1))).collect())?;
                     let logprobs = self.engine.choice_logprobs(group_contexts, choice_set)?;
                     for (&i, lp) in members.iter().zip(logprobs) {
-                        let probabilities = rewards::group_probabilities(&rewards::label_probabilities(&lp), &sizes);
+                        let mut probabilities =
+                            rewards::group_probabilities(&rewards::label_probabilities(&lp), &sizes);
+                        if let Some(bias) = &prepared.label_bias {
+                            probabilities = rewards::biased_probabilities(&probabilities, bias);
+                        }
                         let predicted =
                             probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
                         let gold = examples[i].label.unwrap_or(0);

@@ -32,6 +32,17 @@ pub fn group_probabilities(probabilities: &[f64], sizes: &[usize]) -> Vec<f64> {
         .collect()
 }
 
+/// Label probabilities shifted by per-label log-probability offsets (`reprompt.label_bias`)
+/// and normalised again: `q_k ∝ p_k · exp(b_k)`. Offsets beyond the labels are ignored, missing
+/// ones count as 0.
+pub fn biased_probabilities(probabilities: &[f64], bias: &[f64]) -> Vec<f64> {
+    let top = bias.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(0.0);
+    let shifted: Vec<f64> =
+        probabilities.iter().enumerate().map(|(k, p)| p * (bias.get(k).copied().unwrap_or(0.0) - top).exp()).collect();
+    let total: f64 = shifted.iter().sum();
+    if total > 0.0 && total.is_finite() { shifted.iter().map(|q| q / total).collect() } else { probabilities.to_vec() }
+}
+
 /// RLPrompt's reward: `Gap = P(gold) − max P(other)`, times 200 when correct (Gap > 0) and 180
 /// otherwise (Deng et al. 2022, `fsc_reward.py`).
 pub fn gap(probabilities: &[f64], gold: usize) -> f64 {
@@ -212,6 +223,22 @@ mod tests {
         );
         assert!(g[1] > g[0] && (g.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{g:?}");
         assert_eq!(group_probabilities(&p, &[1, 1, 1, 1]), p);
+    }
+
+    #[test]
+    fn a_label_bias_shifts_log_probabilities_and_renormalises() {
+        // log q = log p + b − log Z: [0.8, 0.2] with b = [0, ln 4] → [0.5, 0.5].
+        let q = biased_probabilities(&[0.8, 0.2], &[0.0, 4f64.ln()]);
+        assert!(close(q[0], 0.5) && close(q[1], 0.5), "{q:?}");
+        // The choice flips once the offset outweighs the ratio; the gap follows.
+        let q = biased_probabilities(&[0.8, 0.2], &[0.0, 2.0]);
+        assert!(q[1] > q[0] && gap(&q, 1) > 0.0, "{q:?}");
+        // Large offsets stay finite; no bias and a common offset change nothing.
+        let q = biased_probabilities(&[0.5, 0.5], &[800.0, 0.0]);
+        assert!(q.iter().all(|x| x.is_finite()) && q[0] > 0.999, "{q:?}");
+        assert_eq!(biased_probabilities(&[0.3, 0.7], &[]), [0.3, 0.7]);
+        let q = biased_probabilities(&[0.3, 0.7], &[1.5, 1.5]);
+        assert!(close(q[0], 0.3) && close(q[1], 0.7), "{q:?}");
     }
 
     #[test]
