@@ -40,6 +40,10 @@ pub struct OptimizeBenchArgs {
     /// make no group this many of its best sets; 0: only the built-in sets
     #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
     pub ranked_labels: usize,
+    /// Do not offer the calibration edit (`reprompt.label_bias` fitted to the prompt's answers on
+    /// training examples)
+    #[arg(long)]
+    pub no_calibration: bool,
     /// Repository root (where `examples/` and `bench/data/` are)
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
@@ -129,6 +133,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 seed,
                 paraphrases: args.paraphrases,
                 ranked_labels: args.ranked_labels,
+                calibrate: !args.no_calibration,
                 ..SearchConfig::default()
             };
             let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());

@@ -47,7 +47,7 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, None);
     let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
-    let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true)? else {
+    let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true, &[])? else {
         anyhow::bail!("{} is not a classification prompt with `reprompt.labels`", args.file.display());
     };
     if ranking.cue_added {

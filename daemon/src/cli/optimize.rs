@@ -65,6 +65,10 @@ pub struct OptimizeArgs {
     /// make no group this many of its best sets; 0: only the built-in sets
     #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
     pub ranked_labels: usize,
+    /// Do not offer the calibration edit (`reprompt.label_bias` fitted to the prompt's answers on
+    /// training examples)
+    #[arg(long)]
+    pub no_calibration: bool,
     /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
     /// `reprompt pretrain` (pre-trained on other prompts for the same model)
     #[arg(long, default_value = "none")]
@@ -321,6 +325,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         paraphrases: args.paraphrases,
         ranked_labels: args.ranked_labels,
         replay_bonus: args.replay_bonus,
+        calibrate: !args.no_calibration,
         ..SearchConfig::default()
     };
     let warm = WarmStart::resolve(&args.policy)?;
@@ -416,6 +421,18 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
     for groups in &report.search.ranked_groups {
         let words: Vec<String> = groups.iter().map(|g| g.join(", ")).collect();
         writeln!(out, "label words ranked by the model, per label: {}", words.join(" / "))?;
+    }
+    if !report.search.template_screen.is_empty() {
+        let screened: Vec<String> = report
+            .search
+            .template_screen
+            .iter()
+            .map(|(words, accuracy, ranked)| {
+                let name = if *ranked { "the ranked words".to_string() } else { words.clone() };
+                format!("{name} {}", pct(*accuracy))
+            })
+            .collect();
+        writeln!(out, "template label words, calibrated, out of sample on train: {}", screened.join(", "))?;
     }
     writeln!(out)?;
     let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);

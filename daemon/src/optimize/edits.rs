@@ -15,6 +15,7 @@ use reprompt_protocol::{PromptDocument, Severity, Span, parse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::calibrate::bias_value;
 use super::rng::Rng;
 
 /// One edit of a prompt.
@@ -55,6 +56,10 @@ pub enum Edit {
     /// [[harsh, poor], [hopeful, sweet]]`): a label's probability is its words' summed, the
     /// first word names it (in the demonstrations and instructions).
     LabelGroups(Vec<Vec<String>>),
+    /// Set the offsets added to each label's log-probability before the answer is chosen
+    /// (`reprompt.label_bias`), fitted to the prompt's own answers on training examples
+    /// ([`super::calibrate::prior_bias`]).
+    LabelBias(Vec<f64>),
 }
 
 impl Edit {
@@ -76,10 +81,11 @@ impl Edit {
             // A leaner completion prompt: the same kind of edit to the policy and the replay
             // (its description tells the two apart).
             Edit::Completion(_) | Edit::Bare(_) => 12,
+            Edit::LabelBias(_) => 13,
         }
     }
 
-    pub const KINDS: usize = 13;
+    pub const KINDS: usize = 14;
 
     /// A one-line description for people (and the text the policy embeds).
     pub fn describe(&self, source: &str) -> String {
@@ -107,6 +113,7 @@ impl Edit {
             Edit::LabelGroups(groups) => {
                 format!("label words {}", groups.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "))
             }
+            Edit::LabelBias(bias) => format!("calibrate the labels: label bias {}", bias_value(bias)),
         }
     }
 }
@@ -118,6 +125,32 @@ pub fn label_groups_value(groups: &[Vec<String>]) -> String {
     let list: Vec<String> =
         groups.iter().map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", "))).collect();
     format!("[{}]", list.join(", "))
+}
+
+/// Sets the front-matter entry `key` to `value`: its value replaced where it is written, else a
+/// line added at the end of the front matter.
+fn set_setting(doc: &PromptDocument, key: &str, value: &str) -> Result<Vec<TextEdit>, EditError> {
+    if let Some((_, span)) = doc.entry_span(key) {
+        return Ok(vec![TextEdit { span, replacement: value.into() }]);
+    }
+    let front =
+        doc.front_matter.as_ref().ok_or_else(|| EditError::NotApplicable("the prompt has no front matter".into()))?;
+    let yaml = &doc.source[front.span.start..front.span.end];
+    let newline = if yaml.is_empty() || yaml.ends_with('\n') { "" } else { "\n" };
+    Ok(vec![TextEdit { span: Span::at(front.span.end), replacement: format!("{newline}{key}: {value}\n") }])
+}
+
+/// The whole line of the front-matter entry `key` (with its line end), where it is written on
+/// lines of its own.
+fn entry_line(doc: &PromptDocument, key: &str) -> Option<Span> {
+    let (key_span, value_span) = doc.entry_span(key)?;
+    let source = &doc.source;
+    let start = source[..key_span.start].rfind('\n').map_or(0, |i| i + 1);
+    if !source[start..key_span.start].trim().is_empty() {
+        return None;
+    }
+    let end = source[value_span.end..].find('\n').map_or(source.len(), |i| value_span.end + i + 1);
+    Some(Span::new(start, end))
 }
 
 /// A replacement of one span of the file's text.
@@ -364,6 +397,10 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 )));
             }
             let mut edits = vec![TextEdit { span: labels.span, replacement: value }];
+            // A calibration belongs to the words it was fitted to.
+            if let Some(line) = entry_line(doc, "reprompt.label_bias") {
+                edits.push(TextEdit { span: line, replacement: String::new() });
+            }
             // The demonstrations answer with the new words too.
             let demos = find_demos(doc, space);
             for demo in &demos {
@@ -395,16 +432,14 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 Format::Chat => "chat",
                 Format::Plain => "plain",
             };
-            if let Some((_, span)) = doc.entry_span("reprompt.format") {
-                return Ok(vec![TextEdit { span, replacement: value.into() }]);
+            set_setting(doc, "reprompt.format", value)
+        }
+        Edit::LabelBias(bias) => {
+            let labels = doc.settings.labels.as_ref().ok_or_else(|| not("the prompt has no labels"))?;
+            if bias.len() != labels.value.len() || bias.iter().any(|b| !b.is_finite()) {
+                return Err(not("one finite offset per label id"));
             }
-            let front = doc.front_matter.as_ref().ok_or_else(|| not("the prompt has no front matter"))?;
-            let yaml = &doc.source[front.span.start..front.span.end];
-            let newline = if yaml.is_empty() || yaml.ends_with('\n') { "" } else { "\n" };
-            Ok(vec![TextEdit {
-                span: Span::at(front.span.end),
-                replacement: format!("{newline}reprompt.format: {value}\n"),
-            }])
+            set_setting(doc, "reprompt.label_bias", &bias_value(bias))
         }
         Edit::DeleteSentence(span) => {
             if !sentences(doc).contains(span) {
@@ -1141,5 +1176,27 @@ mod tests {
             assert!(!edit.describe(&doc.source).is_empty());
         }
         assert_eq!(candidates(&doc, &space, &mut Rng::new(1)), all, "seeded");
+    }
+
+    #[test]
+    fn a_calibration_is_written_replaced_and_dropped_with_new_label_words() {
+        let calibrated = apply_checked(&doc(), &Edit::LabelBias(vec![0.0, -1.25]), &space()).unwrap();
+        let d = parse(&calibrated, None);
+        assert!(d.diagnostics.is_empty(), "{:?}", d.diagnostics);
+        assert!(calibrated.contains("reprompt.label_bias: [0, -1.25]\n---"), "{calibrated}");
+        assert_eq!(d.settings.label_bias.as_ref().map(|b| b.value.clone()), Some(vec![0.0, -1.25]));
+        assert_eq!(Edit::LabelBias(vec![0.0, -1.25]).describe(""), "calibrate the labels: label bias [0, -1.25]");
+        // Set again: the value is replaced where it is written.
+        let again = apply_checked(&d, &Edit::LabelBias(vec![0.0, 0.5]), &space()).unwrap();
+        assert_eq!(again, calibrated.replace("[0, -1.25]", "[0, 0.5]"));
+        // New label words drop the calibration fitted to the old ones, line and all.
+        let relabelled = apply_checked(&d, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+        let r = parse(&relabelled, None);
+        assert!(r.diagnostics.is_empty() && r.settings.label_bias.is_none(), "{relabelled}");
+        assert!(!relabelled.contains("label_bias") && relabelled.contains("reprompt.reward: accuracy\n---"));
+        // One offset per label id, finite.
+        assert!(apply_checked(&doc(), &Edit::LabelBias(vec![0.0]), &space()).is_err());
+        assert!(apply_checked(&doc(), &Edit::LabelBias(vec![0.0, f64::NAN]), &space()).is_err());
+        assert_eq!(Edit::LabelBias(Vec::new()).kind(), Edit::KINDS - 1);
     }
 }

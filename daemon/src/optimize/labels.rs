@@ -197,6 +197,116 @@ pub fn word_groups(sets: &[Vec<String>], per_label: usize) -> Option<Vec<Vec<Str
     groups.iter().all(|g| g.len() >= 2).then_some(groups)
 }
 
+/// Answer words per label id.
+pub type Labelling = Vec<Vec<String>>;
+
+/// A labelling the search may start from, with how it does out of sample on the training
+/// examples (see [`cross_fitted`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Screened {
+    /// Answer words per label id (one each for a fixed set).
+    pub words: Vec<Vec<String>>,
+    /// Whether the words were ranked on the examples (the ranking's group or best set) rather
+    /// than given.
+    pub ranked: bool,
+    /// Mean accuracy over two folds of the examples, the words ranked (when `ranked`) and the
+    /// label offsets fitted ([`super::calibrate::prior_bias`]) on the other fold.
+    pub accuracy: f64,
+    /// The offsets fitted on all the examples.
+    pub bias: Vec<f64>,
+}
+
+/// Compares, honestly, the ranking's words with fixed label sets at one prompt: a ranked set
+/// is chosen among thousands of combinations on the very examples it is judged on, so its
+/// training accuracy flatters it; here every labelling is judged on examples it was not
+/// chosen or calibrated on. Two folds (even and odd example indices); on each, the ranking
+/// ([`rank_label_sets`], then [`word_groups`] of its best [`GROUP_SETS`] sets, else its best
+/// set) runs on the other fold, and every labelling's offsets are fitted on the other fold.
+/// Returns the ranking's labelling (ranked on all examples) first, then each of `fixed`
+/// whose words are all in the vocabulary, with their cross-fitted accuracies; empty where
+/// nothing can be ranked or scored. Arguments as for [`rank_label_sets`].
+pub fn cross_fitted(
+    log_probs: &[Vec<f32>],
+    gold: &[usize],
+    classes: usize,
+    vocabulary: &[String],
+    spaced: bool,
+    skip: &[String],
+    fixed: &[Vec<String>],
+) -> Vec<Screened> {
+    let ids: std::collections::HashMap<&str, usize> =
+        vocabulary.iter().enumerate().filter_map(|(id, t)| label_word(t, spaced).map(|w| (w, id))).collect();
+    let rank = |rows: &[usize]| -> Option<Vec<Vec<String>>> {
+        let lp: Vec<Vec<f32>> = rows.iter().map(|&i| log_probs[i].clone()).collect();
+        let g: Vec<usize> = rows.iter().map(|&i| gold[i]).collect();
+        let sets: Vec<Vec<String>> = rank_label_sets(&lp, &g, classes, vocabulary, spaced, GROUP_SETS, skip)
+            .into_iter()
+            .map(|r| r.words)
+            .collect();
+        word_groups(&sets, GROUP_WORDS).or_else(|| sets.first().map(|s| s.iter().map(|w| vec![w.clone()]).collect()))
+    };
+    // Each label's probability: its words' summed, normalised over the labels.
+    let probabilities = |words: &[Vec<String>], i: usize| -> Option<Vec<f64>> {
+        let mut logs = Vec::with_capacity(words.len());
+        for group in words {
+            let values: Vec<f64> = group
+                .iter()
+                .map(|w| ids.get(w.as_str()).map(|&id| f64::from(log_probs[i][id])))
+                .collect::<Option<_>>()?;
+            let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !top.is_finite() {
+                return None;
+            }
+            logs.push(top + values.iter().map(|v| (v - top).exp()).sum::<f64>().ln());
+        }
+        let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
+        let total: f64 = e.iter().sum();
+        Some(e.iter().map(|x| x / total).collect())
+    };
+    let fit = |words: &[Vec<String>], rows: &[usize]| -> Option<Vec<f64>> {
+        let probs: Vec<Vec<f64>> = rows.iter().map(|&i| probabilities(words, i)).collect::<Option<_>>()?;
+        let view: Vec<(&[f64], usize)> = probs.iter().zip(rows).map(|(p, &i)| (p.as_slice(), gold[i])).collect();
+        super::calibrate::prior_bias(&view, &[])
+    };
+    let right = |words: &[Vec<String>], bias: &[f64], rows: &[usize]| -> Option<usize> {
+        let mut n = 0;
+        for &i in rows {
+            let q = crate::eval::rewards::biased_probabilities(&probabilities(words, i)?, bias);
+            let predicted = (0..q.len()).max_by(|&a, &b| q[a].total_cmp(&q[b]))?;
+            n += usize::from(predicted == gold[i]);
+        }
+        Some(n)
+    };
+    let all: Vec<usize> = (0..gold.len()).collect();
+    let folds: [Vec<usize>; 2] =
+        [all.iter().copied().filter(|i| i % 2 == 0).collect(), all.iter().copied().filter(|i| i % 2 == 1).collect()];
+    // A labelling's cross-fitted accuracy; `choose` picks its words on the fitting fold.
+    let judge = |choose: &dyn Fn(&[usize]) -> Option<Labelling>| -> Option<f64> {
+        let mut hits = 0;
+        for f in 0..2 {
+            let (held, fitting) = (&folds[f], &folds[1 - f]);
+            let words = choose(fitting)?;
+            let bias = fit(&words, fitting)?;
+            hits += right(&words, &bias, held)?;
+        }
+        Some(hits as f64 / gold.len() as f64)
+    };
+    let mut out = Vec::new();
+    if let Some(words) = rank(&all)
+        && let (Some(accuracy), Some(bias)) = (judge(&|rows| rank(rows)), fit(&words, &all))
+    {
+        out.push(Screened { words, ranked: true, accuracy, bias });
+    }
+    for set in fixed.iter().filter(|s| s.len() == classes) {
+        let words: Vec<Vec<String>> = set.iter().map(|w| vec![w.clone()]).collect();
+        if let (Some(accuracy), Some(bias)) = (judge(&|_| Some(words.clone())), fit(&words, &all)) {
+            out.push(Screened { words, ranked: false, accuracy, bias });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +421,47 @@ mod tests {
         // The function word "the" is likely everywhere but never a label.
         assert!(!ranked.iter().any(|r| r.words.iter().any(|w| w == "the")), "{ranked:?}");
         assert!(ranked.iter().any(|r| r.words[0] == "worlds"), "{ranked:?}");
+    }
+
+    #[test]
+    fn cross_fitting_sees_through_words_that_fit_the_training_examples_by_chance() {
+        // 16 examples, two classes. `bad`/`good` carry the class on 12 of them; each `w*` word
+        // is likely on exactly one example, so the ranking's groups take them in and fit the
+        // examples they were ranked on, while saying nothing about any other example.
+        let mut v = vocab(&[" bad", " good"]);
+        v.extend((0..16).map(|i| format!(" wx{}", (b'a' + i as u8) as char)));
+        let mut log_probs = Vec::new();
+        let mut gold = Vec::new();
+        for i in 0..16 {
+            let g = i / 8;
+            let flipped = i % 8 < 2;
+            let mut lp = vec![-9.0f32; v.len()];
+            lp[0] = if (g == 0) != flipped { -1.0 } else { -1.6 };
+            lp[1] = if (g == 1) != flipped { -1.0 } else { -1.6 };
+            lp[2 + i] = -0.2;
+            log_probs.push(lp);
+            gold.push(g);
+        }
+        let fixed = vec![vocab(&["bad", "good"]), vocab(&["nope", "good"])];
+        let screened = cross_fitted(&log_probs, &gold, 2, &v, true, &[], &fixed);
+        assert_eq!(screened.len(), 2, "{screened:?}: `nope` is not in the vocabulary");
+        let (ranked, given) = (&screened[0], &screened[1]);
+        assert!(ranked.ranked && !given.ranked);
+        assert_eq!(given.words, [vocab(&["bad"]), vocab(&["good"])]);
+        assert!(ranked.words.iter().all(|g| g.len() > 2), "{ranked:?}");
+        // On the examples it was ranked on, the ranked labelling looks far better than it is.
+        let index = |w: &str| v.iter().position(|t| t.trim() == w).unwrap();
+        let in_sample = (0..16)
+            .filter(|&i| {
+                let mass = |g: &Vec<String>| g.iter().map(|w| f64::from(log_probs[i][index(w)]).exp()).sum::<f64>();
+                let (p0, p1) =
+                    (mass(&ranked.words[0]) * ranked.bias[0].exp(), mass(&ranked.words[1]) * ranked.bias[1].exp());
+                (p1 > p0) == (gold[i] == 1)
+            })
+            .count() as f64
+            / 16.0;
+        assert!(in_sample >= 0.85, "{in_sample}");
+        assert!(ranked.accuracy <= 0.8, "{ranked:?}");
+        assert!(given.accuracy >= 0.6 && given.bias.len() == 2, "{given:?}");
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`edits`]: readable prompt edits applied as minimal text edits, each checked to parse and
 //!   keep the input variables;
+//! - [`calibrate`]: per-label offsets (`reprompt.label_bias`) fitted so a prompt's answers on
+//!   the training examples spread over the labels as the gold answers do;
 //! - [`labels`]: label-word sets the task model ranks highest on the training examples
 //!   (LM-BFF's automatic label search), added to the edit space;
 //! - [`rng`]: the seeded deterministic generator behind everything random here (weight init,
@@ -15,6 +17,7 @@
 //! - [`search`]: the budgeted, cached environment over a [`search::Scorer`], the strategies
 //!   (PPO, random, greedy, evolution) at equal budget, the validation gate and resumable runs.
 
+pub mod calibrate;
 pub mod edits;
 pub mod labels;
 pub mod model;

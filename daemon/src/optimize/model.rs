@@ -10,8 +10,10 @@ use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 
 use super::edits::DemoSource;
-use super::labels::{FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, continuation_mass, label_word, rank_label_sets};
-use super::search::{Outcome, Scorer};
+use super::labels::{
+    FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, Screened, continuation_mass, cross_fitted, label_word, rank_label_sets,
+};
+use super::search::{Outcome, Scorer, TemplateRanking};
 use super::{OptimizeError, Result};
 use crate::engine::{ChatTurn, GenerateParams};
 use crate::eval::evaluate::load_split;
@@ -38,6 +40,9 @@ pub struct LabelRanking {
     /// The prompt's answer starts a line or a chat turn, so the words were ranked after an
     /// added `Answer:` cue.
     pub cue_added: bool,
+    /// The ranking's labelling and each of the fixed sets asked for, judged out of sample
+    /// ([`cross_fitted`]).
+    pub screened: Vec<Screened>,
 }
 
 /// Scores prompt variants of the file at `path` with the task model.
@@ -125,7 +130,15 @@ impl<'e> ModelScorer<'e> {
     /// prompt with that cue, not as written); `None` for a prompt that is not a
     /// classification with labels, or, unless `add_cue`, for one whose answer starts a line or
     /// a chat turn.
-    pub fn label_ranking(&mut self, text: &str, keep: usize, add_cue: bool) -> Result<Option<LabelRanking>> {
+    /// With `fixed` sets (one word per label each), the ranking's labelling and those sets are
+    /// also compared out of sample on the same distributions, at no further cost.
+    pub fn label_ranking(
+        &mut self,
+        text: &str,
+        keep: usize,
+        add_cue: bool,
+        fixed: &[Vec<String>],
+    ) -> Result<Option<LabelRanking>> {
         self.load_vocabulary()?;
         let key = self.prepare(text)?;
         let prepared = &self.prepared[&key];
@@ -167,7 +180,12 @@ impl<'e> ModelScorer<'e> {
             let new: BTreeSet<String> =
                 sets.iter().flat_map(|s| s.words.iter()).filter(|w| !checked.contains(*w)).cloned().collect();
             if new.is_empty() {
-                return Ok(Some(LabelRanking { sets, cue_added }));
+                let screened = if fixed.is_empty() {
+                    Vec::new()
+                } else {
+                    cross_fitted(&log_probs, &gold, classes, &vocabulary, true, &fragments, fixed)
+                };
+                return Ok(Some(LabelRanking { sets, cue_added, screened }));
             }
             for (word, is) in new.iter().zip(self.fragments(&new)?) {
                 if is {
@@ -224,13 +242,17 @@ impl Scorer for ModelScorer<'_> {
                     (Task::Classify, Some(&gap)) => gap,
                     _ => r.score,
                 };
-                Outcome { score: r.score, signal }
+                Outcome { score: r.score, signal, probabilities: r.label_probabilities.unwrap_or_default() }
             })
             .collect())
     }
 
     fn split_len(&self, split: Split) -> usize {
         self.split(split).examples.len()
+    }
+
+    fn train_labels(&self) -> Vec<Option<usize>> {
+        self.train.examples.iter().map(|e| e.label).collect()
     }
 
     fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
@@ -245,7 +267,13 @@ impl Scorer for ModelScorer<'_> {
     fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
         // Only where the prompt itself puts the answer after a word: words ranked after an
         // added cue were noise on the development splits (see `label_ranking`).
-        Ok(self.label_ranking(text, keep, false)?.map(|r| r.sets.into_iter().map(|s| s.words).collect()))
+        Ok(self.label_ranking(text, keep, false, &[])?.map(|r| r.sets.into_iter().map(|s| s.words).collect()))
+    }
+
+    fn rank_template(&mut self, text: &str, keep: usize, fixed: &[Vec<String>]) -> Result<Option<TemplateRanking>> {
+        Ok(self
+            .label_ranking(text, keep, false, fixed)?
+            .map(|r| (r.sets.into_iter().map(|s| s.words).collect(), r.screened)))
     }
 
     fn paraphrase(&mut self, sentence: &str, seed: u64) -> Result<Vec<String>> {

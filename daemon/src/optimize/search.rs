@@ -15,6 +15,7 @@ use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 use serde::{Deserialize, Serialize};
 
+use super::calibrate;
 use super::edits::{self, Edit, EditSpace, apply_checked, find_demos};
 use super::labels;
 use super::{OptimizeError, PolicyDims, PolicyNet, PolicySnapshot, Ppo, PpoConfig, Result, Rng, Transition};
@@ -22,13 +23,21 @@ use crate::eval::Split;
 use crate::eval::stats::{self, Interval};
 
 /// One example's result for one prompt.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// The reward the prompt is judged by (accuracy for classification).
     pub score: f64,
     /// A denser training signal (RLPrompt's gap reward for classification, else the score).
     pub signal: f64,
+    /// Classification: each label's probability as the prompt chose its answer (its
+    /// `reprompt.label_bias` applied), what a calibration of the prompt is fitted to; empty
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probabilities: Vec<f64>,
 }
+
+/// The template step's ranking: the ranked sets, and the labellings judged out of sample.
+pub type TemplateRanking = (Vec<Vec<String>>, Vec<labels::Screened>);
 
 /// What the search needs from the world: scores of prompt texts on examples of a split, and
 /// feature vectors for texts.
@@ -52,6 +61,18 @@ pub trait Scorer {
     /// model scorer's fragment test).
     fn rank_labels(&mut self, _text: &str, _keep: usize) -> Result<Option<Vec<Vec<String>>>> {
         Ok(None)
+    }
+    /// The gold label id of each training example, where the split has labels (what a
+    /// calibration is fitted to); empty by default.
+    fn train_labels(&self) -> Vec<Option<usize>> {
+        Vec::new()
+    }
+    /// The template step's ranking ([`Search::rank_templates`]): [`Scorer::rank_labels`] and,
+    /// from the same distributions, the ranking's labelling and each of `fixed` judged out of
+    /// sample ([`labels::cross_fitted`]); none of the latter by default. Costs what
+    /// `rank_labels` costs.
+    fn rank_template(&mut self, text: &str, keep: usize, _fixed: &[Vec<String>]) -> Result<Option<TemplateRanking>> {
+        Ok(self.rank_labels(text, keep)?.map(|sets| (sets, Vec::new())))
     }
 }
 
@@ -121,6 +142,17 @@ pub struct SearchConfig {
     /// PPO: digest of the pre-trained policy the run starts from ([`Search::warm_start`]);
     /// `None` for a freshly initialised policy (and for the other strategies).
     pub warm_start: Option<String>,
+    /// Offer the calibration edit ([`Edit::LabelBias`]) wherever a classification prompt has
+    /// results on enough training examples to fit it ([`calibrate::prior_bias`]). On by
+    /// default; a checkpoint from before it existed reads as off.
+    #[serde(default)]
+    pub calibrate: bool,
+    /// PPO and random episodes: a prompt is scored on the whole training split when it beats,
+    /// on its minibatch, the `promote`-th best whole-train prompt so far (so the gate has that
+    /// many to choose from); a checkpoint from before it existed reads as 0, which is 1, the
+    /// best alone.
+    #[serde(default)]
+    pub promote: usize,
 }
 
 impl SearchConfig {
@@ -155,6 +187,8 @@ impl Default for SearchConfig {
             ppo: PpoConfig { epochs: 4, minibatch_size: 16, entropy_coef: 0.02, ..PpoConfig::default() },
             replay_bonus: 2.0,
             warm_start: None,
+            calibrate: true,
+            promote: 4,
         }
     }
 }
@@ -182,7 +216,7 @@ impl Record {
     /// Mean score on the whole split, if every example has been scored.
     pub fn full_mean(&self, split: Split) -> Option<f64> {
         let all = self.outcomes(split);
-        let scores: Option<Vec<f64>> = all.iter().map(|o| o.map(|o| o.score)).collect();
+        let scores: Option<Vec<f64>> = all.iter().map(|o| o.as_ref().map(|o| o.score)).collect();
         scores.filter(|s| !s.is_empty()).map(|s| s.iter().sum::<f64>() / s.len() as f64)
     }
 
@@ -312,6 +346,10 @@ pub struct SearchState {
     /// Several words per label made from the rankings ([`labels::word_groups`]), newest first.
     #[serde(default)]
     pub ranked_groups: Vec<Vec<Vec<String>>>,
+    /// The template step's labellings (words, out-of-sample training accuracy, whether
+    /// ranked), where it compared them ([`labels::cross_fitted`]).
+    #[serde(default)]
+    pub template_screen: Vec<(String, f64, bool)>,
 }
 
 /// A prompt the gate validated.
@@ -355,6 +393,9 @@ pub struct SearchResult {
     /// Several words per label made from the rankings and offered to the search (newest first).
     #[serde(default)]
     pub ranked_groups: Vec<Vec<Vec<String>>>,
+    /// The template step's labellings, out-of-sample training accuracy, whether ranked.
+    #[serde(default)]
+    pub template_screen: Vec<(String, f64, bool)>,
 }
 
 /// Why a search ended early.
@@ -374,6 +415,8 @@ pub struct Search<'a> {
     features: HashMap<String, Vec<f32>>,
     docs: HashMap<String, PromptDocument>,
     rng: Rng,
+    /// The training examples' gold label ids ([`Scorer::train_labels`]).
+    gold: Vec<Option<usize>>,
     /// When the time not yet added to `state.seconds` started.
     clock: std::time::Instant,
 }
@@ -416,14 +459,13 @@ fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
     add_sets(&mut space.label_sets, sets);
 }
 
-/// Whether this reprompt resumes a checkpoint's state: format 2, or format 1 (which ranked
-/// single label sets) where nothing was ranked.
+/// Whether this reprompt resumes a checkpoint's state: format 3 only. Format 2 had one edit kind
+/// fewer (no calibration), so its policy does not fit; format 1 also ranked single label sets.
 fn resumable(state: &SearchState) -> std::result::Result<(), String> {
     match state.format {
-        2 => Ok(()),
-        1 if state.config.ranked_labels == 0 => Ok(()),
-        1 => Err("it was written by an older reprompt that ranked label words differently; remove it or pick \
-                  another directory"
+        3 => Ok(()),
+        1 | 2 => Err("it was written by an older reprompt with a smaller edit space; remove it or pick another \
+                      directory"
             .into()),
         other => Err(format!("unknown format {other}")),
     }
@@ -491,7 +533,7 @@ impl<'a> Search<'a> {
             )));
         }
         let state = SearchState {
-            format: 2,
+            format: 3,
             original: original.to_string(),
             original_key: key(original),
             spent: 0,
@@ -509,6 +551,7 @@ impl<'a> Search<'a> {
             rankings: 0,
             templates_ranked: false,
             ranked_groups: Vec::new(),
+            template_screen: Vec::new(),
             config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
@@ -553,12 +596,14 @@ impl<'a> Search<'a> {
         // instructions say how to answer; there are no words to rank for it).
         let settings = parse(&state.original, None).settings;
         let classifies = settings.labels.is_some() && settings.task.is_none_or(|t| t == Task::Classify);
-        space.bare = state.config.ranked_labels > 0 && classifies;
+        space.bare = (state.config.ranked_labels > 0 || state.config.calibrate) && classifies;
         add_label_sets(&mut space, &state.ranked_labels);
         add_sets(&mut space.label_groups, &state.ranked_groups);
         let rng = Rng::from_state(state.rng);
+        let gold = scorer.train_labels();
         Ok(Self {
             state,
+            gold,
             scorer,
             space,
             ppo: None,
@@ -730,7 +775,7 @@ impl<'a> Search<'a> {
             self.note_curve();
         }
         let known = self.state.records[k].outcomes(split);
-        Ok(Some(indices.iter().map(|&i| known[i].expect("scored")).collect()))
+        Ok(Some(indices.iter().map(|&i| known[i].clone().expect("scored")).collect()))
     }
 
     fn best_by(&self, split: Split) -> Option<(&String, f64)> {
@@ -826,7 +871,10 @@ impl<'a> Search<'a> {
     fn rank_templates(&mut self) -> Result<()> {
         let keep = self.state.config.ranked_labels;
         let n = self.scorer.split_len(Split::Train);
-        if keep == 0 || self.state.templates_ranked || self.search_budget_left() < 2 * n {
+        if (keep == 0 && !self.state.config.calibrate)
+            || self.state.templates_ranked
+            || self.search_budget_left() < 2 * n
+        {
             return Ok(());
         }
         self.state.templates_ranked = true;
@@ -837,23 +885,72 @@ impl<'a> Search<'a> {
             .into_iter()
             .find_map(|e| apply_checked(&doc, &e, &self.space).ok().map(|text| (e, text)));
         let Some((edit, text)) = edited else { return Ok(()) };
+        if keep == 0 {
+            // No ranking: the template with the author's own words (calibration can fix their lean).
+            let k = self.record(&text, vec![edit.describe(&doc.source)]);
+            let all: Vec<usize> = (0..n).collect();
+            let limit = self.search_budget_left();
+            self.scores(&k, Split::Train, &all, limit)?;
+            return Ok(());
+        }
         let context = answer_context(self.doc(&text));
         self.state.ranked_at.push(context);
-        let Some(sets) = self.scorer.rank_labels(&text, keep.max(labels::GROUP_SETS))? else { return Ok(()) };
+        let classes = doc.settings.labels.as_ref().map_or(0, |l| l.value.len());
+        let fixed: Vec<Vec<String>> = if self.state.config.calibrate {
+            self.space.label_sets.iter().filter(|s| s.len() == classes).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let Some((sets, mut screened)) = self.scorer.rank_template(&text, keep.max(labels::GROUP_SETS), &fixed)? else {
+            return Ok(());
+        };
+        if !self.state.config.calibrate {
+            screened.clear();
+        }
         self.state.spent += n;
         let (sets, groups) = ranked_offers(sets, keep);
         self.offer_ranked(&sets, groups.clone());
-        let labels = match (groups, sets.first()) {
+        let ranked_labels = match (groups, sets.first()) {
             (Some(groups), _) => Edit::LabelGroups(groups),
             (None, Some(first)) => Edit::Labels(first.clone()),
             (None, None) => return Ok(()),
         };
-        let cued = self.doc(&text).clone();
-        let described = edit.describe(&doc.source);
-        let (text, lineage) = match apply_checked(&cued, &labels, &self.space) {
-            Ok(relabelled) => (relabelled, vec![described, labels.describe(&cued.source)]),
-            Err(_) => (text, vec![described]),
-        };
+        // With calibration, the words the template starts with are the ones that do best out of
+        // sample ([`labels::cross_fitted`]): the ranking's, or a built-in set that beats them,
+        // calibrated on all of train.
+        self.state.template_screen = screened
+            .iter()
+            .map(|s| (s.words.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "), s.accuracy, s.ranked))
+            .collect();
+        let best = screened
+            .iter()
+            .fold(None::<&labels::Screened>, |best, s| match best {
+                Some(b) if s.accuracy <= b.accuracy => Some(b),
+                _ => Some(s),
+            })
+            .filter(|b| !b.ranked);
+        let mut steps = vec![ranked_labels];
+        if let Some(best) = best {
+            steps = vec![if best.words.iter().all(|g| g.len() == 1) {
+                Edit::Labels(best.words.iter().map(|g| g[0].clone()).collect())
+            } else {
+                Edit::LabelGroups(best.words.clone())
+            }];
+        }
+        if let Some(start) = screened.iter().find(|s| best.is_none_or(|b| b.words == s.words))
+            && start.bias.iter().any(|b| b.abs() >= 0.05)
+        {
+            steps.push(Edit::LabelBias(start.bias.clone()));
+        }
+        let mut lineage = vec![edit.describe(&doc.source)];
+        let mut text = text;
+        for step in steps {
+            let current = self.doc(&text).clone();
+            if let Ok(next) = apply_checked(&current, &step, &self.space) {
+                lineage.push(step.describe(&current.source));
+                text = next;
+            }
+        }
         let k = self.record(&text, lineage);
         let all: Vec<usize> = (0..n).collect();
         let limit = self.search_budget_left();
@@ -895,7 +992,35 @@ impl<'a> Search<'a> {
             self.rng.shuffle(&mut all);
             all.truncate(self.state.config.max_candidates);
         }
+        // The calibration is never sampled away: it is one edit, fitted to this prompt.
+        if let Some(bias) = self.calibration(text, &doc)
+            && let Ok(edited) = apply_checked(&doc, &Edit::LabelBias(bias.clone()), &self.space)
+        {
+            all.push((Edit::LabelBias(bias), edited));
+        }
         Ok(all)
+    }
+
+    /// The label offsets fitted to the known training results of `text`
+    /// ([`calibrate::prior_bias`]), where calibration is on and they differ from the prompt's
+    /// own by at least 0.05 for some label.
+    fn calibration(&self, text: &str, doc: &PromptDocument) -> Option<Vec<f64>> {
+        if !self.state.config.calibrate {
+            return None;
+        }
+        let record = self.state.records.get(&key(text))?;
+        let gold = &self.gold;
+        let known: Vec<(&[f64], usize)> = record
+            .train
+            .iter()
+            .zip(gold)
+            .filter_map(|(o, g)| Some((o.as_ref()?.probabilities.as_slice(), (*g)?)))
+            .filter(|(p, _)| !p.is_empty())
+            .collect();
+        let current = doc.settings.label_bias.as_ref().map(|b| b.value.clone()).unwrap_or_default();
+        let bias = calibrate::prior_bias(&known, &current)?;
+        let old = |k: usize| current.get(k).copied().unwrap_or(0.0);
+        bias.iter().enumerate().any(|(k, b)| (b - old(k)).abs() >= 0.05).then_some(bias)
     }
 
     fn feature(&mut self, text: &str) -> Result<Vec<f32>> {
@@ -1041,9 +1166,9 @@ impl<'a> Search<'a> {
             if learn {
                 self.state.replay.add(&description, edit.kind(), raw);
             }
-            // Promising prompts (better than the best so far on this same minibatch) get the
-            // whole train split.
-            if self.beats_best_on(&child_out, &batch) {
+            // Promising prompts (better on this same minibatch than one of the best few whole-train
+            // prompts so far) get the whole train split.
+            if self.enters_top_on(&child_out, &batch) {
                 let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
                 let limit = self.search_budget_left();
                 self.scores(&child, Split::Train, &all, limit)?;
@@ -1059,12 +1184,21 @@ impl<'a> Search<'a> {
         Ok(steps)
     }
 
-    /// Whether results on `batch` beat the best whole-train prompt's on the same examples
-    /// (score first, then the dense signal).
-    fn beats_best_on(&self, outcomes: &[Outcome], batch: &[usize]) -> bool {
-        let Some((best, _)) = self.best_by(Split::Train) else { return true };
-        let known = &self.state.records[best].train;
-        let on_batch: Vec<Outcome> = batch.iter().filter_map(|&i| known[i]).collect();
+    /// Whether results on `batch` beat, on the same examples (score first, then the dense
+    /// signal), the `promote`-th best whole-train prompt so far: with fewer than that many, any
+    /// result does. One best prompt alone is a poor bar: a prompt fitted to the training
+    /// examples (label words ranked on them) would then keep every other prompt from being
+    /// scored on the whole split, and the gate from having anything else to validate.
+    fn enters_top_on(&self, outcomes: &[Outcome], batch: &[usize]) -> bool {
+        let mut whole: Vec<(&Record, f64, f64, usize)> = self
+            .state
+            .records
+            .values()
+            .filter_map(|r| r.full_mean(Split::Train).map(|m| (r, m, r.full_signal(Split::Train), r.found_at)))
+            .collect();
+        whole.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.3.cmp(&b.3)));
+        let Some((bar, ..)) = whole.get(self.state.config.promote.max(1) - 1) else { return true };
+        let on_batch: Vec<Outcome> = batch.iter().filter_map(|&i| bar.train[i].clone()).collect();
         let pair = |o: &[Outcome]| (mean(o.iter().map(|x| x.score)), mean(o.iter().map(|x| x.signal)));
         let (a, b) = (pair(outcomes), pair(&on_batch));
         a.0 > b.0 || (a.0 == b.0 && a.1 > b.1)
@@ -1359,7 +1493,8 @@ impl<'a> Search<'a> {
         let winner = checked.first().filter(|v| v.key != original && v.validation > original_validation).cloned();
         let best_key = winner.as_ref().map_or(original.clone(), |w| w.key.clone());
         let best = &self.state.records[&best_key];
-        let scores = |o: &[Option<Outcome>]| o.iter().map(|x| x.map_or(0.0, |x| x.score)).collect::<Vec<f64>>();
+        let scores =
+            |o: &[Option<Outcome>]| o.iter().map(|x| x.as_ref().map_or(0.0, |x| x.score)).collect::<Vec<f64>>();
         let paired =
             stats::paired_difference(&scores(&self.state.records[&original].validation), &scores(&best.validation));
         Ok(SearchResult {
@@ -1384,6 +1519,7 @@ impl<'a> Search<'a> {
             seconds: self.state.seconds,
             ranked_labels: self.state.ranked_labels.clone(),
             ranked_groups: self.state.ranked_groups.clone(),
+            template_screen: self.state.template_screen.clone(),
         })
     }
 }
@@ -1434,7 +1570,7 @@ mod tests {
                         (Split::Validation, true) => f64::from(u8::from(original)),
                         _ => f64::from(u8::from(q > difficulty)),
                     };
-                    Outcome { score, signal: q - difficulty }
+                    Outcome { score, signal: q - difficulty, ..Outcome::default() }
                 })
                 .collect())
         }
@@ -1491,6 +1627,93 @@ mod tests {
             assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
             assert!(!result.best_lineage.is_empty());
         }
+    }
+
+    /// A world whose prompts rank every input right but lean to the second label by 2 in
+    /// log-odds, whatever their words: only a calibration ([`Edit::LabelBias`]) helps.
+    struct Leaning {
+        scored: usize,
+    }
+
+    impl Scorer for Leaning {
+        fn score(&mut self, text: &str, _split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            self.scored += indices.len();
+            let bias = parse(text, None).settings.label_bias.map(|b| b.value).unwrap_or_default();
+            let shift = bias.get(1).copied().unwrap_or(0.0) - bias.first().copied().unwrap_or(0.0);
+            Ok(indices
+                .iter()
+                .map(|&i| {
+                    let gold = i % 2;
+                    let margin = 0.5 + (i % 4) as f64 * 0.25;
+                    let odds = 2.0 + shift + if gold == 1 { margin } else { -margin };
+                    let p = 1.0 / (1.0 + (-odds).exp());
+                    let probabilities = vec![1.0 - p, p];
+                    let predicted = usize::from(p > 0.5);
+                    Outcome {
+                        score: f64::from(u8::from(predicted == gold)),
+                        signal: crate::eval::rewards::gap(&probabilities, gold),
+                        probabilities,
+                    }
+                })
+                .collect())
+        }
+        fn split_len(&self, _split: Split) -> usize {
+            32
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            Planted { scored: 0, adversarial_validation: false }.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            16
+        }
+        fn train_labels(&self) -> Vec<Option<usize>> {
+            (0..32).map(|i| Some(i % 2)).collect()
+        }
+    }
+
+    #[test]
+    fn a_prompt_that_leans_to_one_label_is_calibrated() {
+        for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
+            let mut scorer = Leaning { scored: 0 };
+            let mut search = Search::new(EXAMPLE, config(strategy, 1500), space(), &mut scorer).unwrap();
+            let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            assert_eq!(result.original_validation, 0.5, "{strategy:?}");
+            assert_eq!(result.best_validation, 1.0, "{strategy:?}: {}", result.best_text);
+            let doc = parse(&result.best_text, None);
+            assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+            let bias = doc.settings.label_bias.expect("calibrated").value;
+            assert!(bias[0] == 0.0 && bias[1] < -1.0 && bias[1] > -3.0, "{strategy:?}: {bias:?}");
+            assert!(
+                result.best_lineage.iter().any(|l| l.starts_with("calibrate the labels")),
+                "{:?}",
+                result.best_lineage
+            );
+        }
+        // Off, the edit is never offered: no prompt of the run has a bias.
+        let mut scorer = Leaning { scored: 0 };
+        let config = SearchConfig { calibrate: false, ..config(Strategy::Random, 600) };
+        let mut search = Search::new(EXAMPLE, config, space(), &mut scorer).unwrap();
+        let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+        assert!(!result.improved);
+        assert!(search.state.records.values().all(|r| !r.text.contains("reprompt.label_bias")));
+    }
+
+    #[test]
+    fn the_gate_has_the_few_best_to_choose_from_not_the_best_alone() {
+        // In the Leaning world nothing but a calibration beats the author's prompt; with the
+        // best alone as the bar, few prompts reach the whole training split. With the fourth
+        // best as the bar, the gate validates a top 4.
+        let whole = |promote: usize| {
+            let mut scorer = Leaning { scored: 0 };
+            let config = SearchConfig { promote, calibrate: false, ..config(Strategy::Random, 1200) };
+            let mut search = Search::new(EXAMPLE, config, space(), &mut scorer).unwrap();
+            let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            (search.state.records.values().filter(|r| r.full_mean(Split::Train).is_some()).count(), result)
+        };
+        let (few, _) = whole(1);
+        let (more, result) = whole(4);
+        assert!(more > few, "{more} vs {few}");
+        assert!(result.validated.len() >= 4, "the original and three others: {:?}", result.validated);
     }
 
     #[test]
@@ -1573,8 +1796,12 @@ mod tests {
     fn a_warm_started_policy_carries_what_it_learned_into_a_new_run() {
         let dir = std::env::temp_dir().join(format!("reprompt-warm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // Pre-train: three runs of other seeds, the policy carried from one into the next.
+        // Pre-train: three runs of other seeds, the policy carried from one into the next. The
+        // best prompt alone is the bar for whole-train scoring here: the measure is how good
+        // the prompts the policy picks are, and at 400 evaluations every whole-train scoring
+        // is a pick fewer.
         let mut weights: Option<PolicySnapshot> = None;
+        let config = |strategy, budget| SearchConfig { promote: 1, ..config(strategy, budget) };
         for seed in [101, 102, 103] {
             let mut scorer = Planted { scored: 0, adversarial_validation: false };
             let mut search =
@@ -1717,6 +1944,94 @@ mod tests {
         }
     }
 
+    /// The ranking world whose template step also judges labellings out of sample: the ranked
+    /// group at `group`, the fixed sets at 0.7 except `negative / positive` at `posneg`.
+    struct Screening {
+        ranking: Ranking,
+        group: f64,
+        posneg: f64,
+        fixed: Vec<Vec<String>>,
+    }
+
+    impl Scorer for Screening {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            self.ranking.score(text, split, indices)
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.ranking.split_len(split)
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.ranking.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.ranking.feature_dim()
+        }
+        fn rank_labels(&mut self, text: &str, keep: usize) -> Result<Option<Vec<Vec<String>>>> {
+            self.ranking.rank_labels(text, keep)
+        }
+        fn rank_template(&mut self, text: &str, keep: usize, fixed: &[Vec<String>]) -> Result<Option<TemplateRanking>> {
+            self.fixed = fixed.to_vec();
+            let Some(sets) = self.ranking.rank_labels(text, keep)? else { return Ok(None) };
+            let group = vec![vec!["dreadful".to_string(), "sad".into()], vec!["superb".into(), "glad".into()]];
+            if fixed.is_empty() {
+                return Ok(Some((sets, Vec::new())));
+            }
+            let mut screened =
+                vec![labels::Screened { words: group, ranked: true, accuracy: self.group, bias: vec![0.0, 0.3] }];
+            for set in fixed {
+                let accuracy = if set[0] == "negative" { self.posneg } else { 0.7 };
+                let words = set.iter().map(|w| vec![w.clone()]).collect();
+                screened.push(labels::Screened { words, ranked: false, accuracy, bias: vec![0.0, -0.5] });
+            }
+            Ok(Some((sets, screened)))
+        }
+    }
+
+    #[test]
+    fn the_template_starts_from_the_words_that_do_best_out_of_sample_calibrated() {
+        let template = |group: f64, posneg: f64, calibrate: bool| {
+            let mut scorer = Screening { ranking: fresh_ranking(), group, posneg, fixed: Vec::new() };
+            let cfg = SearchConfig { calibrate, ..config(Strategy::Greedy, 1500) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            search.run(None, Some(0), &mut |_| {}).unwrap().unwrap_err();
+            let state = search.state.clone();
+            drop(search);
+            let bare = r#"bare completion prompt: the example's lines and "Sentiment:""#;
+            let record = state
+                .records
+                .values()
+                .find(|r| r.lineage.first().map(String::as_str) == Some(bare))
+                .expect("a template")
+                .clone();
+            assert!(record.train.iter().all(Option::is_some), "scored on all of train");
+            (record, state, scorer.fixed)
+        };
+        // A built-in set beats the ranked words out of sample: the template takes it, calibrated.
+        let (record, state, fixed) = template(0.6, 0.8, true);
+        assert_eq!(fixed.len(), 6, "the built-in two-label sets: {fixed:?}");
+        assert_eq!(
+            record.lineage[1..],
+            ["label words negative / positive", "calibrate the labels: label bias [0, -0.5]"]
+        );
+        let doc = parse(&record.text, None);
+        assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+        assert_eq!(doc.settings.label_bias.map(|b| b.value), Some(vec![0.0, -0.5]));
+        assert_eq!(state.template_screen.len(), 7);
+        assert_eq!(state.template_screen[0], ("dreadful, sad / superb, glad".to_string(), 0.6, true));
+        // The group still joins the edit space.
+        assert_eq!(state.ranked_groups[0], [["dreadful", "sad"], ["superb", "glad"]]);
+        // The ranked words win ties and better scores, with their own offsets.
+        let (record, ..) = template(0.8, 0.8, true);
+        assert_eq!(
+            record.lineage[1..],
+            ["label words dreadful, sad / superb, glad", "calibrate the labels: label bias [0, 0.3]"]
+        );
+        // Without calibration nothing is screened: the ranked words, as they are.
+        let (record, state, fixed) = template(0.6, 0.8, false);
+        assert!(fixed.is_empty() && state.template_screen.is_empty());
+        assert_eq!(record.lineage[1..], ["label words dreadful, sad / superb, glad"]);
+    }
+
     #[test]
     fn labels_are_ranked_after_new_cues_within_the_budget() {
         for strategy in [Strategy::Greedy, Strategy::Ppo] {
@@ -1809,10 +2124,12 @@ mod tests {
         let timeless = |r: SearchResult| SearchResult { seconds: 0.0, ..r };
         assert_eq!(timeless(resumed.unwrap().unwrap()), timeless(whole.unwrap().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
-        // On by default (4 sets); 0 turns it off: never asked, nothing spent on it.
+        // On by default (4 sets); 0 turns it off: never asked, nothing spent on it (and without
+        // calibration either, no bare prompts: the author's words at a bare prompt are no better
+        // than chance until calibrated).
         assert_eq!(SearchConfig::default().ranked_labels, 4);
         let mut scorer = fresh_ranking();
-        let off = SearchConfig { ranked_labels: 0, ..config(Strategy::Greedy, 1500) };
+        let off = SearchConfig { ranked_labels: 0, calibrate: false, ..config(Strategy::Greedy, 1500) };
         let mut search = Search::new(EXAMPLE, off, space(), &mut scorer).unwrap();
         assert!(!search.space.bare);
         search.run(None, None, &mut |_| {}).unwrap().unwrap();
@@ -1842,17 +2159,16 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_of_the_older_label_ranking_are_not_resumed() {
+    fn checkpoints_of_an_older_edit_space_are_not_resumed() {
         let mut scorer = fresh_ranking();
         let mut state = Search::new(EXAMPLE, config(Strategy::Greedy, 1500), space(), &mut scorer).unwrap().state;
-        assert_eq!(state.format, 2);
+        assert_eq!(state.format, 3);
         assert!(resumable(&state).is_ok());
-        state.format = 1;
-        state.config.ranked_labels = 4;
-        assert!(resumable(&state).unwrap_err().contains("older reprompt"));
-        state.config.ranked_labels = 0;
-        assert!(resumable(&state).is_ok(), "without ranking the old format is the same search");
-        state.format = 3;
+        for old in [1, 2] {
+            state.format = old;
+            assert!(resumable(&state).unwrap_err().contains("older reprompt"));
+        }
+        state.format = 4;
         assert!(resumable(&state).is_err());
     }
 
