@@ -486,6 +486,13 @@ fn ranked_offers(mut sets: Vec<Vec<String>>, keep: usize) -> (Vec<Vec<String>>, 
     }
 }
 
+/// Whether a ranking's words do at least as well out of sample as every built-in set it was
+/// judged against ([`labels::cross_fitted`]); true where nothing was judged.
+fn ranked_holds_up(screened: &[labels::Screened]) -> bool {
+    let best_fixed = screened.iter().filter(|s| !s.ranked).map(|s| s.accuracy).fold(f64::NEG_INFINITY, f64::max);
+    screened.is_empty() || screened.iter().any(|s| s.ranked && s.accuracy >= best_fixed)
+}
+
 /// The cue the author's own words name: the last of `cues` (they go from generic to
 /// specific: `Answer:` … `Sentiment:`, `Topic:`) whose word the prompt's template uses, whole
 /// word, any case (`Sentiment:` for "…the sentiment of movie reviews. Answer with one word.").
@@ -842,12 +849,27 @@ impl<'a> Search<'a> {
             return Ok(());
         }
         self.state.ranked_at.push(context);
-        let Some(sets) = self.scorer.rank_labels(&best, keep.max(labels::GROUP_SETS))? else { return Ok(()) };
+        let fixed = self.fixed_label_sets(&best);
+        let Some((sets, screened)) = self.scorer.rank_template(&best, keep.max(labels::GROUP_SETS), &fixed)? else {
+            return Ok(());
+        };
         self.state.spent += cost;
         self.state.rankings += 1;
-        let (sets, groups) = ranked_offers(sets, keep);
-        self.offer_ranked(&sets, groups);
+        if ranked_holds_up(&screened) {
+            let (sets, groups) = ranked_offers(sets, keep);
+            self.offer_ranked(&sets, groups);
+        }
         Ok(())
+    }
+
+    /// With calibration on, the built-in label sets a ranking at `text` is judged against out of
+    /// sample ([`labels::cross_fitted`]); none without.
+    fn fixed_label_sets(&mut self, text: &str) -> Vec<Vec<String>> {
+        if !self.state.config.calibrate {
+            return Vec::new();
+        }
+        let classes = self.doc(text).settings.labels.as_ref().map_or(0, |l| l.value.len());
+        self.space.label_sets.iter().filter(|s| s.len() == classes).cloned().collect()
     }
 
     /// Puts a ranking's sets and groups into the edit space and the state.
@@ -895,12 +917,7 @@ impl<'a> Search<'a> {
         }
         let context = answer_context(self.doc(&text));
         self.state.ranked_at.push(context);
-        let classes = doc.settings.labels.as_ref().map_or(0, |l| l.value.len());
-        let fixed: Vec<Vec<String>> = if self.state.config.calibrate {
-            self.space.label_sets.iter().filter(|s| s.len() == classes).cloned().collect()
-        } else {
-            Vec::new()
-        };
+        let fixed = self.fixed_label_sets(&text);
         let Some((sets, mut screened)) = self.scorer.rank_template(&text, keep.max(labels::GROUP_SETS), &fixed)? else {
             return Ok(());
         };
@@ -909,7 +926,11 @@ impl<'a> Search<'a> {
         }
         self.state.spent += n;
         let (sets, groups) = ranked_offers(sets, keep);
-        self.offer_ranked(&sets, groups.clone());
+        // Ranked words that a built-in set beats out of sample stay out of the edit space: on
+        // the training examples they would still look best, and win the search's comparisons.
+        if ranked_holds_up(&screened) {
+            self.offer_ranked(&sets, groups.clone());
+        }
         let ranked_labels = match (groups, sets.first()) {
             (Some(groups), _) => Edit::LabelGroups(groups),
             (None, Some(first)) => Edit::Labels(first.clone()),
@@ -2018,14 +2039,17 @@ mod tests {
         assert_eq!(doc.settings.label_bias.map(|b| b.value), Some(vec![0.0, -0.5]));
         assert_eq!(state.template_screen.len(), 7);
         assert_eq!(state.template_screen[0], ("dreadful, sad / superb, glad".to_string(), 0.6, true));
-        // The group still joins the edit space.
-        assert_eq!(state.ranked_groups[0], [["dreadful", "sad"], ["superb", "glad"]]);
-        // The ranked words win ties and better scores, with their own offsets.
-        let (record, ..) = template(0.8, 0.8, true);
+        // Beaten out of sample, the ranked words never join the edit space (at later cues
+        // neither: the same world judges them there).
+        assert!(state.ranked_groups.is_empty() && state.ranked_labels.is_empty());
+        assert!(state.records.values().all(|r| !r.text.contains("dreadful")));
+        // The ranked words win ties and better scores, with their own offsets, and are offered.
+        let (record, state, _) = template(0.8, 0.8, true);
         assert_eq!(
             record.lineage[1..],
             ["label words dreadful, sad / superb, glad", "calibrate the labels: label bias [0, 0.3]"]
         );
+        assert_eq!(state.ranked_groups[0], [["dreadful", "sad"], ["superb", "glad"]]);
         // Without calibration nothing is screened: the ranked words, as they are.
         let (record, state, fixed) = template(0.6, 0.8, false);
         assert!(fixed.is_empty() && state.template_screen.is_empty());
