@@ -83,6 +83,13 @@ fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
         assert_eq!(text, original);
         assert!(!variant.exists(), "nothing is written when nothing beats the original");
     }
+    // The template step judged the ranked words and the built-in sets out of sample with the
+    // real model; the words it started from were calibrated on train.
+    let screen = report["search"]["template_screen"].as_array().expect("template screen");
+    assert!(screen.len() >= 2, "{screen:?}");
+    assert_eq!(screen.iter().filter(|s| s[2] == true).count(), 1, "one ranked labelling: {screen:?}");
+    assert!(screen.iter().all(|s| s[1].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a))), "{screen:?}");
+    assert!(screen.iter().any(|s| s[0] == "negative / positive"), "{screen:?}");
     let svg = std::fs::read_to_string(run_dir.join("curve.svg")).expect("plot");
     assert!(svg.contains("<svg") && svg.contains("best train"));
     assert!(run_dir.join("report.json").is_file() && run_dir.join("checkpoint/search.json").is_file());
