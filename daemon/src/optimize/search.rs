@@ -441,6 +441,16 @@ fn key(text: &str) -> String {
     sha256_hex(text.as_bytes())
 }
 
+/// Mean score and mean signal of a prompt's outcomes: what the strategies compare.
+fn score_and_signal(outcomes: &[Outcome]) -> (f64, f64) {
+    (mean(outcomes.iter().map(|o| o.score)), mean(outcomes.iter().map(|o| o.signal)))
+}
+
+/// Whether `a` beats `b`: a higher score, or the same score and a higher signal.
+fn beats(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 > b.1)
+}
+
 fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (sum, n) = values.into_iter().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if n == 0 { 0.0 } else { sum / n as f64 }
@@ -1220,9 +1230,7 @@ impl<'a> Search<'a> {
         whole.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.3.cmp(&b.3)));
         let Some((bar, ..)) = whole.get(self.state.config.promote.max(1) - 1) else { return true };
         let on_batch: Vec<Outcome> = batch.iter().filter_map(|&i| bar.train[i].clone()).collect();
-        let pair = |o: &[Outcome]| (mean(o.iter().map(|x| x.score)), mean(o.iter().map(|x| x.signal)));
-        let (a, b) = (pair(outcomes), pair(&on_batch));
-        a.0 > b.0 || (a.0 == b.0 && a.1 > b.1)
+        beats(score_and_signal(outcomes), score_and_signal(&on_batch))
     }
 
     fn random_iteration(&mut self) -> Result<()> {
@@ -1306,7 +1314,7 @@ impl<'a> Search<'a> {
         let batch = self.sample_minibatch();
         let limit = self.search_budget_left();
         let Some(base) = self.scores(&current, Split::Train, &batch, limit)? else { return Ok(()) };
-        let base_score = (mean(base.iter().map(|o| o.score)), mean(base.iter().map(|o| o.signal)));
+        let base_score = score_and_signal(&base);
         let doc = self.doc(&text).clone();
         let mut best: Option<(String, (f64, f64))> = None;
         for (edit, edited) in options {
@@ -1315,25 +1323,23 @@ impl<'a> Search<'a> {
             let child = self.record(&edited, lineage);
             let limit = self.search_budget_left();
             let Some(out) = self.scores(&child, Split::Train, &batch, limit)? else { break };
-            let s = (mean(out.iter().map(|o| o.score)), mean(out.iter().map(|o| o.signal)));
-            if best.as_ref().is_none_or(|(_, b)| s.0 > b.0 || (s.0 == b.0 && s.1 > b.1)) {
+            let s = score_and_signal(&out);
+            if best.as_ref().is_none_or(|(_, b)| beats(s, *b)) {
                 best = Some((child, s));
             }
         }
         if let Some((child, s)) = best
-            && (s.0 > base_score.0 || (s.0 == base_score.0 && s.1 > base_score.1))
+            && beats(s, base_score)
         {
             let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
             let limit = self.search_budget_left();
             let cur = self.scores(&current, Split::Train, &all, limit)?;
             let limit = self.search_budget_left();
             let new = self.scores(&child, Split::Train, &all, limit)?;
-            if let (Some(cur), Some(new)) = (cur, new) {
-                let better = |o: &[Outcome]| (mean(o.iter().map(|x| x.score)), mean(o.iter().map(|x| x.signal)));
-                let (c, n) = (better(&cur), better(&new));
-                if n.0 > c.0 || (n.0 == c.0 && n.1 > c.1) {
-                    self.state.strategy.current = Some(child);
-                }
+            if let (Some(cur), Some(new)) = (cur, new)
+                && beats(score_and_signal(&new), score_and_signal(&cur))
+            {
+                self.state.strategy.current = Some(child);
             }
         }
         Ok(())
@@ -1355,7 +1361,7 @@ impl<'a> Search<'a> {
         let a = pop[self.rng.below(pop.len())].clone();
         let b = pop[self.rng.below(pop.len())].clone();
         let (fa, fb) = (self.fitness(&a), self.fitness(&b));
-        if fb.0 > fa.0 || (fb.0 == fa.0 && fb.1 > fa.1) { b } else { a }
+        if beats(fb, fa) { b } else { a }
     }
 
     /// A random edit of `parent`, recorded.
