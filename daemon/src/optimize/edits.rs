@@ -90,6 +90,8 @@ impl Edit {
     /// A one-line description for people (and the text the policy embeds).
     pub fn describe(&self, source: &str) -> String {
         let quote = |span: &Span| source.get(span.start..span.end).unwrap_or("").trim().replace('\n', " ");
+        // A demonstration's lines, kept apart as in `add example`.
+        let lines = |span: &Span| source.get(span.start..span.end).unwrap_or("").trim().replace('\n', " | ");
         match self {
             Edit::Labels(words) => format!("label words {}", words.join(" / ")),
             Edit::Format(Format::Plain) => "plain text instead of the chat template".into(),
@@ -101,12 +103,10 @@ impl Edit {
             Edit::AnswerCue(cue) => format!("answer cue \"{cue}\""),
             Edit::DropRoles => "drop the role markers".into(),
             Edit::AddDemo { text, .. } => format!("add example \"{}\"", text.trim().replace('\n', " | ")),
-            Edit::RemoveDemo(span) => format!("remove example \"{}\"", quote(span).replace('\n', " | ")),
-            Edit::ReplaceDemo { span, text } => format!(
-                "replace example \"{}\" by \"{}\"",
-                quote(span).replace('\n', " | "),
-                text.trim().replace('\n', " | ")
-            ),
+            Edit::RemoveDemo(span) => format!("remove example \"{}\"", lines(span)),
+            Edit::ReplaceDemo { span, text } => {
+                format!("replace example \"{}\" by \"{}\"", lines(span), text.trim().replace('\n', " | "))
+            }
             Edit::Stop => "stop".into(),
             Edit::Completion(cue) => format!("plain completion prompt ending in \"{cue}\""),
             Edit::Bare(cue) => format!("bare completion prompt: the example's lines and \"{cue}\""),
@@ -1050,6 +1050,11 @@ mod tests {
         assert!(relabelled.contains("twice }} .\nSentiment: positive\n\nReview: a dull , lifeless film .\nSentiment: negative\n\nReview: {{sentence}}"), "{relabelled}");
         assert_eq!(find_demos(&parse(&relabelled, None), &space).len(), 2);
         let removed = apply_checked(&two, &Edit::RemoveDemo(found[0].span), &space).unwrap();
+        // Described with its lines apart, as it was added.
+        assert_eq!(
+            Edit::RemoveDemo(found[0].span).describe(&two.source),
+            r#"remove example "Review: a joy to watch \{{ even twice }} . | Sentiment: great""#
+        );
         assert_eq!(find_demos(&parse(&removed, None), &space).iter().map(|d| d.source).collect::<Vec<_>>(), [0]);
         // The rendered prompt shows the escaped example literally.
         let mut input = Map::new();

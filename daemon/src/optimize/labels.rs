@@ -209,19 +209,44 @@ pub struct Screened {
     /// Whether the words were ranked on the examples (the ranking's group or best set) rather
     /// than given.
     pub ranked: bool,
-    /// Mean accuracy over two folds of the examples, the words ranked (when `ranked`) and the
-    /// label offsets fitted ([`super::calibrate::prior_bias`]) on the other fold.
+    /// Mean held-out accuracy over [`SCREEN_SPLITS`] two-fold splits of the examples, the
+    /// words ranked (when `ranked`) and the label offsets fitted
+    /// ([`super::calibrate::prior_bias`]) on the other fold.
     pub accuracy: f64,
     /// The offsets fitted on all the examples.
     pub bias: Vec<f64>,
+    /// Per example, the share of the splits in which it was answered right while held out
+    /// (their mean is `accuracy`): what [`clearly_better`] pairs.
+    pub hits: Vec<f64>,
+}
+
+/// How many random two-fold splits [`cross_fitted`] averages over: one split of 32 examples
+/// moves a labelling's estimate by several points (which half a hard example falls in), and
+/// ranking and scoring cost no model calls, so many splits are nearly free.
+pub const SCREEN_SPLITS: usize = 8;
+
+/// Whether labelling `a` does better out of sample than `b` by more than one standard error of
+/// their paired per-example difference (the one-standard-error rule: where two labellings
+/// cannot be told apart on these examples, the simpler — a given set over ranked words — is
+/// kept). False when the two were not screened on the same examples.
+pub fn clearly_better(a: &Screened, b: &Screened) -> bool {
+    let n = a.hits.len();
+    if n < 2 || b.hits.len() != n {
+        return false;
+    }
+    let d: Vec<f64> = a.hits.iter().zip(&b.hits).map(|(x, y)| x - y).collect();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    mean > 0.0 && mean > (var / n as f64).sqrt()
 }
 
 /// Compares, honestly, the ranking's words with fixed label sets at one prompt: a ranked set
 /// is chosen among thousands of combinations on the very examples it is judged on, so its
 /// training accuracy flatters it; here every labelling is judged on examples it was not
-/// chosen or calibrated on. Two folds (even and odd example indices); on each, the ranking
-/// ([`rank_label_sets`], then [`word_groups`] of its best [`GROUP_SETS`] sets, else its best
-/// set) runs on the other fold, and every labelling's offsets are fitted on the other fold.
+/// chosen or calibrated on. [`SCREEN_SPLITS`] seeded two-fold splits, stratified by label; on
+/// each fold the ranking ([`rank_label_sets`], then [`word_groups`] of its best [`GROUP_SETS`]
+/// sets, else its best set) runs on the other fold, and every labelling's offsets are fitted
+/// on the other fold.
 /// Returns the ranking's labelling (ranked on all examples) first, then each of `fixed`
 /// whose words are all in the vocabulary, with their cross-fitted accuracies; empty where
 /// nothing can be ranked or scored. Arguments as for [`rank_label_sets`].
@@ -279,29 +304,55 @@ pub fn cross_fitted(
         Some(n)
     };
     let all: Vec<usize> = (0..gold.len()).collect();
-    let folds: [Vec<usize>; 2] =
-        [all.iter().copied().filter(|i| i % 2 == 0).collect(), all.iter().copied().filter(|i| i % 2 == 1).collect()];
-    // A labelling's cross-fitted accuracy; `choose` picks its words on the fitting fold.
-    let judge = |choose: &dyn Fn(&[usize]) -> Option<Labelling>| -> Option<f64> {
-        let mut hits = 0;
-        for f in 0..2 {
-            let (held, fitting) = (&folds[f], &folds[1 - f]);
-            let words = choose(fitting)?;
-            let bias = fit(&words, fitting)?;
-            hits += right(&words, &bias, held)?;
+    // Stratified halves: each label's examples shuffled (seeded) and dealt alternately.
+    let mut rng = super::rng::Rng::new(0x5C4E_E75D);
+    let splits: Vec<[Vec<usize>; 2]> = (0..SCREEN_SPLITS)
+        .map(|_| {
+            let mut halves = [Vec::new(), Vec::new()];
+            for c in 0..classes {
+                let mut own: Vec<usize> = all.iter().copied().filter(|&i| gold[i] == c).collect();
+                rng.shuffle(&mut own);
+                for (k, i) in own.into_iter().enumerate() {
+                    halves[k % 2].push(i);
+                }
+            }
+            halves
+        })
+        .collect();
+    // A labelling's per-example held-out hit rates; `choose` picks its words on the fitting fold.
+    let judge = |choose: &dyn Fn(&[usize]) -> Option<Labelling>| -> Option<Vec<f64>> {
+        let mut hits = vec![0.0; gold.len()];
+        for split in &splits {
+            for f in 0..2 {
+                let (held, fitting) = (&split[f], &split[1 - f]);
+                let words = choose(fitting)?;
+                let bias = fit(&words, fitting)?;
+                for &i in held {
+                    if right(&words, &bias, &[i])? == 1 {
+                        hits[i] += 1.0 / SCREEN_SPLITS as f64;
+                    }
+                }
+            }
         }
-        Some(hits as f64 / gold.len() as f64)
+        Some(hits)
+    };
+    let screened = |words: Labelling, ranked: bool, hits: Vec<f64>, bias: Vec<f64>| Screened {
+        words,
+        ranked,
+        accuracy: hits.iter().sum::<f64>() / hits.len() as f64,
+        bias,
+        hits,
     };
     let mut out = Vec::new();
     if let Some(words) = rank(&all)
-        && let (Some(accuracy), Some(bias)) = (judge(&|rows| rank(rows)), fit(&words, &all))
+        && let (Some(hits), Some(bias)) = (judge(&|rows| rank(rows)), fit(&words, &all))
     {
-        out.push(Screened { words, ranked: true, accuracy, bias });
+        out.push(screened(words, true, hits, bias));
     }
     for set in fixed.iter().filter(|s| s.len() == classes) {
         let words: Vec<Vec<String>> = set.iter().map(|w| vec![w.clone()]).collect();
-        if let (Some(accuracy), Some(bias)) = (judge(&|_| Some(words.clone())), fit(&words, &all)) {
-            out.push(Screened { words, ranked: false, accuracy, bias });
+        if let (Some(hits), Some(bias)) = (judge(&|_| Some(words.clone())), fit(&words, &all)) {
+            out.push(screened(words, false, hits, bias));
         }
     }
     out
@@ -421,6 +472,30 @@ mod tests {
         // The function word "the" is likely everywhere but never a label.
         assert!(!ranked.iter().any(|r| r.words.iter().any(|w| w == "the")), "{ranked:?}");
         assert!(ranked.iter().any(|r| r.words[0] == "worlds"), "{ranked:?}");
+    }
+
+    #[test]
+    fn only_a_difference_beyond_one_standard_error_counts_as_clearly_better() {
+        let screened = |hits: Vec<f64>| Screened {
+            words: vec![vocab(&["bad"]), vocab(&["good"])],
+            ranked: false,
+            accuracy: hits.iter().sum::<f64>() / hits.len() as f64,
+            bias: vec![0.0, 0.0],
+            hits,
+        };
+        let base = screened((0..32).map(|i| f64::from(u8::from(i < 24))).collect());
+        // Three more examples right and none fewer: clearly better, and not the other way round.
+        let more = screened((0..32).map(|i| f64::from(u8::from(i < 27))).collect());
+        assert!(clearly_better(&more, &base) && !clearly_better(&base, &more));
+        // Equal, or one more right on balance out of seven that differ: not clearly better.
+        assert!(!clearly_better(&base, &base));
+        let mixed = screened((0..32).map(|i| f64::from(u8::from(i < 20 || (24..28).contains(&i)))).collect());
+        assert!((mixed.accuracy - base.accuracy).abs() < 1e-12);
+        assert!(!clearly_better(&mixed, &base) && !clearly_better(&base, &mixed));
+        let one_up = screened((0..32).map(|i| f64::from(u8::from(i < 21 || (24..28).contains(&i)))).collect());
+        assert!(one_up.accuracy > base.accuracy && !clearly_better(&one_up, &base));
+        // Screened on other examples: never comparable.
+        assert!(!clearly_better(&more, &screened(vec![1.0; 31])));
     }
 
     #[test]

@@ -496,11 +496,22 @@ fn ranked_offers(mut sets: Vec<Vec<String>>, keep: usize) -> (Vec<Vec<String>>, 
     }
 }
 
-/// Whether a ranking's words do at least as well out of sample as every built-in set it was
-/// judged against ([`labels::cross_fitted`]); true where nothing was judged.
+/// The built-in set that does best out of sample among those a ranking was judged against
+/// ([`labels::cross_fitted`]); the first of equals.
+fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Screened> {
+    screened.iter().filter(|s| !s.ranked).fold(None, |best, s| match best {
+        Some(b) if s.accuracy <= b.accuracy => Some(b),
+        _ => Some(s),
+    })
+}
+
+/// Whether a ranking's words do clearly better out of sample than the best built-in set they
+/// were judged against ([`labels::clearly_better`]: by more than a standard error); true where
+/// nothing was judged. Words ranked on 32 examples and only as good as `negative / positive`
+/// there have been fitted to those examples: they look best on them and worse elsewhere.
 fn ranked_holds_up(screened: &[labels::Screened]) -> bool {
-    let best_fixed = screened.iter().filter(|s| !s.ranked).map(|s| s.accuracy).fold(f64::NEG_INFINITY, f64::max);
-    screened.is_empty() || screened.iter().any(|s| s.ranked && s.accuracy >= best_fixed)
+    let Some(fixed) = best_fixed(screened) else { return true };
+    screened.iter().any(|s| s.ranked && labels::clearly_better(s, fixed))
 }
 
 /// The cue the author's own words name: the last of `cues` (they go from generic to
@@ -936,9 +947,11 @@ impl<'a> Search<'a> {
         }
         self.state.spent += n;
         let (sets, groups) = ranked_offers(sets, keep);
-        // Ranked words that a built-in set beats out of sample stay out of the edit space: on
-        // the training examples they would still look best, and win the search's comparisons.
-        if ranked_holds_up(&screened) {
+        // Ranked words that do not clearly beat every built-in set out of sample stay out of
+        // the edit space: on the training examples they would still look best, and win the
+        // search's comparisons.
+        let holds_up = ranked_holds_up(&screened);
+        if holds_up {
             self.offer_ranked(&sets, groups.clone());
         }
         let ranked_labels = match (groups, sets.first()) {
@@ -947,19 +960,13 @@ impl<'a> Search<'a> {
             (None, None) => return Ok(()),
         };
         // With calibration, the words the template starts with are the ones that do best out of
-        // sample ([`labels::cross_fitted`]): the ranking's, or a built-in set that beats them,
-        // calibrated on all of train.
+        // sample ([`labels::cross_fitted`]): the ranking's where they clearly beat every
+        // built-in set, else the best built-in set, calibrated on all of train.
         self.state.template_screen = screened
             .iter()
             .map(|s| (s.words.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "), s.accuracy, s.ranked))
             .collect();
-        let best = screened
-            .iter()
-            .fold(None::<&labels::Screened>, |best, s| match best {
-                Some(b) if s.accuracy <= b.accuracy => Some(b),
-                _ => Some(s),
-            })
-            .filter(|b| !b.ranked);
+        let best = if holds_up { None } else { best_fixed(&screened) };
         let mut steps = vec![ranked_labels];
         if let Some(best) = best {
             steps = vec![if best.words.iter().all(|g| g.len() == 1) {
@@ -1304,8 +1311,15 @@ impl<'a> Search<'a> {
 
     /// GrIPS: sample edits of the current prompt, score them on one minibatch with it, and move
     /// to the best if it also wins on the whole train split.
+    /// Where greedy's climb and evolution's population start: the best prompt scored on all of
+    /// train so far (the template, when there is one, as PPO's and random's elite starts have
+    /// it), else the author's.
+    fn starting_point(&self) -> String {
+        self.best_by(Split::Train).map_or_else(|| self.state.original_key.clone(), |(k, _)| k.clone())
+    }
+
     fn greedy_iteration(&mut self) -> Result<()> {
-        let current = self.state.strategy.current.clone().unwrap_or_else(|| self.state.original_key.clone());
+        let current = self.state.strategy.current.clone().unwrap_or_else(|| self.starting_point());
         self.state.strategy.current = Some(current.clone());
         let text = self.state.records[&current].text.clone();
         let mut options = self.candidates(&text)?;
@@ -1424,6 +1438,10 @@ impl<'a> Search<'a> {
         if self.state.strategy.population.is_empty() {
             let original = self.state.original_key.clone();
             let mut population = vec![original.clone()];
+            let start = self.starting_point();
+            if start != original {
+                population.push(start);
+            }
             for _ in 0..width * 2 {
                 if population.len() >= width {
                     break;
@@ -2003,12 +2021,27 @@ mod tests {
             if fixed.is_empty() {
                 return Ok(Some((sets, Vec::new())));
             }
-            let mut screened =
-                vec![labels::Screened { words: group, ranked: true, accuracy: self.group, bias: vec![0.0, 0.3] }];
+            // Per-example hits: the first examples right, so a higher accuracy is a superset.
+            let hits = |accuracy: f64| -> Vec<f64> {
+                (0..32).map(|i| f64::from(u8::from(i < (accuracy * 32.0) as usize))).collect()
+            };
+            let mut screened = vec![labels::Screened {
+                words: group,
+                ranked: true,
+                accuracy: self.group,
+                bias: vec![0.0, 0.3],
+                hits: hits(self.group),
+            }];
             for set in fixed {
                 let accuracy = if set[0] == "negative" { self.posneg } else { 0.7 };
                 let words = set.iter().map(|w| vec![w.clone()]).collect();
-                screened.push(labels::Screened { words, ranked: false, accuracy, bias: vec![0.0, -0.5] });
+                screened.push(labels::Screened {
+                    words,
+                    ranked: false,
+                    accuracy,
+                    bias: vec![0.0, -0.5],
+                    hits: hits(accuracy),
+                });
             }
             Ok(Some((sets, screened)))
         }
@@ -2049,8 +2082,13 @@ mod tests {
         // neither: the same world judges them there).
         assert!(state.ranked_groups.is_empty() && state.ranked_labels.is_empty());
         assert!(state.records.values().all(|r| !r.text.contains("dreadful")));
-        // The ranked words win ties and better scores, with their own offsets, and are offered.
+        // A tie goes to the built-in set (one-standard-error rule): the ranked words stay out.
         let (record, state, _) = template(0.8, 0.8, true);
+        assert_eq!(record.lineage[1], "label words negative / positive");
+        assert!(state.ranked_groups.is_empty());
+        // Clearly better (three more examples right, none fewer), the ranked words win, with
+        // their own offsets, and are offered.
+        let (record, state, _) = template(0.9, 0.8, true);
         assert_eq!(
             record.lineage[1..],
             ["label words dreadful, sad / superb, glad", "calibrate the labels: label bias [0, 0.3]"]
