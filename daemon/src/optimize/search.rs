@@ -1392,7 +1392,8 @@ impl<'a> Search<'a> {
         Ok(Some(self.record(&edited, lineage)))
     }
 
-    /// Crossover: `a` takes `b`'s label words, layout and the demonstrations it lacks.
+    /// Crossover: `a` takes `b`'s label words with their calibration, layout and the
+    /// demonstrations it lacks. Words `a` already has stay as they are, calibration included.
     fn crossover(&mut self, a: &str, b: &str) -> Option<String> {
         let (ta, tb) = (self.state.records[a].text.clone(), self.state.records[b].text.clone());
         let db = parse(&tb, None);
@@ -1405,14 +1406,19 @@ impl<'a> Search<'a> {
                 *text = t;
             }
         };
-        if let Some(labels) = &db.settings.labels {
-            let words = &db.settings.label_words;
+        let words = &db.settings.label_words;
+        if let Some(labels) = db.settings.labels.as_ref().filter(|_| parse(&text, None).settings.label_words != *words)
+        {
             let edit = if words.iter().any(|g| g.len() > 1) {
                 Edit::LabelGroups(words.clone())
             } else {
                 Edit::Labels(labels.value.clone())
             };
             apply(&mut text, edit, &self.space);
+            // New words drop the old offsets; `b`'s were fitted to these words.
+            if let Some(bias) = &db.settings.label_bias {
+                apply(&mut text, Edit::LabelBias(bias.value.clone()), &self.space);
+            }
         }
         if parse(&text, None).settings.format != db.settings.format {
             apply(&mut text, Edit::Format(db.settings.format), &self.space);
@@ -2224,6 +2230,35 @@ mod tests {
             parse(&search.state.records[&back].text, None).settings.label_words,
             [words(&["bad"]), words(&["good"])]
         );
+    }
+
+    #[test]
+    fn crossover_carries_the_calibration_with_the_words_and_keeps_its_own_for_the_same_words() {
+        let mut scorer = fresh_ranking();
+        let mut search = Search::new(EXAMPLE, config(Strategy::Evolution, 1500), space(), &mut scorer).unwrap();
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let with = |text: &str, edit: Edit, space: &EditSpace| apply_checked(&parse(text, None), &edit, space).unwrap();
+        let bad_good = with(EXAMPLE, Edit::Labels(words(&["bad", "good"])), &search.space);
+        let calibrated = with(&bad_good, Edit::LabelBias(vec![0.0, 0.75]), &search.space);
+        let other = with(EXAMPLE, Edit::Labels(words(&["poor", "excellent"])), &search.space);
+        let other = with(&other, Edit::LabelBias(vec![0.0, -1.5]), &search.space);
+        let bias =
+            |search: &Search, k: &str| parse(&search.state.records[k].text, None).settings.label_bias.map(|b| b.value);
+        let (plain, cal, oth) = (
+            search.record(&bad_good, Vec::new()),
+            search.record(&calibrated, Vec::new()),
+            search.record(&other, Vec::new()),
+        );
+        // The same words: nothing to take, and the calibration stays (it used to be dropped).
+        assert!(search.crossover(&cal, &plain).is_none());
+        // Other words come with the offsets fitted to them: here nothing else differs, so the
+        // child is `b` itself.
+        let child = search.crossover(&cal, &oth).expect("a child");
+        assert_eq!(bias(&search, &child), Some(vec![0.0, -1.5]));
+        assert_eq!(child, oth);
+        // Words without offsets drop the old ones.
+        let child = search.crossover(&oth, &plain).expect("a child");
+        assert_eq!(bias(&search, &child), None);
     }
 
     #[test]
