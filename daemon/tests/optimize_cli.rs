@@ -190,6 +190,22 @@ fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline()
             assert!(of(name)["validation"].as_f64().unwrap() >= manual);
         }
     }
+    // PPO against random, per seed: the difference of the two rows' test accuracies.
+    let paired = table["paired"].as_array().expect("paired");
+    assert_eq!(paired.len(), 1, "{paired:?}");
+    assert_eq!(paired[0]["strategy"], "random");
+    let per_seed = paired[0]["per_seed"].as_array().expect("per_seed");
+    assert_eq!(per_seed.len(), 2);
+    for (i, seed) in [13, 21].into_iter().enumerate() {
+        let test = |name: &str| {
+            rows.iter().find(|r| r["strategy"] == name && r["seed"] == seed).unwrap()["test"].as_f64().unwrap()
+        };
+        let difference = per_seed[i].as_f64().unwrap();
+        assert!((difference - (test("ppo") - test("random"))).abs() < 1e-9, "{paired:?}");
+    }
+    let number = |key: &str| paired[0][key].as_f64().unwrap_or_else(|| panic!("{key} in {paired:?}"));
+    let (low, mean, high) = (number("low"), number("mean"), number("high"));
+    assert!(low <= mean && mean <= high, "{paired:?}");
     assert!(std::fs::read_to_string(work.join("curves.svg")).expect("plot").contains("<svg"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,8 @@
 //! `reprompt bench optimize`: the SST-2 example prompt through PPO and every baseline at the
 //! same budget, on several few-shot seeds — one table of train/validation/test accuracy,
-//! evaluations and wall time (the author's prompt is the `manual` row), plus a learning-curve
-//! plot with one line per strategy.
+//! evaluations and wall time (the author's prompt is the `manual` row), PPO's test accuracy
+//! against each baseline paired over the same sentences, and a learning-curve plot with one
+//! line per strategy.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use serde::Serialize;
 use super::optimize::{PolicyChoice, Report, WarmStart, optimize, plot, progress_bar, read_prompt, show_progress};
 use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
-use crate::eval::{EvalCache, Evaluator, FileCache};
+use crate::eval::{EvalCache, Evaluator, FileCache, stats};
 use crate::optimize::search::{CurvePoint, SearchConfig, Strategy};
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +60,8 @@ pub struct OptimizeBenchArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
-    /// Print the table as JSON: {"rows": [{"strategy", "seed", "train", "validation", "test", "evaluations", "seconds"}]}
+    /// Print the table as JSON: {"rows": [{"strategy", "seed", "train", "validation", "test",
+    /// "evaluations", "seconds"}], "paired": [{"strategy", "per_seed", "mean", "low", "high"}]}
     #[arg(long)]
     pub json: bool,
 }
@@ -74,6 +76,56 @@ pub struct Row {
     pub test: Option<f64>,
     pub evaluations: usize,
     pub seconds: f64,
+}
+
+/// PPO's test accuracy minus one baseline's, paired over the same test sentences.
+#[derive(Clone, Debug, Serialize)]
+pub struct Paired {
+    /// The baseline.
+    pub strategy: String,
+    /// The difference on each seed, in the order of `--seeds`.
+    pub per_seed: Vec<f64>,
+    /// The mean over seeds, with a 95% bootstrap interval over test sentences (it says how
+    /// sure these runs' difference is, not how much another seed would move it).
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// PPO against every other strategy, from each run's per-sentence test scores (seed, strategy,
+/// scores); empty without PPO or without test scores.
+fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategies: &[Strategy]) -> Vec<Paired> {
+    let of = |seed: u64, strategy: Strategy| {
+        scores.iter().find(|(s, k, v)| *s == seed && *k == strategy && !v.is_empty()).map(|(.., v)| v)
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    if !strategies.contains(&Strategy::Ppo) {
+        return Vec::new();
+    }
+    strategies
+        .iter()
+        .filter(|&&s| s != Strategy::Ppo)
+        .filter_map(|&baseline| {
+            let pairs: Vec<(&Vec<f64>, &Vec<f64>)> = seeds
+                .iter()
+                .map(|&seed| Some((of(seed, baseline)?, of(seed, Strategy::Ppo)?)))
+                .collect::<Option<_>>()
+                .filter(|p: &Vec<_>| !p.is_empty() && p.iter().all(|(b, p)| b.len() == p.len()))?;
+            let per_seed: Vec<f64> = pairs.iter().map(|(b, p)| mean(p) - mean(b)).collect();
+            let base: Vec<f64> = pairs.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            let ppo: Vec<f64> = pairs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+            // Every seed scores the same test sentences, so the pooled mean is the mean of the
+            // per-seed differences.
+            let pooled = stats::paired_difference(&base, &ppo);
+            Some(Paired {
+                strategy: baseline.name().to_string(),
+                mean: mean(&per_seed),
+                per_seed,
+                low: pooled.low,
+                high: pooled.high,
+            })
+        })
+        .collect()
 }
 
 /// Lays out the example prompt with the seed's splits in `work/sst-2-<seed>/`.
@@ -115,6 +167,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     let mut rows: Vec<Row> = Vec::new();
     let mut curves: Vec<(Strategy, Vec<CurvePoint>)> = Vec::new();
     let mut evaluator: Option<Evaluator> = None;
+    let mut test_scores: Vec<(u64, Strategy, Vec<f64>)> = Vec::new();
     for &seed in &args.seeds {
         let prompt = prepare_seed(&args.root, &args.work, seed)?;
         let (doc, _) = read_prompt(&prompt)?;
@@ -182,6 +235,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 row.seconds
             );
             curves.push((strategy, report.search.curve.clone()));
+            test_scores.push((seed, strategy, report.best_test_scores.clone()));
             rows.push(row);
         }
         if let Some(m) = manual {
@@ -211,13 +265,43 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     let plot_path = args.work.join("curves.svg");
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     plot(&plot_path, &format!("SST-2 16-shot, best train accuracy (mean of seeds {})", seeds.join(", ")), &series)?;
+    let paired = paired_with_ppo(&test_scores, &args.seeds, &args.strategies);
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "rows": rows }))?;
+        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "rows": rows, "paired": paired }))?;
         writeln!(out)?;
         return Ok(());
     }
     print_table(&rows, args, out)?;
+    print_paired(&paired, out)?;
     writeln!(out, "\nplot {}", plot_path.display())?;
+    Ok(())
+}
+
+fn print_paired(paired: &[Paired], out: &mut dyn Write) -> anyhow::Result<()> {
+    if paired.is_empty() {
+        return Ok(());
+    }
+    let points = |x: f64| format!("{:+.1}", 100.0 * x);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "PPO minus each baseline on test, paired over the same sentences (points; 95% interval over sentences):"
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| | per seed | mean | 95% interval |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    for p in paired {
+        let per_seed: Vec<String> = p.per_seed.iter().map(|&d| points(d)).collect();
+        writeln!(
+            out,
+            "| ppo − {} | {} | {} | [{}, {}] |",
+            p.strategy,
+            per_seed.join(" / "),
+            points(p.mean),
+            points(p.low),
+            points(p.high)
+        )?;
+    }
     Ok(())
 }
 
@@ -261,4 +345,38 @@ fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> a
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppo_is_compared_with_each_baseline_seed_by_seed_over_the_same_sentences() {
+        let ones = |hits: usize, n: usize| (0..n).map(|i| if i < hits { 1.0 } else { 0.0 }).collect::<Vec<f64>>();
+        let scores = vec![
+            (13, Strategy::Random, ones(6, 10)),
+            (13, Strategy::Ppo, ones(8, 10)),
+            (13, Strategy::Greedy, Vec::new()),
+            (21, Strategy::Random, ones(7, 10)),
+            (21, Strategy::Ppo, ones(7, 10)),
+            (21, Strategy::Greedy, ones(9, 10)),
+        ];
+        let strategies = [Strategy::Random, Strategy::Greedy, Strategy::Ppo];
+        let paired = paired_with_ppo(&scores, &[13, 21], &strategies);
+        // Greedy has no test scores on seed 13: no comparison rather than a partial one.
+        assert_eq!(paired.len(), 1);
+        let random = &paired[0];
+        assert_eq!(random.strategy, "random");
+        assert_eq!(random.per_seed.len(), 2);
+        assert!((random.per_seed[0] - 0.2).abs() < 1e-12 && random.per_seed[1].abs() < 1e-12, "{random:?}");
+        assert!((random.mean - 0.1).abs() < 1e-12);
+        assert!(random.low <= random.mean && random.mean <= random.high && random.low < random.high, "{random:?}");
+        // Without PPO there is nothing to compare.
+        assert!(paired_with_ppo(&scores, &[13, 21], &[Strategy::Random, Strategy::Greedy]).is_empty());
+        // On one seed only, greedy is compared too.
+        let one = paired_with_ppo(&scores, &[21], &strategies);
+        assert_eq!(one.iter().map(|p| p.strategy.as_str()).collect::<Vec<_>>(), ["random", "greedy"]);
+        assert!((one[1].mean + 0.2).abs() < 1e-12);
+    }
 }

@@ -168,6 +168,10 @@ pub struct Report {
     /// PPO: the pre-trained policy it started from (`None`: a fresh one, or another strategy).
     pub policy: Option<String>,
     pub search: SearchResult,
+    /// The best prompt's score on each test example, in the split's order (empty without a
+    /// test split); for paired comparisons, not written to `report.json`.
+    #[serde(skip)]
+    pub best_test_scores: Vec<f64>,
 }
 
 /// The run directory used when none is given.
@@ -254,6 +258,7 @@ pub fn optimize(
     };
     let mut test = (None, None);
     let mut test_examples = 0;
+    let mut best_test_scores = Vec::new();
     if let Some(limit) = test_limit
         && doc.settings.test.is_some()
     {
@@ -263,15 +268,15 @@ pub fn optimize(
         }
         test_examples = data.examples.len();
         let original = PreparedPrompt::new(doc, file)?;
-        let scored = evaluator.evaluate(&original, &data, Split::Test, &mut |_, _| {})?;
+        let mut scored = evaluator.evaluate(&original, &data, Split::Test, &mut |_, _| {})?;
         test.0 = Some(scored.aggregate.mean);
-        test.1 = if result.improved {
+        if result.improved {
             let best_doc = parse(&result.best_text, Some(file));
             let best = PreparedPrompt::new(&best_doc, file)?;
-            Some(evaluator.evaluate(&best, &data, Split::Test, &mut |_, _| {})?.aggregate.mean)
-        } else {
-            test.0
-        };
+            scored = evaluator.evaluate(&best, &data, Split::Test, &mut |_, _| {})?;
+        }
+        test.1 = Some(scored.aggregate.mean);
+        best_test_scores = scored.examples.iter().map(|e| e.score).collect();
     }
     Ok(Report {
         file: file.to_path_buf(),
@@ -291,6 +296,7 @@ pub fn optimize(
         paraphrase_calls,
         policy: warm.map(|w| w.name.clone()),
         search: result,
+        best_test_scores,
     })
 }
 
