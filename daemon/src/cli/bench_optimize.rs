@@ -85,8 +85,9 @@ pub struct Paired {
     pub strategy: String,
     /// The difference on each seed, in the order of `--seeds`.
     pub per_seed: Vec<f64>,
-    /// The mean over seeds, with a 95% bootstrap interval over test sentences (it says how
-    /// sure these runs' difference is, not how much another seed would move it).
+    /// The mean over every seed's test sentences (the mean over seeds when they share the
+    /// test set), with a 95% bootstrap interval over them (it says how sure these runs'
+    /// difference is, not how much another seed would move it).
     pub mean: f64,
     pub low: f64,
     pub high: f64,
@@ -114,13 +115,14 @@ fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategi
             let per_seed: Vec<f64> = pairs.iter().map(|(b, p)| mean(p) - mean(b)).collect();
             let base: Vec<f64> = pairs.iter().flat_map(|(b, _)| b.iter().copied()).collect();
             let ppo: Vec<f64> = pairs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-            // Every seed scores the same test sentences, so the pooled mean is the mean of the
-            // per-seed differences.
+            // The mean and its interval from one pooled sample: with every seed scoring the
+            // same test sentences (SST-2) the mean is that of the per-seed differences, and it
+            // always lies inside its interval.
             let pooled = stats::paired_difference(&base, &ppo);
             Some(Paired {
                 strategy: baseline.name().to_string(),
-                mean: mean(&per_seed),
                 per_seed,
+                mean: pooled.mean,
                 low: pooled.low,
                 high: pooled.high,
             })
