@@ -237,6 +237,15 @@ fn a_label_bias_moves_the_choice_by_its_offsets() {
     assert_eq!(great, 16, "half the examples answer each label");
     let answered: Vec<&Value> = biased["examples"].as_array().unwrap().iter().map(|x| &x["prediction"]).collect();
     assert_eq!(answered.iter().filter(|a| **a == "great").count(), 16);
+    // The optimizer scores a calibration from another calibration's results, without the
+    // model (`calibrate::rebiased`): what the evaluator gives, both ways.
+    let bias = [0.0, (offset * 1e4).round() / 1e4];
+    for (p, q) in raw.iter().zip(&shifted) {
+        let there = reprompt::optimize::calibrate::rebiased(p, &[], &bias).expect("positive");
+        let back = reprompt::optimize::calibrate::rebiased(q, &bias, &[]).expect("positive");
+        assert!(there.iter().zip(q).all(|(a, b)| (a - b).abs() < 1e-9), "{there:?} vs {q:?}");
+        assert!(back.iter().zip(p).all(|(a, b)| (a - b).abs() < 1e-9), "{back:?} vs {p:?}");
+    }
     // A bias of the wrong length is an error before any scoring.
     let file = dir.join("p.prompt");
     std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("label_bias: [0,", "label_bias: [0, 0,"))

@@ -417,6 +417,13 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
         report.seconds,
         report.search.prompts_seen
     )?;
+    if report.search.derived > 0 {
+        writeln!(
+            out,
+            "calibrations scored from other calibrations' results, without the model: {} example results",
+            report.search.derived
+        )?;
+    }
     if let Some(policy) = &report.policy {
         writeln!(out, "policy started from {policy}")?;
     }

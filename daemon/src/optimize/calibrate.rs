@@ -61,6 +61,20 @@ pub fn prior_bias(examples: &[(&[f64], usize)], current: &[f64]) -> Option<Vec<f
     Some(bias.iter().map(|b| ((b - first).clamp(-MAX_OFFSET, MAX_OFFSET) * 100.0).round() / 100.0 + 0.0).collect())
 }
 
+/// The label probabilities a prompt gives under offsets `to`, from those it gave under offsets
+/// `from` (`q_k ∝ p_k · exp(to_k − from_k)`, missing offsets 0): the offsets act after the
+/// model, so a prompt that differs from a scored one only in its `reprompt.label_bias` needs
+/// no model call. `None` where a probability is zero or not finite (the model's own value is
+/// lost there).
+pub fn rebiased(probabilities: &[f64], from: &[f64], to: &[f64]) -> Option<Vec<f64>> {
+    if probabilities.is_empty() || probabilities.iter().any(|p| !p.is_finite() || *p <= 0.0) {
+        return None;
+    }
+    let at = |b: &[f64], k: usize| b.get(k).copied().unwrap_or(0.0);
+    let delta: Vec<f64> = (0..probabilities.len()).map(|k| at(to, k) - at(from, k)).collect();
+    Some(crate::eval::rewards::biased_probabilities(probabilities, &delta))
+}
+
 /// The `reprompt.label_bias` value for `bias`: `[0, 0.85]`.
 pub fn bias_value(bias: &[f64]) -> String {
     let number = |b: &f64| {
@@ -90,6 +104,28 @@ mod tests {
             })
             .count();
         right as f64 / rows.len() as f64
+    }
+
+    #[test]
+    fn probabilities_under_other_offsets_are_the_models_under_those_offsets() {
+        // What the evaluator gives with offsets written, from the model's own probabilities.
+        let model = [vec![0.7, 0.2, 0.1], vec![0.05, 0.15, 0.8], vec![0.3, 0.3, 0.4]];
+        let (from, to) = (vec![0.0, 1.25, -0.5], vec![0.0, -2.0, 3.0]);
+        for p in &model {
+            let under_from = crate::eval::rewards::biased_probabilities(p, &from);
+            let want = crate::eval::rewards::biased_probabilities(p, &to);
+            let got = rebiased(&under_from, &from, &to).expect("positive probabilities");
+            assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-12), "{got:?} vs {want:?}");
+            // No offsets at all is offsets of 0; missing ones count as 0.
+            let plain = rebiased(&under_from, &from, &[]).unwrap();
+            assert!(plain.iter().zip(p).all(|(g, w)| (g - w).abs() < 1e-12), "{plain:?} vs {p:?}");
+        }
+        // The answer moves with the offsets: label 0 wins as the model gave it, label 2 under `to`.
+        let q = rebiased(&model[0], &[], &to).unwrap();
+        assert!(q[2] > q[0] && q[2] > q[1], "{q:?}");
+        // A probability that underflowed cannot be undone.
+        assert_eq!(rebiased(&[1.0, 0.0], &[], &[0.0, 5.0]), None);
+        assert_eq!(rebiased(&[], &[], &[]), None);
     }
 
     #[test]

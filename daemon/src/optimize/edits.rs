@@ -153,6 +153,19 @@ fn entry_line(doc: &PromptDocument, key: &str) -> Option<Span> {
     Some(Span::new(start, end))
 }
 
+/// The prompt's text without its `reprompt.label_bias` entry (the text itself when it has
+/// none): what every calibration of the same prompt shares. `None` where the entry is not
+/// written on lines of its own.
+pub fn without_label_bias(doc: &PromptDocument) -> Option<String> {
+    if doc.entry_span("reprompt.label_bias").is_none() {
+        return Some(doc.source.clone());
+    }
+    let line = entry_line(doc, "reprompt.label_bias")?;
+    let mut text = doc.source.clone();
+    text.replace_range(line.start..line.end, "");
+    Some(text)
+}
+
 /// A replacement of one span of the file's text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextEdit {
@@ -1203,5 +1216,10 @@ mod tests {
         assert!(apply_checked(&doc(), &Edit::LabelBias(vec![0.0]), &space()).is_err());
         assert!(apply_checked(&doc(), &Edit::LabelBias(vec![0.0, f64::NAN]), &space()).is_err());
         assert_eq!(Edit::LabelBias(Vec::new()).kind(), Edit::KINDS - 1);
+        // Every calibration of a prompt shares its text without the entry: the prompt itself.
+        let plain = doc().source.clone();
+        assert_eq!(without_label_bias(&doc()).as_deref(), Some(plain.as_str()));
+        assert_eq!(without_label_bias(&d).as_deref(), Some(plain.as_str()));
+        assert_eq!(without_label_bias(&parse(&again, None)).as_deref(), Some(plain.as_str()));
     }
 }

@@ -255,6 +255,10 @@ impl Scorer for ModelScorer<'_> {
         self.train.examples.iter().map(|e| e.label).collect()
     }
 
+    fn validation_labels(&self) -> Vec<Option<usize>> {
+        self.validation.examples.iter().map(|e| e.label).collect()
+    }
+
     fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
         let mut out = self.evaluator.engine.embed(vec![text.to_string()]).map_err(failed)?;
         out.pop().ok_or_else(|| failed("no embedding"))

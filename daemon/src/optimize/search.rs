@@ -67,6 +67,12 @@ pub trait Scorer {
     fn train_labels(&self) -> Vec<Option<usize>> {
         Vec::new()
     }
+    /// The gold label id of each validation example, where the split has labels; empty by
+    /// default. With [`Scorer::train_labels`], what lets a calibration of a scored prompt be
+    /// scored from its results ([`calibrate::rebiased`]) instead of by the model.
+    fn validation_labels(&self) -> Vec<Option<usize>> {
+        Vec::new()
+    }
     /// The template step's ranking ([`Search::rank_templates`]): [`Scorer::rank_labels`] and,
     /// from the same distributions, the ranking's labelling and each of `fixed` judged out of
     /// sample ([`labels::cross_fitted`]); none of the latter by default. Costs what
@@ -350,6 +356,57 @@ pub struct SearchState {
     /// ranked), where it compared them ([`labels::cross_fitted`]).
     #[serde(default)]
     pub template_screen: Vec<(String, f64, bool)>,
+    /// Results scored from another calibration of the same prompt rather than by the model
+    /// ([`calibrate::rebiased`]): evaluations the budget did not pay for.
+    #[serde(default)]
+    pub derived: usize,
+}
+
+/// What the calibrations of one classification prompt share: the text without
+/// `reprompt.label_bias` ([`edits::without_label_bias`]), and a reward the offsets alone
+/// decide (accuracy and RLPrompt's gap, weighted); each has its own offsets.
+#[derive(Clone, Debug, PartialEq)]
+struct Family {
+    /// Key of the text without the offsets.
+    base: String,
+    bias: Vec<f64>,
+    reward: Vec<(String, f64)>,
+}
+
+impl Family {
+    /// `None` for a prompt whose results the offsets do not decide alone: not a
+    /// classification, a reward with other parts (`logprob`), or a template that could read
+    /// its own front matter (`@metadata`, partials).
+    fn of(doc: &PromptDocument) -> Option<Self> {
+        let settings = &doc.settings;
+        if settings.labels.is_none()
+            || settings.task.is_some_and(|t| t != Task::Classify)
+            || doc.source.contains("@metadata")
+            || doc.source.contains("{{>")
+        {
+            return None;
+        }
+        let reward = settings
+            .reward
+            .as_ref()
+            .map_or_else(|| vec![("accuracy".to_string(), 1.0)], |r| r.value.components.clone());
+        if reward.iter().any(|(name, _)| name != "accuracy" && name != "gap") {
+            return None;
+        }
+        let bias = settings.label_bias.as_ref().map(|b| b.value.clone()).unwrap_or_default();
+        Some(Self { base: key(&edits::without_label_bias(doc)?), bias, reward })
+    }
+
+    /// An example's result from its label probabilities (offsets applied) and gold label, as
+    /// the evaluator scores it: the most probable label answers, the reward is the weighted
+    /// accuracy and gap, the training signal the gap.
+    fn outcome(&self, probabilities: Vec<f64>, gold: usize) -> Outcome {
+        let predicted = probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
+        let accuracy = crate::eval::rewards::accuracy(predicted, gold);
+        let gap = crate::eval::rewards::gap(&probabilities, gold);
+        let score = self.reward.iter().map(|(name, w)| w * if name == "accuracy" { accuracy } else { gap }).sum();
+        Outcome { score, signal: gap, probabilities }
+    }
 }
 
 /// A prompt the gate validated.
@@ -396,6 +453,9 @@ pub struct SearchResult {
     /// The template step's labellings, out-of-sample training accuracy, whether ranked.
     #[serde(default)]
     pub template_screen: Vec<(String, f64, bool)>,
+    /// Results scored from another calibration of the same prompt, free of the budget.
+    #[serde(default)]
+    pub derived: usize,
 }
 
 /// Why a search ended early.
@@ -417,6 +477,10 @@ pub struct Search<'a> {
     rng: Rng,
     /// The training examples' gold label ids ([`Scorer::train_labels`]).
     gold: Vec<Option<usize>>,
+    /// The validation examples' gold label ids ([`Scorer::validation_labels`]).
+    gold_validation: Vec<Option<usize>>,
+    /// Each record's calibration family, where its results can be rescored for other offsets.
+    families: HashMap<String, Option<Family>>,
     /// When the time not yet added to `state.seconds` started.
     clock: std::time::Instant,
 }
@@ -580,6 +644,7 @@ impl<'a> Search<'a> {
             templates_ranked: false,
             ranked_groups: Vec::new(),
             template_screen: Vec::new(),
+            derived: 0,
             config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
@@ -629,9 +694,12 @@ impl<'a> Search<'a> {
         add_sets(&mut space.label_groups, &state.ranked_groups);
         let rng = Rng::from_state(state.rng);
         let gold = scorer.train_labels();
+        let gold_validation = scorer.validation_labels();
         Ok(Self {
             state,
             gold,
+            gold_validation,
+            families: HashMap::new(),
             scorer,
             space,
             ppo: None,
@@ -779,9 +847,12 @@ impl<'a> Search<'a> {
     /// Results of the recorded prompt `k` on `indices`, scoring only the missing ones; `None`
     /// (and nothing spent) when they do not fit in `limit` evaluations.
     fn scores(&mut self, k: &str, split: Split, indices: &[usize], limit: usize) -> Result<Option<Vec<Outcome>>> {
+        let known = self.state.records[k].outcomes(split);
+        let mut missing: Vec<usize> = indices.iter().copied().filter(|&i| known[i].is_none()).collect();
+        if !missing.is_empty() {
+            missing = self.rebias(k, split, missing);
+        }
         let record = &self.state.records[k];
-        let known = record.outcomes(split);
-        let missing: Vec<usize> = indices.iter().copied().filter(|&i| known[i].is_none()).collect();
         if missing.len() > limit {
             return Ok(None);
         }
@@ -804,6 +875,74 @@ impl<'a> Search<'a> {
         }
         let known = self.state.records[k].outcomes(split);
         Ok(Some(indices.iter().map(|&i| known[i].clone().expect("scored")).collect()))
+    }
+
+    /// The calibration family of the recorded prompt `k` ([`Family`]), worked out once.
+    fn family(&mut self, k: &str) -> Option<Family> {
+        if let Some(family) = self.families.get(k) {
+            return family.clone();
+        }
+        let text = self.state.records[k].text.clone();
+        let family = Family::of(self.doc(&text));
+        self.families.insert(k.to_string(), family.clone());
+        family
+    }
+
+    /// Fills in the results of `k` on `missing` examples of `split` that another calibration
+    /// of the same prompt has (its label probabilities under the other offsets, moved to `k`'s:
+    /// [`calibrate::rebiased`]) and returns the examples still missing. No model call, nothing
+    /// spent: the model's answer does not depend on the offsets, only the choice among labels.
+    fn rebias(&mut self, k: &str, split: Split, missing: Vec<usize>) -> Vec<usize> {
+        let gold = match split {
+            Split::Validation => &self.gold_validation,
+            _ => &self.gold,
+        };
+        if !missing.iter().any(|&i| gold.get(i).copied().flatten().is_some()) {
+            return missing;
+        }
+        let Some(family) = self.family(k) else { return missing };
+        let keys: Vec<String> = self.state.records.keys().filter(|j| j.as_str() != k).cloned().collect();
+        let mut siblings = Vec::new();
+        for j in keys {
+            if let Some(other) = self.family(&j).filter(|f| f.base == family.base) {
+                siblings.push((j, other.bias));
+            }
+        }
+        if siblings.is_empty() {
+            return missing;
+        }
+        let gold = match split {
+            Split::Validation => &self.gold_validation,
+            _ => &self.gold,
+        };
+        let mut still = Vec::new();
+        let mut found = Vec::new();
+        for i in missing {
+            let derived = gold.get(i).copied().flatten().and_then(|g| {
+                siblings.iter().find_map(|(j, bias)| {
+                    let outcome = self.state.records[j].outcomes(split)[i].as_ref()?;
+                    let q = calibrate::rebiased(&outcome.probabilities, bias, &family.bias)?;
+                    (g < q.len()).then(|| family.outcome(q, g))
+                })
+            });
+            match derived {
+                Some(outcome) => found.push((i, outcome)),
+                None => still.push(i),
+            }
+        }
+        if !found.is_empty() {
+            self.state.derived += found.len();
+            let record = self.state.records.get_mut(k).expect("recorded");
+            let slots = match split {
+                Split::Validation => &mut record.validation,
+                _ => &mut record.train,
+            };
+            for (i, outcome) in found {
+                slots[i] = Some(outcome);
+            }
+            self.note_curve();
+        }
+        still
     }
 
     fn best_by(&self, split: Split) -> Option<(&String, f64)> {
@@ -1571,6 +1710,7 @@ impl<'a> Search<'a> {
             ranked_labels: self.state.ranked_labels.clone(),
             ranked_groups: self.state.ranked_groups.clone(),
             template_screen: self.state.template_screen.clone(),
+            derived: self.state.derived,
         })
     }
 }
@@ -1720,6 +1860,55 @@ mod tests {
         fn train_labels(&self) -> Vec<Option<usize>> {
             (0..32).map(|i| Some(i % 2)).collect()
         }
+        fn validation_labels(&self) -> Vec<Option<usize>> {
+            self.train_labels()
+        }
+    }
+
+    #[test]
+    fn a_calibration_of_a_scored_prompt_is_scored_from_its_results_not_by_the_model() {
+        let mut scorer = Leaning { scored: 0 };
+        let mut search = Search::new(EXAMPLE, config(Strategy::Random, 1500), space(), &mut scorer).unwrap();
+        let original = search.record(EXAMPLE, Vec::new());
+        let all: Vec<usize> = (0..32).collect();
+        search.scores(&original, Split::Train, &all, usize::MAX).unwrap().unwrap();
+        search.scores(&original, Split::Validation, &all[..8], usize::MAX).unwrap().unwrap();
+        assert_eq!(search.state.spent, 40);
+        let with = |text: &str, edit: Edit, space: &EditSpace| apply_checked(&parse(text, None), &edit, space).unwrap();
+        let calibrated = with(EXAMPLE, Edit::LabelBias(vec![0.0, -2.0]), &search.space);
+        let again = with(&calibrated, Edit::LabelBias(vec![0.0, -1.75]), &search.space);
+        for (text, derived_before) in [(&calibrated, 0), (&again, 40)] {
+            let k = search.record(text, Vec::new());
+            let train = search.scores(&k, Split::Train, &all, usize::MAX).unwrap().unwrap();
+            // Half of validation is known for the original: the rest is the model's to score.
+            let validation = search.scores(&k, Split::Validation, &all[..16], usize::MAX).unwrap().unwrap();
+            assert_eq!(search.state.derived, derived_before + 32 + 8 + if derived_before == 0 { 0 } else { 8 });
+            let mut direct = Leaning { scored: 0 };
+            for (split, got, n) in [(Split::Train, &train, 32), (Split::Validation, &validation, 16)] {
+                let want = direct.score(text, split, &all[..n]).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.score, w.score, "{split:?}");
+                    assert!((g.signal - w.signal).abs() < 1e-9, "{split:?}: {} vs {}", g.signal, w.signal);
+                    assert!(g.probabilities.iter().zip(&w.probabilities).all(|(a, b)| (a - b).abs() < 1e-12));
+                }
+            }
+        }
+        // The model scored only what no calibration had: 32 + 8 for the original, 8 more of
+        // validation for the first calibration, nothing for the second.
+        assert_eq!(search.state.spent, 48);
+        // The calibration is what the author's prompt lacked: every training example right.
+        assert_eq!(search.state.records[&key(&calibrated)].full_mean(Split::Train), Some(1.0));
+        assert_eq!(search.state.records[&original].full_mean(Split::Train), Some(0.5));
+        // A reward the offsets do not decide alone (`logprob`) is the model's to score.
+        let weighted = EXAMPLE.replace("reprompt.reward: accuracy", "reprompt.reward: {accuracy: 1.0, logprob: 0.1}");
+        assert_ne!(weighted, EXAMPLE, "the example names its reward");
+        let base = search.record(&weighted, Vec::new());
+        search.scores(&base, Split::Train, &all[..8], usize::MAX).unwrap().unwrap();
+        let k = search.record(&with(&weighted, Edit::LabelBias(vec![0.0, -2.0]), &search.space), Vec::new());
+        search.scores(&k, Split::Train, &all[..8], usize::MAX).unwrap().unwrap();
+        assert_eq!(search.state.spent, 64);
+        drop(search);
+        assert_eq!(scorer.scored, 64);
     }
 
     #[test]
