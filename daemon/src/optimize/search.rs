@@ -375,14 +375,16 @@ struct Family {
 
 impl Family {
     /// `None` for a prompt whose results the offsets do not decide alone: not a
-    /// classification, a reward with other parts (`logprob`), or a template that could read
-    /// its own front matter (`@metadata`, partials).
+    /// classification, a reward with other parts (`logprob`), a template that could read its
+    /// own front matter (`@metadata`, partials), or one the evaluator would refuse (errors,
+    /// such as offsets of the wrong length).
     fn of(doc: &PromptDocument) -> Option<Self> {
         let settings = &doc.settings;
-        if settings.labels.is_none()
+        if doc.has_errors()
+            || settings.labels.is_none()
             || settings.task.is_some_and(|t| t != Task::Classify)
             || doc.source.contains("@metadata")
-            || doc.source.contains("{{>")
+            || !doc.scan.partials.is_empty()
         {
             return None;
         }
@@ -844,8 +846,9 @@ impl<'a> Search<'a> {
         k
     }
 
-    /// Results of the recorded prompt `k` on `indices`, scoring only the missing ones; `None`
-    /// (and nothing spent) when they do not fit in `limit` evaluations.
+    /// Results of the recorded prompt `k` on `indices`, scoring only the missing ones (first
+    /// from other calibrations of the prompt, free: [`Search::rebias`]); `None` (and nothing
+    /// spent, though what was free is kept) when the rest do not fit in `limit` evaluations.
     fn scores(&mut self, k: &str, split: Split, indices: &[usize], limit: usize) -> Result<Option<Vec<Outcome>>> {
         let known = self.state.records[k].outcomes(split);
         let mut missing: Vec<usize> = indices.iter().copied().filter(|&i| known[i].is_none()).collect();
@@ -1236,7 +1239,7 @@ impl<'a> Search<'a> {
             if stop_after.is_some_and(|n| iterations >= n) {
                 return Ok(Err(Stop::Interrupted));
             }
-            let before = self.state.spent;
+            let before = (self.state.spent, self.state.derived);
             match self.state.config.strategy {
                 Strategy::Ppo => self.ppo_iteration()?,
                 Strategy::Random => self.random_iteration()?,
@@ -1246,7 +1249,9 @@ impl<'a> Search<'a> {
             self.ensure_ranked_labels()?;
             self.state.iterations += 1;
             iterations += 1;
-            self.state.strategy.idle = if self.state.spent == before { self.state.strategy.idle + 1 } else { 0 };
+            // Idle: nothing new scored, by the model or from a calibration's results.
+            let now = (self.state.spent, self.state.derived);
+            self.state.strategy.idle = if now == before { self.state.strategy.idle + 1 } else { 0 };
             // Done when too little budget is left for a minibatch, or nothing new is reachable.
             if self.search_budget_left() < self.state.config.minibatch.max(1) || self.state.strategy.idle >= 20 {
                 self.state.done = true;
@@ -1909,6 +1914,69 @@ mod tests {
         assert_eq!(search.state.spent, 64);
         drop(search);
         assert_eq!(scorer.scored, 64);
+    }
+
+    #[test]
+    fn only_calibrations_of_one_prompt_whose_reward_the_offsets_decide_share_results() {
+        let family = |text: &str| Family::of(&parse(text, None));
+        let with = |text: &str, edit: Edit| apply_checked(&parse(text, None), &edit, &space()).unwrap();
+        let plain = family(EXAMPLE).expect("a classification prompt");
+        let calibrated = family(&with(EXAMPLE, Edit::LabelBias(vec![0.0, 0.7]))).expect("calibrated");
+        assert_eq!(calibrated.base, plain.base);
+        assert_eq!((plain.bias.clone(), calibrated.bias), (Vec::new(), vec![0.0, 0.7]));
+        // Other words, other instructions, another cue: other prompts.
+        let relabelled = family(&with(EXAMPLE, Edit::Labels(vec!["bad".into(), "good".into()]))).unwrap();
+        let reworded = family(&EXAMPLE.replace("movie reviews", "film reviews")).unwrap();
+        let plain_layout = family(&with(EXAMPLE, Edit::Format(reprompt_protocol::settings::Format::Plain))).unwrap();
+        for other in [&relabelled, &reworded, &plain_layout] {
+            assert_ne!(other.base, plain.base);
+        }
+        // Accuracy and gap, weighted: the evaluator's sum, the gap the signal; three labels.
+        let weighted =
+            family(&EXAMPLE.replace("reprompt.reward: accuracy", "reprompt.reward: {accuracy: 1.0, gap: 0.01}"))
+                .unwrap();
+        let right = weighted.outcome(vec![0.2, 0.5, 0.3], 1);
+        assert!((right.signal - 40.0).abs() < 1e-9 && (right.score - 1.4).abs() < 1e-9, "{right:?}");
+        let wrong = weighted.outcome(vec![0.6, 0.1, 0.3], 1);
+        assert!((wrong.signal + 90.0).abs() < 1e-9 && (wrong.score + 0.9).abs() < 1e-9, "{wrong:?}");
+        // Not decided by the offsets alone, or not for the model to score at all.
+        let none = [
+            EXAMPLE.replace("reprompt.reward: accuracy", "reprompt.reward: {accuracy: 1.0, logprob: 0.1}"),
+            include_str!("../../../examples/gsm8k/gsm8k.prompt").to_string(),
+            format!("{EXAMPLE}{{{{~> footer}}}}\n"),
+            format!("{EXAMPLE}{{{{@metadata.prompt.name}}}}\n"),
+            EXAMPLE.replace("reprompt.reward: accuracy", "reprompt.reward: accuracy\nreprompt.label_bias: [0, 1, 2]"),
+        ];
+        for text in &none {
+            assert_eq!(family(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_run_that_scores_calibrations_from_their_siblings_resumes_exactly() {
+        let dir = std::env::temp_dir().join(format!("reprompt-search-rebias-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = config(Strategy::Ppo, 1500);
+        let mut scorer = Leaning { scored: 0 };
+        let mut whole = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+        let expected = whole.run(None, None, &mut |_| {}).unwrap().unwrap();
+        let whole_state = whole.state.clone();
+        drop(whole);
+        assert!(expected.derived > 0 && expected.derived == whole_state.derived);
+        // What the model scored is what was spent; the derived results came on top.
+        assert_eq!(scorer.scored, whole_state.spent);
+        let timeless = |r: &SearchResult| SearchResult { seconds: 0.0, ..r.clone() };
+        let mut scorer = Leaning { scored: 0 };
+        let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+        assert_eq!(first.run(Some(&dir), Some(4), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+        drop(first);
+        let mut scorer = Leaning { scored: 0 };
+        let mut resumed = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap();
+        let result = resumed.run(Some(&dir), None, &mut |_| {}).unwrap().unwrap();
+        assert_eq!(timeless(&result), timeless(&expected));
+        assert_eq!(resumed.state.records, whole_state.records, "the same results, derived ones included");
+        drop(resumed);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
