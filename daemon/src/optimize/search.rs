@@ -159,6 +159,13 @@ pub struct SearchConfig {
     /// best alone.
     #[serde(default)]
     pub promote: usize,
+    /// Whenever a classification prompt has results on the whole training split, its
+    /// calibration fitted there ([`calibrate::prior_bias`]) is recorded beside it, scored from
+    /// its results without the model ([`Search::rebias`]), so a prompt whose offsets went
+    /// stale (demonstrations added, words changed) competes calibrated too. On by default;
+    /// needs `calibrate`; a checkpoint from before it existed reads as off.
+    #[serde(default)]
+    pub twins: bool,
 }
 
 impl SearchConfig {
@@ -195,6 +202,7 @@ impl Default for SearchConfig {
             warm_start: None,
             calibrate: true,
             promote: 4,
+            twins: true,
         }
     }
 }
@@ -851,6 +859,7 @@ impl<'a> Search<'a> {
     /// spent, though what was free is kept) when the rest do not fit in `limit` evaluations.
     fn scores(&mut self, k: &str, split: Split, indices: &[usize], limit: usize) -> Result<Option<Vec<Outcome>>> {
         let known = self.state.records[k].outcomes(split);
+        let was_whole = split == Split::Train && known.iter().all(Option::is_some);
         let mut missing: Vec<usize> = indices.iter().copied().filter(|&i| known[i].is_none()).collect();
         if !missing.is_empty() {
             missing = self.rebias(k, split, missing);
@@ -876,8 +885,31 @@ impl<'a> Search<'a> {
             }
             self.note_curve();
         }
+        if self.state.config.twins && !was_whole && self.state.records[k].full_mean(Split::Train).is_some() {
+            self.add_twin(k)?;
+        }
         let known = self.state.records[k].outcomes(split);
         Ok(Some(indices.iter().map(|&i| known[i].clone().expect("scored")).collect()))
+    }
+
+    /// [`SearchConfig::twins`]: records the calibration of `k` fitted on its whole training
+    /// split (where it differs from `k`'s own offsets) with its training results, all from
+    /// `k`'s, free.
+    fn add_twin(&mut self, k: &str) -> Result<()> {
+        if self.family(k).is_none() {
+            return Ok(());
+        }
+        let text = self.state.records[k].text.clone();
+        let doc = self.doc(&text).clone();
+        let Some(bias) = self.calibration(&text, &doc) else { return Ok(()) };
+        let edit = Edit::LabelBias(bias);
+        let Ok(twin) = apply_checked(&doc, &edit, &self.space) else { return Ok(()) };
+        let mut lineage = self.state.records[k].lineage.clone();
+        lineage.push(edit.describe(&text));
+        let t = self.record(&twin, lineage);
+        let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
+        self.scores(&t, Split::Train, &all, 0)?;
+        Ok(())
     }
 
     /// The calibration family of the recorded prompt `k` ([`Family`]), worked out once.
@@ -1873,7 +1905,9 @@ mod tests {
     #[test]
     fn a_calibration_of_a_scored_prompt_is_scored_from_its_results_not_by_the_model() {
         let mut scorer = Leaning { scored: 0 };
-        let mut search = Search::new(EXAMPLE, config(Strategy::Random, 1500), space(), &mut scorer).unwrap();
+        // Without twins, so that only the calibrations made here share results.
+        let cfg = SearchConfig { twins: false, ..config(Strategy::Random, 1500) };
+        let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
         let original = search.record(EXAMPLE, Vec::new());
         let all: Vec<usize> = (0..32).collect();
         search.scores(&original, Split::Train, &all, usize::MAX).unwrap().unwrap();
@@ -1977,6 +2011,41 @@ mod tests {
         assert_eq!(resumed.state.records, whole_state.records, "the same results, derived ones included");
         drop(resumed);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn with_twins_a_whole_train_prompt_gets_its_calibration_beside_it_for_free() {
+        let all: Vec<usize> = (0..32).collect();
+        for twins in [false, true] {
+            let mut scorer = Leaning { scored: 0 };
+            let cfg = SearchConfig { twins, ..config(Strategy::Random, 600) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            let original = search.record(EXAMPLE, Vec::new());
+            // A minibatch is not the whole split: no twin yet.
+            search.scores(&original, Split::Train, &all[..16], usize::MAX).unwrap().unwrap();
+            assert_eq!(search.state.records.len(), 1);
+            search.scores(&original, Split::Train, &all, usize::MAX).unwrap().unwrap();
+            assert_eq!(search.state.spent, 32);
+            let calibrated: Vec<&Record> = search
+                .state
+                .records
+                .values()
+                .filter(|r| r.lineage.last().is_some_and(|l| l.starts_with("calibrate the labels")))
+                .collect();
+            if !twins {
+                assert!(calibrated.is_empty() && search.state.derived == 0);
+                continue;
+            }
+            // The twin: the offsets fitted on all of train, every training result from the
+            // original's, nothing spent; and it is what the leaning prompt lacked.
+            assert_eq!(calibrated.len(), 1);
+            assert_eq!(calibrated[0].full_mean(Split::Train), Some(1.0));
+            assert_eq!(search.state.derived, 32);
+            let bias = parse(&calibrated[0].text, None).settings.label_bias.expect("offsets").value;
+            assert!(bias[0] == 0.0 && bias[1] < -1.0, "{bias:?}");
+            // Its own calibration is itself: no twin of the twin.
+            assert_eq!(search.state.records.len(), 2);
+        }
     }
 
     #[test]
