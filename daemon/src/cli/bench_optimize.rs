@@ -45,9 +45,9 @@ pub struct OptimizeBenchArgs {
     /// training examples)
     #[arg(long)]
     pub no_calibration: bool,
-    /// Development: do not record each whole-train prompt's calibration beside it
+    /// Development: record each whole-train prompt's calibration beside it, free (twins)
     #[arg(long, hide = true)]
-    pub no_twins: bool,
+    pub twins: bool,
     /// Repository root (where `examples/` and `bench/data/` are)
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
@@ -192,7 +192,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 paraphrases: args.paraphrases,
                 ranked_labels: args.ranked_labels,
                 calibrate: !args.no_calibration,
-                twins: !args.no_twins,
+                twins: args.twins,
                 ..SearchConfig::default()
             };
             let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());

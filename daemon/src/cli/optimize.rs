@@ -69,9 +69,9 @@ pub struct OptimizeArgs {
     /// training examples)
     #[arg(long)]
     pub no_calibration: bool,
-    /// Development: do not record each whole-train prompt's calibration beside it
+    /// Development: record each whole-train prompt's calibration beside it, free (twins)
     #[arg(long, hide = true)]
-    pub no_twins: bool,
+    pub twins: bool,
     /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
     /// `reprompt pretrain` (pre-trained on other prompts for the same model)
     #[arg(long, default_value = "none")]
@@ -335,7 +335,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ranked_labels: args.ranked_labels,
         replay_bonus: args.replay_bonus,
         calibrate: !args.no_calibration,
-        twins: !args.no_twins,
+        twins: args.twins,
         ..SearchConfig::default()
     };
     let warm = WarmStart::resolve(&args.policy)?;

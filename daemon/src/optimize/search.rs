@@ -162,8 +162,8 @@ pub struct SearchConfig {
     /// Whenever a classification prompt has results on the whole training split, its
     /// calibration fitted there ([`calibrate::prior_bias`]) is recorded beside it, scored from
     /// its results without the model ([`Search::rebias`]), so a prompt whose offsets went
-    /// stale (demonstrations added, words changed) competes calibrated too. On by default;
-    /// needs `calibrate`; a checkpoint from before it existed reads as off.
+    /// stale (demonstrations added, words changed) competes calibrated too. Off by default
+    /// until the benchmark has measured it (`--twins`); needs `calibrate`.
     #[serde(default)]
     pub twins: bool,
 }
@@ -202,7 +202,7 @@ impl Default for SearchConfig {
             warm_start: None,
             calibrate: true,
             promote: 4,
-            twins: true,
+            twins: false,
         }
     }
 }
