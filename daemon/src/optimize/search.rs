@@ -923,15 +923,20 @@ impl<'a> Search<'a> {
         family
     }
 
+    /// The gold label ids of a split's examples (empty where the scorer has none).
+    fn gold_of(&self, split: Split) -> &[Option<usize>] {
+        match split {
+            Split::Validation => &self.gold_validation,
+            _ => &self.gold,
+        }
+    }
+
     /// Fills in the results of `k` on `missing` examples of `split` that another calibration
     /// of the same prompt has (its label probabilities under the other offsets, moved to `k`'s:
     /// [`calibrate::rebiased`]) and returns the examples still missing. No model call, nothing
     /// spent: the model's answer does not depend on the offsets, only the choice among labels.
     fn rebias(&mut self, k: &str, split: Split, missing: Vec<usize>) -> Vec<usize> {
-        let gold = match split {
-            Split::Validation => &self.gold_validation,
-            _ => &self.gold,
-        };
+        let gold = self.gold_of(split);
         if !missing.iter().any(|&i| gold.get(i).copied().flatten().is_some()) {
             return missing;
         }
@@ -946,10 +951,7 @@ impl<'a> Search<'a> {
         if siblings.is_empty() {
             return missing;
         }
-        let gold = match split {
-            Split::Validation => &self.gold_validation,
-            _ => &self.gold,
-        };
+        let gold = self.gold_of(split);
         let mut still = Vec::new();
         let mut found = Vec::new();
         for i in missing {
