@@ -114,7 +114,14 @@ fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
     let third: Value = serde_json::from_slice(&replaced.stdout).expect("JSON report");
     assert_eq!(third["seed"], 4);
     assert!(third["evaluations"].as_u64().unwrap() <= 64);
-    assert_eq!(third["improved"], false, "64 evaluations only validate the original");
+    // 64 evaluations only score the original on train and validation. The original answers
+    // one label to every example (50% on both), and its calibration fitted on train (its
+    // twin) is scored from its results without the model on both splits: it wins, free.
+    assert_eq!(third["improved"], true, "{}", third["best"]);
+    let edits = third["edits"].as_array().unwrap();
+    assert_eq!(edits.len(), 1, "{edits:?}");
+    assert!(edits[0].as_str().unwrap().starts_with("calibrate the labels"), "{edits:?}");
+    assert!(third["search"]["derived"].as_u64().unwrap() >= 64, "{}", third["search"]["derived"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

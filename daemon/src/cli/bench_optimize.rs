@@ -45,9 +45,10 @@ pub struct OptimizeBenchArgs {
     /// training examples)
     #[arg(long)]
     pub no_calibration: bool,
-    /// Development: record each whole-train prompt's calibration beside it, free (twins)
-    #[arg(long, hide = true)]
-    pub twins: bool,
+    /// Do not record each whole-train prompt's calibration beside it (its calibrated twin,
+    /// scored from its results without the model)
+    #[arg(long)]
+    pub no_twins: bool,
     /// Repository root (where `examples/` and `bench/data/` are)
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
@@ -192,7 +193,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 paraphrases: args.paraphrases,
                 ranked_labels: args.ranked_labels,
                 calibrate: !args.no_calibration,
-                twins: args.twins,
+                twins: !args.no_twins,
                 ..SearchConfig::default()
             };
             let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());

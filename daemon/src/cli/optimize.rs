@@ -69,9 +69,10 @@ pub struct OptimizeArgs {
     /// training examples)
     #[arg(long)]
     pub no_calibration: bool,
-    /// Development: record each whole-train prompt's calibration beside it, free (twins)
-    #[arg(long, hide = true)]
-    pub twins: bool,
+    /// Do not record each whole-train prompt's calibration beside it (its calibrated twin,
+    /// scored from its results without the model)
+    #[arg(long)]
+    pub no_twins: bool,
     /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
     /// `reprompt pretrain` (pre-trained on other prompts for the same model)
     #[arg(long, default_value = "none")]
@@ -335,7 +336,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ranked_labels: args.ranked_labels,
         replay_bonus: args.replay_bonus,
         calibrate: !args.no_calibration,
-        twins: args.twins,
+        twins: !args.no_twins,
         ..SearchConfig::default()
     };
     let warm = WarmStart::resolve(&args.policy)?;

@@ -7,7 +7,7 @@
 //! function of (prompt, data, model, config) and a resumed run ends where the uninterrupted one
 //! does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use reprompt_protocol::hash::sha256_hex;
@@ -119,7 +119,8 @@ pub struct SearchConfig {
     pub episodes_per_update: usize,
     /// Candidates offered per state (a seeded sample when there are more).
     pub max_candidates: usize,
-    /// Prompts re-scored on the whole validation split by the gate.
+    /// Prompts the gate pays to re-score on the whole validation split, best by train first
+    /// (those with validation results already, or free from a calibration's, come on top).
     pub top_k: usize,
     /// Candidates per greedy step; population size of evolution.
     pub width: usize,
@@ -162,8 +163,9 @@ pub struct SearchConfig {
     /// Whenever a classification prompt has results on the whole training split, its
     /// calibration fitted there ([`calibrate::prior_bias`]) is recorded beside it, scored from
     /// its results without the model ([`Search::rebias`]), so a prompt whose offsets went
-    /// stale (demonstrations added, words changed) competes calibrated too. Off by default
-    /// until the benchmark has measured it (`--twins`); needs `calibrate`.
+    /// stale (demonstrations added, words changed) competes calibrated too. On by default
+    /// (`--no-twins` turns it off); a checkpoint from before it existed reads as off, as it
+    /// ran. Needs `calibrate`.
     #[serde(default)]
     pub twins: bool,
 }
@@ -176,6 +178,9 @@ impl SearchConfig {
         if config.strategy != Strategy::Ppo {
             config.replay_bonus = 0.0;
             config.warm_start = None;
+        }
+        if !config.calibrate {
+            config.twins = false;
         }
         config
     }
@@ -202,7 +207,7 @@ impl Default for SearchConfig {
             warm_start: None,
             calibrate: true,
             promote: 4,
-            twins: false,
+            twins: true,
         }
     }
 }
@@ -859,7 +864,7 @@ impl<'a> Search<'a> {
     /// spent, though what was free is kept) when the rest do not fit in `limit` evaluations.
     fn scores(&mut self, k: &str, split: Split, indices: &[usize], limit: usize) -> Result<Option<Vec<Outcome>>> {
         let known = self.state.records[k].outcomes(split);
-        let was_whole = split == Split::Train && known.iter().all(Option::is_some);
+        let was_whole = self.state.records[k].train.iter().all(Option::is_some);
         let mut missing: Vec<usize> = indices.iter().copied().filter(|&i| known[i].is_none()).collect();
         if !missing.is_empty() {
             missing = self.rebias(k, split, missing);
@@ -894,7 +899,9 @@ impl<'a> Search<'a> {
 
     /// [`SearchConfig::twins`]: records the calibration of `k` fitted on its whole training
     /// split (where it differs from `k`'s own offsets) with its training results, all from
-    /// `k`'s, free.
+    /// `k`'s, free. A twin is filled directly ([`Search::rebias`]), never through
+    /// [`Search::scores`], so it gets no twin of its own; one that cannot be filled whole (an
+    /// example without a gold label or without probabilities) is not kept.
     fn add_twin(&mut self, k: &str) -> Result<()> {
         if self.family(k).is_none() {
             return Ok(());
@@ -906,9 +913,15 @@ impl<'a> Search<'a> {
         let Ok(twin) = apply_checked(&doc, &edit, &self.space) else { return Ok(()) };
         let mut lineage = self.state.records[k].lineage.clone();
         lineage.push(edit.describe(&text));
+        let is_new = !self.state.records.contains_key(&key(&twin));
         let t = self.record(&twin, lineage);
-        let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
-        self.scores(&t, Split::Train, &all, 0)?;
+        let missing: Vec<usize> =
+            self.state.records[&t].train.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(i, _)| i).collect();
+        let derived_before = self.state.derived;
+        if !self.rebias(&t, Split::Train, missing).is_empty() && is_new {
+            self.state.records.remove(&t);
+            self.state.derived = derived_before;
+        }
         Ok(())
     }
 
@@ -1405,15 +1418,28 @@ impl<'a> Search<'a> {
     /// result does. One best prompt alone is a poor bar: a prompt fitted to the training
     /// examples (label words ranked on them) would then keep every other prompt from being
     /// scored on the whole split, and the gate from having anything else to validate.
-    fn enters_top_on(&self, outcomes: &[Outcome], batch: &[usize]) -> bool {
-        let mut whole: Vec<(&Record, f64, f64, usize)> = self
+    /// A prompt and its calibrations count as one place (with twins, each whole-train prompt
+    /// has one beside it), as they do at the gate.
+    fn enters_top_on(&mut self, outcomes: &[Outcome], batch: &[usize]) -> bool {
+        let mut whole: Vec<(String, f64, f64, usize)> = self
             .state
             .records
-            .values()
-            .filter_map(|r| r.full_mean(Split::Train).map(|m| (r, m, r.full_signal(Split::Train), r.found_at)))
+            .iter()
+            .filter_map(|(k, r)| {
+                r.full_mean(Split::Train).map(|m| (k.clone(), m, r.full_signal(Split::Train), r.found_at))
+            })
             .collect();
         whole.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.3.cmp(&b.3)));
-        let Some((bar, ..)) = whole.get(self.state.config.promote.max(1) - 1) else { return true };
+        let mut places = HashSet::new();
+        let mut bar = None;
+        for (k, ..) in whole {
+            let base = self.family(&k).map_or_else(|| k.clone(), |f| f.base);
+            if places.insert(base) && places.len() == self.state.config.promote.max(1) {
+                bar = Some(k);
+                break;
+            }
+        }
+        let Some(bar) = bar.map(|k| &self.state.records[&k]) else { return true };
         let on_batch: Vec<Outcome> = batch.iter().filter_map(|&i| bar.train[i].clone()).collect();
         beats(score_and_signal(outcomes), score_and_signal(&on_batch))
     }
@@ -1696,8 +1722,11 @@ impl<'a> Search<'a> {
             if validated >= self.state.config.top_k {
                 break;
             }
-            let limit = self.budget_left();
-            if self.scores(&k, Split::Validation, &all, limit)?.is_some() {
+            // Only a prompt the model had to score takes a place: one validated already (an
+            // anchor check) or a calibration of one validated (its twin), free, is compared
+            // anyway, and the budget kept for the gate goes to other prompts.
+            let (limit, spent) = (self.budget_left(), self.state.spent);
+            if self.scores(&k, Split::Validation, &all, limit)?.is_some() && self.state.spent > spent {
                 validated += 1;
             }
             progress(&self.progress("validation"));
@@ -2048,6 +2077,41 @@ mod tests {
             // Its own calibration is itself: no twin of the twin.
             assert_eq!(search.state.records.len(), 2);
         }
+    }
+
+    #[test]
+    fn the_gate_pays_for_top_k_prompts_of_distinct_families() {
+        let mut scorer = Leaning { scored: 0 };
+        let cfg = config(Strategy::Random, 1500);
+        let (top_k, budget) = (cfg.top_k, cfg.budget);
+        let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+        search.run(None, None, &mut |_| {}).unwrap().unwrap();
+        assert!(search.state.spent <= budget);
+        let base = |search: &mut Search, k: &str| search.family(k).map_or_else(|| k.to_string(), |f| f.base);
+        let original = search.state.original_key.clone();
+        let original_base = base(&mut search, &original);
+        let whole: Vec<String> = search
+            .state
+            .records
+            .iter()
+            .filter(|(_, r)| r.full_mean(Split::Train).is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let (mut families, mut validated) = (HashSet::new(), HashSet::new());
+        for k in whole {
+            let b = base(&mut search, &k);
+            if b == original_base {
+                continue;
+            }
+            if search.state.records[&k].full_mean(Split::Validation).is_some() {
+                validated.insert(b.clone());
+            }
+            families.insert(b);
+        }
+        assert!(families.len() > top_k, "{} families scored on all of train", families.len());
+        // top_k prompts paid for on validation, each of another family: a calibration of a
+        // validated prompt would have come free and taken no place.
+        assert_eq!(validated.len(), top_k, "{validated:?}");
     }
 
     #[test]
