@@ -119,8 +119,8 @@ pub struct SearchConfig {
     pub episodes_per_update: usize,
     /// Candidates offered per state (a seeded sample when there are more).
     pub max_candidates: usize,
-    /// Prompts the gate pays to re-score on the whole validation split, best by train first
-    /// (those with validation results already, or free from a calibration's, come on top).
+    /// Prompts the gate re-scores on the whole validation split, best by train first; a
+    /// prompt and its calibrations count as one (a calibration's results come free).
     pub top_k: usize,
     /// Candidates per greedy step; population size of evolution.
     pub width: usize,
@@ -936,6 +936,12 @@ impl<'a> Search<'a> {
         family
     }
 
+    /// What stands for `k`'s calibration family when prompts are counted: the key of its text
+    /// without offsets, or its own key where it has no family.
+    fn family_base(&mut self, k: &str) -> String {
+        self.family(k).map_or_else(|| k.to_string(), |f| f.base)
+    }
+
     /// The gold label ids of a split's examples (empty where the scorer has none).
     fn gold_of(&self, split: Split) -> &[Option<usize>] {
         match split {
@@ -1433,8 +1439,7 @@ impl<'a> Search<'a> {
         let mut places = HashSet::new();
         let mut bar = None;
         for (k, ..) in whole {
-            let base = self.family(&k).map_or_else(|| k.clone(), |f| f.base);
-            if places.insert(base) && places.len() == self.state.config.promote.max(1) {
+            if places.insert(self.family_base(&k)) && places.len() == self.state.config.promote.max(1) {
                 bar = Some(k);
                 break;
             }
@@ -1717,17 +1722,22 @@ impl<'a> Search<'a> {
             .filter_map(|(k, r)| r.full_mean(Split::Train).map(|m| (k.clone(), m, r.full_signal(Split::Train))))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
-        let mut validated = 0;
+        // A prompt and its calibrations take one place: a calibration of a prompt validated
+        // here (its twin) is scored from its results, free, and compared anyway, and the
+        // budget kept for the gate goes to the next prompt down. Places are counted by family,
+        // not by what was spent, so a finished run resumed ends at the same gate.
+        let original_base = self.family_base(&original);
+        let mut places = HashSet::new();
         for (k, _, _) in ranked {
-            if validated >= self.state.config.top_k {
+            if places.len() >= self.state.config.top_k {
                 break;
             }
-            // Only a prompt the model had to score takes a place: one validated already (an
-            // anchor check) or a calibration of one validated (its twin), free, is compared
-            // anyway, and the budget kept for the gate goes to other prompts.
-            let (limit, spent) = (self.budget_left(), self.state.spent);
-            if self.scores(&k, Split::Validation, &all, limit)?.is_some() && self.state.spent > spent {
-                validated += 1;
+            let limit = self.budget_left();
+            if self.scores(&k, Split::Validation, &all, limit)?.is_some() {
+                let family = self.family_base(&k);
+                if family != original_base {
+                    places.insert(family);
+                }
             }
             progress(&self.progress("validation"));
         }
@@ -2087,9 +2097,8 @@ mod tests {
         let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
         search.run(None, None, &mut |_| {}).unwrap().unwrap();
         assert!(search.state.spent <= budget);
-        let base = |search: &mut Search, k: &str| search.family(k).map_or_else(|| k.to_string(), |f| f.base);
         let original = search.state.original_key.clone();
-        let original_base = base(&mut search, &original);
+        let original_base = search.family_base(&original);
         let whole: Vec<String> = search
             .state
             .records
@@ -2099,7 +2108,7 @@ mod tests {
             .collect();
         let (mut families, mut validated) = (HashSet::new(), HashSet::new());
         for k in whole {
-            let b = base(&mut search, &k);
+            let b = search.family_base(&k);
             if b == original_base {
                 continue;
             }
@@ -2109,8 +2118,8 @@ mod tests {
             families.insert(b);
         }
         assert!(families.len() > top_k, "{} families scored on all of train", families.len());
-        // top_k prompts paid for on validation, each of another family: a calibration of a
-        // validated prompt would have come free and taken no place.
+        // top_k families validated: a calibration of a validated prompt comes free and takes
+        // no place.
         assert_eq!(validated.len(), top_k, "{validated:?}");
     }
 
