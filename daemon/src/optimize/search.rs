@@ -915,8 +915,8 @@ impl<'a> Search<'a> {
         lineage.push(edit.describe(&text));
         let is_new = !self.state.records.contains_key(&key(&twin));
         let t = self.record(&twin, lineage);
-        let missing: Vec<usize> =
-            self.state.records[&t].train.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(i, _)| i).collect();
+        let train = &self.state.records[&t].train;
+        let missing: Vec<usize> = (0..train.len()).filter(|&i| train[i].is_none()).collect();
         let derived_before = self.state.derived;
         if !self.rebias(&t, Split::Train, missing).is_empty() && is_new {
             self.state.records.remove(&t);
@@ -2090,7 +2090,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_pays_for_top_k_prompts_of_distinct_families() {
+    fn the_gate_validates_top_k_families_and_their_calibrations_take_no_place() {
         let mut scorer = Leaning { scored: 0 };
         let cfg = config(Strategy::Random, 1500);
         let (top_k, budget) = (cfg.top_k, cfg.budget);
