@@ -34,7 +34,8 @@ pub enum Edit {
     SwapSentences(Span, Span),
     /// Replace the sentence at `span` by a rewrite of it (a paraphrase by the task model).
     Paraphrase { span: Span, text: String },
-    /// End the prompt with this answer cue line (`Answer:`), or replace the cue it ends with.
+    /// End the prompt with this answer cue line (`Answer:`), or replace the cue it ends with;
+    /// the demonstrations answer after it too.
     AnswerCue(String),
     /// Remove every `{{role …}}` marker: one message instead of turns.
     DropRoles,
@@ -266,6 +267,8 @@ pub struct FoundDemo {
     pub span: Span,
     /// The answer word(s) on its last line.
     pub answer: Span,
+    /// The cue before them (`Sentiment:`), colon included.
+    pub cue: Span,
     /// Which [`EditSpace::demos`] entry it shows.
     pub source: usize,
 }
@@ -349,6 +352,8 @@ pub fn demo_text(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
 pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
     let Some(unit) = example_unit(doc) else { return Vec::new() };
     let region = &doc.source[doc.body_span.start..unit.start];
+    // A cue may hold ": " itself (`Q: Answer:`); the prompt's own cue is read whole.
+    let cue = final_cue(doc).map(|(c, _)| format!("{c} "));
     let mut found = Vec::new();
     for (i, demo) in space.demos.iter().enumerate() {
         let Some(rendered) = render_unit(doc, unit, demo) else { continue };
@@ -363,8 +368,9 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
             let line_start = start + needle.len();
             let Some(line_len) = region[line_start..].find('\n') else { continue };
             let line = &region[line_start..line_start + line_len];
-            let Some(space_at) = line.find(": ").map(|p| p + 2) else { continue };
-            let answer_start = line_start + space_at;
+            let own = cue.as_ref().filter(|c| line.starts_with(c.as_str())).map(|c| c.len() - 2);
+            let Some(colon) = own.or_else(|| line.find(": ")) else { continue };
+            let answer_start = line_start + colon + 2;
             let mut end = line_start + line_len + 1;
             if region[end..].starts_with('\n') {
                 end += 1;
@@ -373,6 +379,7 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
             found.push(FoundDemo {
                 span: Span::new(base + start, base + end),
                 answer: Span::new(base + answer_start, base + line_start + line_len),
+                cue: Span::new(base + line_start, base + line_start + colon + 1),
                 source: i,
             });
             break;
@@ -496,15 +503,25 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             if cue.contains(['\n', '\r']) || cue.contains("{{") || cue.trim().is_empty() {
                 return Err(not("a cue is one line of plain text"));
             }
+            // The demonstrations answer after the same cue as the example.
+            let mut edits: Vec<TextEdit> = find_demos(doc, space)
+                .into_iter()
+                .filter(|d| doc.source[d.cue.start..d.cue.end] != *cue)
+                .map(|d| TextEdit { span: d.cue, replacement: cue.clone() })
+                .collect();
             match final_cue(doc) {
-                Some((current, _)) if current == *cue => Err(not("the prompt already ends with this cue")),
-                Some((_, span)) => Ok(vec![TextEdit { span, replacement: cue.clone() }]),
+                Some((current, _)) if current == *cue && edits.is_empty() => {
+                    return Err(not("the prompt already ends with this cue"));
+                }
+                Some((current, _)) if current == *cue => {}
+                Some((_, span)) => edits.push(TextEdit { span, replacement: cue.clone() }),
                 None => {
                     let body = &doc.source[doc.body_span.start..doc.body_span.end];
                     let at = doc.body_span.start + body.trim_end().len();
-                    Ok(vec![TextEdit { span: Span::at(at), replacement: format!("\n{cue}") }])
+                    edits.push(TextEdit { span: Span::at(at), replacement: format!("\n{cue}") });
                 }
             }
+            Ok(edits)
         }
         Edit::DropRoles => {
             let markers = role_markers(doc);
@@ -990,7 +1007,8 @@ mod tests {
         assert_eq!(body(&bare), "Review: {{sentence}}\nSentiment:\n");
         assert_eq!(parse(&bare, None).settings.format, Format::Plain);
         assert_eq!(front(&bare), front(&apply_checked(&doc(), &Edit::Format(Format::Plain), &space).unwrap()));
-        // A plain prompt ending in a cue: the cue is replaced, the demonstration stays.
+        // A plain prompt ending in a cue: the cue is replaced, the demonstration stays and
+        // answers after the new cue.
         let plain = "---\nreprompt.format: plain\nreprompt.labels: [terrible, great]\n---\nBe brief. Think.\n\
                      Review: a joy to watch \\{{ even twice }} .\nAnswer: great\n\nReview: {{sentence}}\n\
                      Answer with one word.\nAnswer:\n";
@@ -999,7 +1017,7 @@ mod tests {
         let bare = apply_checked(&doc, &Edit::Bare("Sentiment:".into()), &space).unwrap();
         assert_eq!(
             body(&bare),
-            "Review: a joy to watch \\{{ even twice }} .\nAnswer: great\n\nReview: {{sentence}}\nSentiment:\n"
+            "Review: a joy to watch \\{{ even twice }} .\nSentiment: great\n\nReview: {{sentence}}\nSentiment:\n"
         );
         // Same cue: only the sentences go. With nothing left to delete it is no edit.
         let same = apply_checked(&doc, &Edit::Bare("Answer:".into()), &space).unwrap();
@@ -1062,6 +1080,26 @@ mod tests {
             apply_checked(&two, &Edit::Labels(vec!["negative".into(), "positive".into()]), &space).unwrap();
         assert!(relabelled.contains("twice }} .\nSentiment: positive\n\nReview: a dull , lifeless film .\nSentiment: negative\n\nReview: {{sentence}}"), "{relabelled}");
         assert_eq!(find_demos(&parse(&relabelled, None), &space).len(), 2);
+        // A new answer cue is the demonstrations' cue too.
+        let recued = apply_checked(&two, &Edit::AnswerCue("Answer:".into()), &space).unwrap();
+        assert!(recued.contains("twice }} .\nAnswer: great\n\nReview: a dull , lifeless film .\nAnswer: terrible\n\nReview: {{sentence}}\n"), "{recued}");
+        assert!(recued.ends_with("one word.\nAnswer:\n"), "{recued}");
+        assert!(!recued.contains("Sentiment:"), "{recued}");
+        assert_eq!(find_demos(&parse(&recued, None), &space).len(), 2);
+        // A prompt that ends with the cue but shows a demonstration under another one (written
+        // by hand) gets only the demonstration's cue; once all agree there is nothing to do.
+        let mixed = parse(&two.source.replacen("Sentiment: great", "Verdict: great", 1), None);
+        let fixed = apply_checked(&mixed, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
+        assert_eq!(fixed, two.source);
+        assert!(apply_checked(&two, &Edit::AnswerCue("Sentiment:".into()), &space).is_err());
+        // A cue with ": " inside is one cue, in the demonstrations as at the end.
+        let qa = parse(&apply_checked(&two, &Edit::AnswerCue("Q: Answer:".into()), &space).unwrap(), None);
+        let found_qa = find_demos(&qa, &space);
+        assert_eq!(found_qa.len(), 2);
+        assert_eq!(&qa.source[found_qa[0].cue.start..found_qa[0].cue.end], "Q: Answer:");
+        assert_eq!(&qa.source[found_qa[0].answer.start..found_qa[0].answer.end], "great");
+        let back = apply_checked(&qa, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
+        assert_eq!(back, two.source);
         let removed = apply_checked(&two, &Edit::RemoveDemo(found[0].span), &space).unwrap();
         // Described with its lines apart, as it was added.
         assert_eq!(
