@@ -353,7 +353,7 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
     let Some(unit) = example_unit(doc) else { return Vec::new() };
     let region = &doc.source[doc.body_span.start..unit.start];
     // A cue may hold ": " itself (`Q: Answer:`); the prompt's own cue is read whole.
-    let cue = final_cue(doc).map(|(c, _)| format!("{c} "));
+    let cue = final_cue(doc).map(|(c, _)| c);
     let mut found = Vec::new();
     for (i, demo) in space.demos.iter().enumerate() {
         let Some(rendered) = render_unit(doc, unit, demo) else { continue };
@@ -368,8 +368,8 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
             let line_start = start + needle.len();
             let Some(line_len) = region[line_start..].find('\n') else { continue };
             let line = &region[line_start..line_start + line_len];
-            let own = cue.as_ref().filter(|c| line.starts_with(c.as_str())).map(|c| c.len() - 2);
-            let Some(colon) = own.or_else(|| line.find(": ")) else { continue };
+            let own = cue.as_deref().filter(|c| line.strip_prefix(c).is_some_and(|r| r.starts_with(' ')));
+            let Some(colon) = own.map(|c| c.len() - 1).or_else(|| line.find(": ")) else { continue };
             let answer_start = line_start + colon + 2;
             let mut end = line_start + line_len + 1;
             if region[end..].starts_with('\n') {
@@ -510,10 +510,11 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 .map(|d| TextEdit { span: d.cue, replacement: cue.clone() })
                 .collect();
             match final_cue(doc) {
-                Some((current, _)) if current == *cue && edits.is_empty() => {
-                    return Err(not("the prompt already ends with this cue"));
+                Some((current, _)) if current == *cue => {
+                    if edits.is_empty() {
+                        return Err(not("the prompt already ends with this cue"));
+                    }
                 }
-                Some((current, _)) if current == *cue => {}
                 Some((_, span)) => edits.push(TextEdit { span, replacement: cue.clone() }),
                 None => {
                     let body = &doc.source[doc.body_span.start..doc.body_span.end];
