@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
+use reprompt_protocol::check::check_document;
 use reprompt_protocol::{PromptDocument, Severity, parse, parse_bytes};
 use serde::Serialize;
 
@@ -48,7 +49,7 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Start over even if the run directory holds a checkpoint of this run (a checkpoint of
-    /// another prompt text or settings is always replaced)
+    /// another prompt text, data or settings is always replaced)
     #[arg(long)]
     pub fresh: bool,
     /// Do not score the test split (when the prompt names one)
@@ -226,18 +227,18 @@ pub fn optimize(
     let warm = warm.filter(|_| config.strategy == Strategy::Ppo);
     config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
+    config.data = Some(scorer.data_digest());
     let space = EditSpace::builtin(scorer.demo_sources());
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
-    if let Some(dir) = &checkpoint
-        && dir.exists()
-    {
-        // An edited prompt or other settings make another run: it starts over.
+    if let Some(dir) = &checkpoint {
+        // Finishes a checkpoint swap a killed run left halfway, then looks at what is there:
+        // an edited prompt, other data or other settings make another run, which starts over.
         let other = Search::has_checkpoint(dir) && !Search::checkpoint_matches(dir, &text, &config);
         if other {
-            eprintln!("{} holds a run of another prompt text or settings: starting over", dir.display());
+            eprintln!("{} holds a run of another prompt text, data or settings: starting over", dir.display());
         }
-        if fresh || other {
+        if (fresh || other) && dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
     }
@@ -397,17 +398,27 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes an optimized prompt after checking it again: it must parse without errors.
+/// Writes an optimized prompt after checking it again where it will be: it must parse without
+/// errors, and the data, partials and model file it names must be found from there (they are
+/// relative to the file).
 pub fn write_prompt(target: &Path, text: &str) -> anyhow::Result<()> {
     let doc = parse(text, Some(target));
     if let Some(e) = doc.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         bail!("refusing to write an invalid prompt ({})", e.message);
     }
+    if let Some(e) = check_document(&doc, target).into_iter().find(|d| d.severity == Severity::Error) {
+        bail!(
+            "refusing to write {}: {} (write it beside the prompt, or name its files by absolute paths)",
+            target.display(),
+            e.message
+        );
+    }
     std::fs::write(target, text).with_context(|| format!("writing {}", target.display()))
 }
 
+/// A score as a percentage; `–` for none (NaN: a budget too small to score it).
 fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
+    if x.is_finite() { format!("{:.1}%", 100.0 * x) } else { "–".into() }
 }
 
 fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -535,4 +546,44 @@ pub fn plot(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> a
         .map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_optimized_prompt_is_written_only_where_its_data_is_found() {
+        let root = std::env::temp_dir().join(format!("reprompt-write-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sentiment");
+        let beside = root.join("sentiment");
+        std::fs::create_dir_all(beside.join("data")).unwrap();
+        for name in ["train.tsv", "dev.tsv", "test.tsv"] {
+            std::fs::copy(examples.join("data").join(name), beside.join("data").join(name)).unwrap();
+        }
+        let text = std::fs::read_to_string(examples.join("sentiment.prompt")).unwrap();
+
+        let variant = beside.join("sentiment.optimized.prompt");
+        write_prompt(&variant, &text).unwrap();
+        assert_eq!(std::fs::read_to_string(&variant).unwrap(), text);
+
+        // Elsewhere its `data/…` paths point at nothing: refused, nothing written.
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let err = write_prompt(&elsewhere.join("sentiment.prompt"), &text).unwrap_err().to_string();
+        assert!(err.contains("no file at") && err.contains("beside the prompt"), "{err}");
+        assert!(!elsewhere.join("sentiment.prompt").exists());
+
+        // An invalid prompt is refused too.
+        let broken = text.replacen("{{sentence}}", "{{#if}}", 1);
+        assert!(write_prompt(&beside.join("broken.prompt"), &broken).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_score_never_measured_shows_as_a_dash() {
+        assert_eq!(pct(0.8125), "81.2%");
+        assert_eq!(pct(f64::NAN), "–");
+    }
 }

@@ -221,7 +221,20 @@ impl PreparedPrompt {
     fn needs(&self, name: &str) -> bool {
         self.reward.components.iter().any(|(n, _)| n == name)
     }
+
+    /// Task-model evaluations one example costs with this prompt's reward: the answer itself,
+    /// one more for a generation's likelihood (`logprob`, `perplexity`, `perplexity_f1`) and
+    /// [`CONSISTENCY_SAMPLES`] for `consistency`'s samples. What [`Evaluator::score_examples`]
+    /// reports spending, example by example.
+    pub fn evaluations_per_example(&self) -> usize {
+        let likelihood =
+            self.task == Task::Generate && ["logprob", "perplexity", "perplexity_f1"].iter().any(|n| self.needs(n));
+        1 + usize::from(likelihood) + if self.needs("consistency") { CONSISTENCY_SAMPLES } else { 0 }
+    }
 }
+
+/// Samples drawn per example for the `consistency` reward.
+pub const CONSISTENCY_SAMPLES: usize = 5;
 
 /// Loads the dataset of `split` named by the prompt at `path`.
 pub fn load_split(doc: &PromptDocument, path: &Path, split: Split) -> Result<Dataset> {
@@ -461,7 +474,7 @@ impl Evaluator {
             }
         }
         if prepared.needs("consistency") {
-            const SAMPLES: usize = 5;
+            const SAMPLES: usize = CONSISTENCY_SAMPLES;
             for (i, context) in contexts.iter().enumerate() {
                 let params = GenerateParams {
                     temperature: prepared.generate.temperature.max(0.7),
@@ -497,6 +510,7 @@ impl Evaluator {
                 }
             })
             .collect();
+        debug_assert_eq!(spent, examples.len() * prepared.evaluations_per_example());
         Ok((results, spent))
     }
 }
@@ -514,4 +528,36 @@ pub fn summarize(reward: &RewardSpec, examples: &[ExampleResult]) -> (Interval, 
     let scores: Vec<f64> = examples.iter().map(|e| e.score).collect();
     let (interval, method) = stats::interval(&scores);
     (interval, method.to_string(), components)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(task: &str, reward: &str) -> PreparedPrompt {
+        let labels = if task == "classify" { "reprompt.labels: [no, yes]\n" } else { "" };
+        let text = format!(
+            "---\nmodel: smollm2-135m-instruct\ninput:\n  schema:\n    q: string\nreprompt.task: {task}\n{labels}\
+             reprompt.reward: {reward}\n---\n{{{{q}}}}\n"
+        );
+        let path = Path::new("cost.prompt");
+        let doc = reprompt_protocol::parse(&text, Some(path));
+        assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+        PreparedPrompt::new(&doc, path).unwrap()
+    }
+
+    #[test]
+    fn an_example_costs_what_its_reward_asks_the_model_for() {
+        assert_eq!(prepared("classify", "accuracy").evaluations_per_example(), 1);
+        assert_eq!(prepared("generate", "exact_match").evaluations_per_example(), 1);
+        assert_eq!(prepared("generate", "{exact_match: 1, logprob: 0.1}").evaluations_per_example(), 2);
+        assert_eq!(
+            prepared("generate", "{exact_match: 1, perplexity_f1: 0.5, consistency: 0.1}").evaluations_per_example(),
+            2 + CONSISTENCY_SAMPLES
+        );
+        assert_eq!(
+            prepared("classify", "{accuracy: 1, consistency: 0.1}").evaluations_per_example(),
+            1 + CONSISTENCY_SAMPLES
+        );
+    }
 }

@@ -101,6 +101,11 @@ impl<'e> ModelScorer<'e> {
     }
 
     /// The training examples as demonstration sources.
+    /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits.
+    pub fn data_digest(&self) -> String {
+        super::search::data_digest(&self.train.hash, &self.validation.hash)
+    }
+
     pub fn demo_sources(&self) -> Vec<DemoSource> {
         self.train
             .examples
@@ -233,7 +238,15 @@ impl Scorer for ModelScorer<'_> {
         let prepared = &self.prepared[&key];
         let data = self.split(split);
         let examples: Vec<_> = indices.iter().map(|&i| data.examples[i].clone()).collect();
-        let (results, _) = self.evaluator.score_examples(prepared, &examples).map_err(failed)?;
+        let (results, spent) = self.evaluator.score_examples(prepared, &examples).map_err(failed)?;
+        // The search paid for this in advance; spending more would break its budget.
+        if spent != examples.len() * prepared.evaluations_per_example() {
+            return Err(OptimizeError::Input(format!(
+                "scoring {} examples spent {spent} evaluations, not the {} per example the budget counts",
+                examples.len(),
+                prepared.evaluations_per_example()
+            )));
+        }
         Ok(results
             .into_iter()
             .map(|r| {
@@ -249,6 +262,11 @@ impl Scorer for ModelScorer<'_> {
 
     fn split_len(&self, split: Split) -> usize {
         self.split(split).examples.len()
+    }
+
+    fn evaluations_per_example(&mut self, text: &str) -> Result<usize> {
+        let key = self.prepare(text)?;
+        Ok(self.prepared[&key].evaluations_per_example())
     }
 
     fn train_labels(&self) -> Vec<Option<usize>> {

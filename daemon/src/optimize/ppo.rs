@@ -190,6 +190,16 @@ impl AdamW {
         Ok(())
     }
 
+    /// Forgets the moments and the step count: a fresh optimizer over the same parameters.
+    fn reset(&mut self) -> Result<()> {
+        for (m, v) in &mut self.moments {
+            *m = m.zeros_like()?;
+            *v = v.zeros_like()?;
+        }
+        self.step = 0;
+        Ok(())
+    }
+
     fn save(&self, vars: &[(String, Var)], path: &Path) -> Result<()> {
         let mut map = HashMap::new();
         for ((name, _), (m, v)) in vars.iter().zip(&self.moments) {
@@ -417,9 +427,12 @@ impl Ppo {
         self.policy.snapshot()
     }
 
-    /// Rolls the weights back to `snapshot`. The AdamW moments and counters are kept.
+    /// Rolls the weights back to `snapshot` and starts AdamW afresh: the moments belong to the
+    /// trajectory being rejected, and kept they would push the weights straight back along it.
+    /// The update count and the RNG go on.
     pub fn restore(&mut self, snapshot: &PolicySnapshot) -> Result<()> {
-        self.policy.restore(snapshot)
+        self.policy.restore(snapshot)?;
+        self.adam.reset()
     }
 
     /// Writes a checkpoint into `dir` (created if needed): `policy.safetensors`,
@@ -691,8 +704,17 @@ mod tests {
         let before = probe_logits(&ppo, &env);
         train(&mut ppo, &env, 0, 2);
         assert_ne!(probe_logits(&ppo, &env), before);
+        assert!(ppo.adam.step > 0);
         ppo.restore(&anchor).expect("restore");
         assert_eq!(probe_logits(&ppo, &env), before);
+        // The rejected trajectory's momentum is gone with it.
+        assert_eq!(ppo.adam.step, 0);
+        for (m, v) in &ppo.adam.moments {
+            for t in [m, v] {
+                assert_eq!(t.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+            }
+        }
+        assert!(ppo.updates() > 0, "the update count goes on");
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub trait Scorer {
     fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>>;
     /// Number of examples in a split.
     fn split_len(&self, split: Split) -> usize;
+    /// Task-model evaluations scoring one example of `text` costs (its reward may ask for more
+    /// than the answer: a likelihood, consistency samples); 1 by default.
+    fn evaluations_per_example(&mut self, _text: &str) -> Result<usize> {
+        Ok(1)
+    }
     /// One feature vector per text, all of [`Scorer::feature_dim`] length.
     fn embed(&mut self, text: &str) -> Result<Vec<f32>>;
     fn feature_dim(&self) -> usize;
@@ -149,6 +154,11 @@ pub struct SearchConfig {
     /// PPO: digest of the pre-trained policy the run starts from ([`Search::warm_start`]);
     /// `None` for a freshly initialised policy (and for the other strategies).
     pub warm_start: Option<String>,
+    /// Digest of the training and validation data the run scores ([`data_digest`]), so a
+    /// checkpoint is not resumed on edited data; `None` where the caller does not say (and in
+    /// checkpoints from before it existed).
+    #[serde(default)]
+    pub data: Option<String>,
     /// Offer the calibration edit ([`Edit::LabelBias`]) wherever a classification prompt has
     /// results on enough training examples to fit it ([`calibrate::prior_bias`]). On by
     /// default; a checkpoint from before it existed reads as off.
@@ -205,6 +215,7 @@ impl Default for SearchConfig {
             ppo: PpoConfig { epochs: 4, minibatch_size: 16, entropy_coef: 0.02, ..PpoConfig::default() },
             replay_bonus: 2.0,
             warm_start: None,
+            data: None,
             calibrate: true,
             promote: 4,
             twins: true,
@@ -274,6 +285,10 @@ struct StrategyState {
     population: Vec<String>,
     /// PPO: validation score of the anchor policy's best prompt.
     anchor_validation: Option<f64>,
+    /// PPO: evaluations spent at the last anchor check; the next one judges the prompts found
+    /// since.
+    #[serde(default)]
+    anchor_mark: usize,
     /// PPO: rollbacks to the anchor so far.
     rollbacks: usize,
     /// Iterations in a row that spent nothing (the reachable space is used up).
@@ -498,6 +513,9 @@ pub struct Search<'a> {
     families: HashMap<String, Option<Family>>,
     /// When the time not yet added to `state.seconds` started.
     clock: std::time::Instant,
+    /// Task-model evaluations one example costs ([`Scorer::evaluations_per_example`] of the
+    /// author's prompt; edits leave the reward as it is).
+    per_example: usize,
 }
 
 const STATE_FILE: &str = "search.json";
@@ -546,6 +564,57 @@ fn add_sets<T: Clone + Eq + std::hash::Hash>(list: &mut Vec<T>, sets: &[T]) {
 
 fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
     add_sets(&mut space.label_sets, sets);
+}
+
+/// What [`SearchConfig::data`] holds: a digest of the two splits' content digests.
+pub fn data_digest(train_hash: &str, validation_hash: &str) -> String {
+    reprompt_protocol::hash::sha256_hex(format!("train {train_hash}\nvalidation {validation_hash}\n").as_bytes())
+}
+
+/// Where [`Search::save`] writes the next checkpoint (`DIR.new`) and puts the one it replaces
+/// (`DIR.old`) while it swaps them.
+fn checkpoint_siblings(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let name = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    (dir.with_file_name(format!("{name}.new")), dir.with_file_name(format!("{name}.old")))
+}
+
+/// Finishes a [`Search::save`] stopped between its renames: where `dir` holds no complete
+/// checkpoint, the new one (complete once its `search.json` is there) takes its place, else the
+/// one it was replacing. A `dir` that holds one is left as it is.
+pub fn recover_checkpoint(dir: &Path) -> std::io::Result<()> {
+    if dir.join(STATE_FILE).is_file() {
+        return Ok(());
+    }
+    let (next, old) = checkpoint_siblings(dir);
+    let Some(found) = [next, old].into_iter().find(|d| d.join(STATE_FILE).is_file()) else { return Ok(()) };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(found, dir)
+}
+
+/// What an anchor check does with the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnchorDecision {
+    /// Back to the anchor's weights.
+    RollBack,
+    /// Neither rolled back nor the new anchor.
+    Keep,
+    /// The policy becomes the anchor, with the score just measured.
+    Advance,
+}
+
+/// StablePrompt's rule: a validation score at or above the anchor's advances the anchor; one
+/// below it by more than 1.5 examples of the `n` rolls back; in between is noise on a small
+/// split, and nothing changes.
+fn anchor_decision(anchor: Option<f64>, validation: f64, n: usize) -> AnchorDecision {
+    let tolerance = 1.5 / n.max(1) as f64;
+    match anchor {
+        None => AnchorDecision::Advance,
+        Some(a) if validation >= a => AnchorDecision::Advance,
+        Some(a) if validation + tolerance < a => AnchorDecision::RollBack,
+        Some(_) => AnchorDecision::Keep,
+    }
 }
 
 /// Whether this reprompt resumes a checkpoint's state: format 3 only. Format 2 had one edit kind
@@ -633,9 +702,12 @@ impl<'a> Search<'a> {
         if scorer.split_len(Split::Train) == 0 || validation == 0 {
             return Err(OptimizeError::Input("optimizing needs training and validation examples".into()));
         }
-        if config.budget < validation {
+        let per_example = scorer.evaluations_per_example(original)?.max(1);
+        if config.budget < validation * per_example {
+            let each = if per_example > 1 { format!(" ({per_example} evaluations each)") } else { String::new() };
             return Err(OptimizeError::Input(format!(
-                "a budget of {} evaluations cannot score even the original on the {validation} validation examples",
+                "a budget of {} evaluations cannot score even the original on the {validation} validation \
+                 examples{each}",
                 config.budget
             )));
         }
@@ -710,6 +782,7 @@ impl<'a> Search<'a> {
         let rng = Rng::from_state(state.rng);
         let gold = scorer.train_labels();
         let gold_validation = scorer.validation_labels();
+        let per_example = scorer.evaluations_per_example(&state.original)?.max(1);
         Ok(Self {
             state,
             gold,
@@ -723,6 +796,7 @@ impl<'a> Search<'a> {
             docs: HashMap::new(),
             rng,
             clock: std::time::Instant::now(),
+            per_example,
         })
     }
 
@@ -731,31 +805,41 @@ impl<'a> Search<'a> {
         PolicyDims { state: d + STATE_EXTRA, candidate: d + CANDIDATE_EXTRA, kinds: Edit::KINDS }
     }
 
-    /// Writes the checkpoint into `dir`: `search.json`, the PPO agent and its anchor.
+    /// Writes the checkpoint into `dir`: `search.json`, the PPO agent and its anchor. The whole
+    /// checkpoint is written beside it first (`DIR.new`, `search.json` last) and swapped in by
+    /// two renames, so a run killed at any moment leaves one complete checkpoint, of one moment
+    /// ([`recover_checkpoint`] finishes an interrupted swap).
     pub fn save(&mut self, dir: &Path) -> Result<()> {
         let io =
             |path: &Path, e: std::io::Error| OptimizeError::Checkpoint { path: path.into(), message: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         self.state.rng = self.rng.state();
         self.state.paraphrases = self.space.paraphrases.clone();
-        if let Some(ppo) = &self.ppo {
-            let staging = dir.join("ppo.new");
-            ppo.save(&staging)?;
-            let target = dir.join(PPO_DIR);
-            if target.exists() {
-                std::fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+        let (next, old) = checkpoint_siblings(dir);
+        for stale in [&next, &old] {
+            if stale.exists() {
+                std::fs::remove_dir_all(stale).map_err(|e| io(stale, e))?;
             }
-            std::fs::rename(&staging, &target).map_err(|e| io(&target, e))?;
+        }
+        std::fs::create_dir_all(&next).map_err(|e| io(&next, e))?;
+        if let Some(ppo) = &self.ppo {
+            ppo.save(&next.join(PPO_DIR))?;
         }
         if let Some(anchor) = &self.anchor {
-            anchor.save(&dir.join(ANCHOR_FILE))?;
+            anchor.save(&next.join(ANCHOR_FILE))?;
         }
-        let path = dir.join(STATE_FILE);
-        let staging = dir.join("search.json.new");
+        let path = next.join(STATE_FILE);
+        let staging = next.join("search.json.new");
         let json = serde_json::to_vec(&self.state)
             .map_err(|e| OptimizeError::Checkpoint { path: path.clone(), message: e.to_string() })?;
         std::fs::write(&staging, json).map_err(|e| io(&staging, e))?;
         std::fs::rename(&staging, &path).map_err(|e| io(&path, e))?;
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
+        }
+        std::fs::rename(&next, dir).map_err(|e| io(dir, e))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+        }
         Ok(())
     }
 
@@ -765,14 +849,16 @@ impl<'a> Search<'a> {
         dir.join(PPO_DIR).join(super::ppo::POLICY_FILE)
     }
 
-    /// Whether `dir` holds a checkpoint.
+    /// Whether `dir` holds a checkpoint (after finishing a save a crash interrupted:
+    /// [`recover_checkpoint`]).
     pub fn has_checkpoint(dir: &Path) -> bool {
-        dir.join(STATE_FILE).is_file()
+        recover_checkpoint(dir).is_ok() && dir.join(STATE_FILE).is_file()
     }
 
     /// Whether the checkpoint in `dir` is of this prompt and these settings (false when there
     /// is none or it cannot be read).
     pub fn checkpoint_matches(dir: &Path, original: &str, config: &SearchConfig) -> bool {
+        let _ = recover_checkpoint(dir);
         std::fs::read(dir.join(STATE_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<SearchState>(&bytes).ok())
@@ -789,6 +875,7 @@ impl<'a> Search<'a> {
         space: EditSpace,
         scorer: &'a mut dyn Scorer,
     ) -> Result<Self> {
+        recover_checkpoint(dir).map_err(|e| OptimizeError::Checkpoint { path: dir.into(), message: e.to_string() })?;
         let path = dir.join(STATE_FILE);
         let bad = |message: String| OptimizeError::Checkpoint { path: path.clone(), message };
         let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
@@ -796,10 +883,15 @@ impl<'a> Search<'a> {
         resumable(&state).map_err(bad)?;
         if state.original_key != key(original) || state.config != config.canonical() {
             return Err(bad(
-                "it belongs to another run (different prompt or settings); remove it or pick another directory".into(),
+                "it belongs to another run (different prompt, data or settings); remove it or pick another directory"
+                    .into(),
             ));
         }
         let mut search = Self::from_state(state, space, scorer)?;
+        let sizes = (search.scorer.split_len(Split::Train), search.scorer.split_len(Split::Validation));
+        if search.state.records.values().any(|r| (r.train.len(), r.validation.len()) != sizes) {
+            return Err(bad("its results are of training or validation data of another size; remove it".into()));
+        }
         if search.state.config.strategy == Strategy::Ppo {
             search.ppo = Some(Ppo::load(&dir.join(PPO_DIR))?);
             let anchor_path = dir.join(ANCHOR_FILE);
@@ -827,8 +919,8 @@ impl<'a> Search<'a> {
     /// less when the budget is small, but always the original's validation and, if the
     /// budget allows, its train score.
     fn gate_reserve(&self) -> usize {
-        let validation = self.scorer.split_len(Split::Validation);
-        let train = self.scorer.split_len(Split::Train);
+        let validation = self.scorer.split_len(Split::Validation) * self.per_example;
+        let train = self.scorer.split_len(Split::Train) * self.per_example;
         ((self.state.config.top_k + 1) * validation).min(self.state.config.budget.saturating_sub(train)).max(validation)
     }
 
@@ -869,17 +961,17 @@ impl<'a> Search<'a> {
         if !missing.is_empty() {
             missing = self.rebias(k, split, missing);
         }
-        let record = &self.state.records[k];
-        if missing.len() > limit {
+        let text = self.state.records[k].text.clone();
+        let cost = if missing.is_empty() { 0 } else { missing.len() * self.scorer.evaluations_per_example(&text)? };
+        if cost > limit {
             return Ok(None);
         }
         if !missing.is_empty() {
-            let text = record.text.clone();
             let results = self.scorer.score(&text, split, &missing)?;
             if results.len() != missing.len() {
                 return Err(OptimizeError::Input("the scorer returned a wrong number of results".into()));
             }
-            self.state.spent += missing.len();
+            self.state.spent += cost;
             let record = self.state.records.get_mut(k).expect("recorded");
             let slots = match split {
                 Split::Validation => &mut record.validation,
@@ -1111,7 +1203,7 @@ impl<'a> Search<'a> {
         let n = self.scorer.split_len(Split::Train);
         if (keep == 0 && !self.state.config.calibrate)
             || self.state.templates_ranked
-            || self.search_budget_left() < 2 * n
+            || self.search_budget_left() < n + n * self.per_example
         {
             return Ok(());
         }
@@ -1306,7 +1398,8 @@ impl<'a> Search<'a> {
             let now = (self.state.spent, self.state.derived);
             self.state.strategy.idle = if now == before { self.state.strategy.idle + 1 } else { 0 };
             // Done when too little budget is left for a minibatch, or nothing new is reachable.
-            if self.search_budget_left() < self.state.config.minibatch.max(1) || self.state.strategy.idle >= 20 {
+            let minibatch = self.state.config.minibatch.max(1) * self.per_example;
+            if self.search_budget_left() < minibatch || self.state.strategy.idle >= 20 {
                 self.state.done = true;
             }
             progress(&self.progress("search"));
@@ -1457,7 +1550,6 @@ impl<'a> Search<'a> {
     }
 
     fn ppo_iteration(&mut self) -> Result<()> {
-        let best_before = self.best_by(Split::Train).map(|(_, m)| m);
         let mut episodes = Vec::new();
         for _ in 0..self.state.config.episodes_per_update {
             let steps = self.episode(true)?;
@@ -1487,32 +1579,47 @@ impl<'a> Search<'a> {
         }
         let updates = ppo.updates();
         if updates > 0 && updates % self.state.config.anchor_every.max(1) as u64 == 0 {
-            self.anchor_check(best_before)?;
+            self.anchor_check()?;
         }
         Ok(())
     }
 
-    /// StablePrompt's anchor: the best prompt found lately is checked on validation; if it is
-    /// worse than the anchor's, the policy rolls back to the anchor, else it becomes the anchor.
-    fn anchor_check(&mut self, _best_before: Option<f64>) -> Result<()> {
-        let Some((best, _)) = self.best_by(Split::Train).map(|(k, m)| (k.clone(), m)) else { return Ok(()) };
+    /// The best prompt by train (the same order as [`Search::best_by`]) among those first
+    /// scored at or after `mark` evaluations.
+    fn best_found_since(&self, mark: usize) -> Option<String> {
+        self.state
+            .records
+            .iter()
+            .filter(|(_, r)| r.found_at >= mark)
+            .filter_map(|(k, r)| r.full_mean(Split::Train).map(|m| (k, m, r.full_signal(Split::Train), r.found_at)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.3.cmp(&a.3)))
+            .map(|(k, ..)| k.clone())
+    }
+
+    /// StablePrompt's anchor: the best prompt the policy found since the last check is scored
+    /// on validation. Below the anchor's by more than the tolerance, the policy rolls back to
+    /// the anchor; at or above it, the policy becomes the anchor with that score; in between
+    /// both stay. Nothing found since (no new prompt scored on all of train) decides nothing.
+    fn anchor_check(&mut self) -> Result<()> {
+        let mark = std::mem::replace(&mut self.state.strategy.anchor_mark, self.state.spent);
+        let Some(best) = self.best_found_since(mark) else { return Ok(()) };
         let n = self.scorer.split_len(Split::Validation);
         let all: Vec<usize> = (0..n).collect();
         let limit = self.search_budget_left();
         let Some(out) = self.scores(&best, Split::Validation, &all, limit)? else { return Ok(()) };
         let validation = mean(out.iter().map(|o| o.score));
         let ppo = self.ppo.as_mut().expect("ppo strategy");
-        let tolerance = 1.5 / n as f64;
-        match (self.state.strategy.anchor_validation, &self.anchor) {
-            (Some(anchor_val), Some(anchor)) if validation + tolerance < anchor_val => {
+        let anchor_validation = self.anchor.as_ref().and(self.state.strategy.anchor_validation);
+        match (anchor_decision(anchor_validation, validation, n), &self.anchor) {
+            (AnchorDecision::RollBack, Some(anchor)) => {
                 ppo.restore(&anchor.snapshot()?)?;
                 self.state.strategy.rollbacks += 1;
             }
+            (AnchorDecision::Keep, _) => {}
             _ => {
                 let dims = ppo.dims();
                 self.anchor = Some(PolicyNet::from_snapshot(dims, ppo.config().hidden, &ppo.snapshot()?)?);
-                let best = self.state.strategy.anchor_validation.map_or(validation, |a| a.max(validation));
-                self.state.strategy.anchor_validation = Some(best);
+                self.state.strategy.anchor_validation = Some(validation);
             }
         }
         Ok(())
@@ -1896,6 +2003,139 @@ mod tests {
             assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
             assert!(!result.best_lineage.is_empty());
         }
+    }
+
+    #[test]
+    fn anchor_checks_judge_only_the_prompts_found_since_the_last_check() {
+        // Validation favours the author's prompt, train the planted words.
+        let mut scorer = Planted { scored: 0, adversarial_validation: true };
+        let mut search = Search::new(EXAMPLE, config(Strategy::Ppo, 10_000), space(), &mut scorer).unwrap();
+        let train: Vec<usize> = (0..24).collect();
+        let original = search.record(EXAMPLE, Vec::new());
+        search.scores(&original, Split::Train, &train, usize::MAX).unwrap().unwrap();
+        search.anchor_check().unwrap();
+        assert_eq!(search.state.strategy.anchor_validation, Some(1.0), "the first check sets the anchor");
+        assert!(search.anchor.is_some());
+
+        // A prompt better on train and worse on validation: the policy rolls back, once.
+        let better = EXAMPLE.replace("[terrible, great]", "[negative, positive]");
+        let k = search.record(&better, vec!["label words negative / positive".into()]);
+        search.scores(&k, Split::Train, &train, usize::MAX).unwrap().unwrap();
+        assert_eq!(search.best_by(Split::Train).map(|(b, _)| b.clone()), Some(k));
+        search.anchor_check().unwrap();
+        assert_eq!(search.state.strategy.rollbacks, 1);
+        assert_eq!(search.state.strategy.anchor_validation, Some(1.0), "the anchor keeps its score");
+
+        // Nothing found since: it stays the best on train, but it was judged; nothing is
+        // spent and the policy is not rolled back again.
+        let spent = search.state.spent;
+        search.anchor_check().unwrap();
+        assert_eq!(search.state.strategy.rollbacks, 1);
+        assert_eq!(search.state.spent, spent);
+    }
+
+    #[test]
+    fn a_run_killed_while_swapping_checkpoints_resumes_from_a_whole_one() {
+        let timeless = |r: &SearchResult| SearchResult { seconds: 0.0, ..r.clone() };
+        let (whole, _) = run(Strategy::Ppo, 900, false);
+        let cfg = config(Strategy::Ppo, 900);
+        // Killed after the old checkpoint moved aside (`DIR.old`), before the new one (`DIR.new`,
+        // complete) moved in; then killed before the new one was complete.
+        for keep_new in [true, false] {
+            let dir = std::env::temp_dir().join(format!("reprompt-search-swap-{keep_new}-{}", std::process::id()));
+            let (next, old) = checkpoint_siblings(&dir);
+            for d in [&dir, &next, &old] {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+            assert_eq!(first.run(Some(&dir), Some(3), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+            drop(first);
+            assert!(!next.exists() && !old.exists(), "a finished save leaves one directory");
+            if keep_new {
+                std::fs::rename(&dir, &next).unwrap();
+            } else {
+                std::fs::rename(&dir, &old).unwrap();
+                std::fs::create_dir_all(next.join(PPO_DIR)).unwrap();
+            }
+            assert!(Search::has_checkpoint(&dir), "the swap is finished on the next look");
+            assert!(Search::checkpoint_matches(&dir, EXAMPLE, &cfg));
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let mut resumed = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap();
+            let result = resumed.run(Some(&dir), None, &mut |_| {}).unwrap().unwrap();
+            assert_eq!(timeless(&result), timeless(&whole));
+            drop(resumed);
+            assert!(!next.exists() && !old.exists());
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_other_data_is_not_resumed() {
+        let dir = std::env::temp_dir().join(format!("reprompt-search-data-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = SearchConfig { data: Some(data_digest("a", "b")), ..config(Strategy::Random, 600) };
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+        assert_eq!(first.run(Some(&dir), Some(2), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+        drop(first);
+        assert!(Search::checkpoint_matches(&dir, EXAMPLE, &cfg));
+        let edited = SearchConfig { data: Some(data_digest("a", "c")), ..cfg.clone() };
+        assert!(!Search::checkpoint_matches(&dir, EXAMPLE, &edited), "validation data edited");
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        let err = Search::load(&dir, EXAMPLE, &edited, space(), &mut scorer).err().expect("refused").to_string();
+        assert!(err.contains("data"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// [`Planted`] with a reward that costs three task-model evaluations an example (a
+    /// generation's answer, its likelihood and more, say).
+    struct Costly(Planted);
+
+    impl Scorer for Costly {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            self.0.score(text, split, indices)
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.0.split_len(split)
+        }
+        fn evaluations_per_example(&mut self, _text: &str) -> Result<usize> {
+            Ok(3)
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.0.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.0.feature_dim()
+        }
+    }
+
+    #[test]
+    fn examples_that_cost_several_evaluations_are_paid_in_full_within_the_budget() {
+        for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
+            let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
+            let mut search = Search::new(EXAMPLE, config(strategy, 1200), space(), &mut scorer).unwrap();
+            let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            drop(search);
+            assert_eq!(result.evaluations, 3 * scorer.0.scored, "{strategy:?}: three per example");
+            assert!(result.evaluations <= 1200, "{strategy:?} spent {}", result.evaluations);
+            assert!(result.evaluations > 1000, "{strategy:?} left {} unspent", 1200 - result.evaluations);
+        }
+        // The original's validation (16 examples) needs 48.
+        let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
+        let err = Search::new(EXAMPLE, config(Strategy::Ppo, 47), space(), &mut scorer).err().expect("refused");
+        assert!(err.to_string().contains("3 evaluations each"), "{err}");
+    }
+
+    #[test]
+    fn anchor_decisions() {
+        assert_eq!(anchor_decision(None, 0.1, 32), AnchorDecision::Advance);
+        assert_eq!(anchor_decision(Some(0.8), 0.8, 32), AnchorDecision::Advance);
+        assert_eq!(anchor_decision(Some(0.8), 0.9, 32), AnchorDecision::Advance);
+        // One example below, within 1.5 of 32: noise, nothing changes.
+        assert_eq!(anchor_decision(Some(0.8), 0.8 - 1.0 / 32.0, 32), AnchorDecision::Keep);
+        // Two examples below: back to the anchor.
+        assert_eq!(anchor_decision(Some(0.8), 0.8 - 2.0 / 32.0, 32), AnchorDecision::RollBack);
     }
 
     /// A world whose prompts rank every input right but lean to the second label by 2 in
