@@ -313,7 +313,7 @@ fn print_paired(paired: &[Paired], out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let pct = |x: f64| format!("{:.1}", 100.0 * x);
+    let pct = |x: f64| if x.is_finite() { format!("{:.1}", 100.0 * x) } else { "–".into() };
     writeln!(out, "SST-2 16-shot · budget {} evaluations per run · accuracy %", args.budget)?;
     writeln!(out)?;
     writeln!(out, "| strategy | seed | train | validation | test | evaluations | seconds |")?;

@@ -21,7 +21,9 @@ use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
 use crate::optimize::model::ModelScorer;
-use crate::optimize::search::{Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest};
+use crate::optimize::search::{
+    Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint, remove_checkpoint,
+};
 
 /// Budget when neither `--budget` nor `reprompt.budget` gives one.
 pub const DEFAULT_BUDGET: usize = 2000;
@@ -232,14 +234,15 @@ pub fn optimize(
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
     if let Some(dir) = &checkpoint {
-        // Finishes a checkpoint swap a killed run left halfway, then looks at what is there:
-        // an edited prompt, other data or other settings make another run, which starts over.
+        // First finishes a save a killed run cut short, then looks at what is there: an edited
+        // prompt, other data or other settings make another run, which starts over.
+        recover_checkpoint(dir).with_context(|| format!("recovering the checkpoint in {}", dir.display()))?;
         let other = Search::has_checkpoint(dir) && !Search::checkpoint_matches(dir, &text, &config);
         if other {
             eprintln!("{} holds a run of another prompt text, data or settings: starting over", dir.display());
         }
-        if (fresh || other) && dir.exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        if fresh || other {
+            remove_checkpoint(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
     }
     let resuming = checkpoint.as_deref().is_some_and(Search::has_checkpoint);
@@ -328,6 +331,10 @@ pub fn show_progress(bar: &ProgressBar, p: &Progress) {
 
 pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (doc, text) = read_prompt(&args.file)?;
+    // Where a winner goes, checked before the search: its files must be found from there.
+    let target =
+        if args.write { args.file.clone() } else { args.output.clone().unwrap_or_else(|| variant_path(&args.file)) };
+    check_target(&target, &text, &args.file)?;
     let budget = args.budget.or(doc.settings.budget.map(|b| b as usize)).unwrap_or(DEFAULT_BUDGET);
     let config = SearchConfig {
         strategy: args.strategy,
@@ -378,12 +385,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     plot(&plot_path, &format!("{} · reward vs evaluations", args.file.display()), &series)?;
 
     let written = if report.improved {
-        let target = if args.write {
-            args.file.clone()
-        } else {
-            args.output.clone().unwrap_or_else(|| variant_path(&args.file))
-        };
-        write_prompt(&target, &report.text)?;
+        write_prompt(&target, &report.text, &args.file)?;
         Some(target)
     } else {
         None
@@ -398,21 +400,37 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes an optimized prompt after checking it again where it will be: it must parse without
-/// errors, and the data, partials and model file it names must be found from there (they are
-/// relative to the file).
-pub fn write_prompt(target: &Path, text: &str) -> anyhow::Result<()> {
+/// Refuses `target` as the place of the prompt `text` read from `source` where the files it
+/// names (data, partials, a model file: relative to the prompt) are found from `source` but not
+/// from `target`. Errors it has at `source` too are not the place's fault.
+pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<()> {
+    let errors = |path: &Path| -> Vec<_> {
+        check_document(&parse(text, Some(path)), path)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| ((d.code, d.span), d.message))
+            .collect()
+    };
+    let at_source: Vec<_> = errors(source).into_iter().map(|(at, _)| at).collect();
+    if let Some((_, message)) = errors(target).into_iter().find(|(at, _)| !at_source.contains(at)) {
+        bail!(
+            "cannot write the optimized prompt to {}: {message} (write it beside {}, or name its files by absolute \
+             paths)",
+            target.display(),
+            source.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes an optimized prompt after checking it again: it must parse without errors, and find
+/// its files from `target` as it does from `source` ([`check_target`]).
+pub fn write_prompt(target: &Path, text: &str, source: &Path) -> anyhow::Result<()> {
     let doc = parse(text, Some(target));
     if let Some(e) = doc.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         bail!("refusing to write an invalid prompt ({})", e.message);
     }
-    if let Some(e) = check_document(&doc, target).into_iter().find(|d| d.severity == Severity::Error) {
-        bail!(
-            "refusing to write {}: {} (write it beside the prompt, or name its files by absolute paths)",
-            target.display(),
-            e.message
-        );
-    }
+    check_target(target, text, source)?;
     std::fs::write(target, text).with_context(|| format!("writing {}", target.display()))
 }
 
@@ -564,20 +582,27 @@ mod tests {
         }
         let text = std::fs::read_to_string(examples.join("sentiment.prompt")).unwrap();
 
+        let source = beside.join("sentiment.prompt");
         let variant = beside.join("sentiment.optimized.prompt");
-        write_prompt(&variant, &text).unwrap();
+        write_prompt(&variant, &text, &source).unwrap();
         assert_eq!(std::fs::read_to_string(&variant).unwrap(), text);
 
         // Elsewhere its `data/…` paths point at nothing: refused, nothing written.
         let elsewhere = root.join("elsewhere");
         std::fs::create_dir_all(&elsewhere).unwrap();
-        let err = write_prompt(&elsewhere.join("sentiment.prompt"), &text).unwrap_err().to_string();
-        assert!(err.contains("no file at") && err.contains("beside the prompt"), "{err}");
+        let err = write_prompt(&elsewhere.join("sentiment.prompt"), &text, &source).unwrap_err().to_string();
+        assert!(err.contains("no file at") && err.contains("write it beside"), "{err}");
         assert!(!elsewhere.join("sentiment.prompt").exists());
+
+        // A file missing at the source too (a test split never scored, with `--no-test`) is not
+        // the target's fault.
+        std::fs::remove_file(beside.join("data/test.tsv")).unwrap();
+        write_prompt(&variant, &text, &source).unwrap();
+        assert!(check_target(&elsewhere.join("sentiment.prompt"), &text, &source).is_err());
 
         // An invalid prompt is refused too.
         let broken = text.replacen("{{sentence}}", "{{#if}}", 1);
-        assert!(write_prompt(&beside.join("broken.prompt"), &broken).is_err());
+        assert!(write_prompt(&beside.join("broken.prompt"), &broken, &source).is_err());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -78,7 +78,7 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "| run | prompt | seed | train before → after | validation before → after | evaluations | seconds |"
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|")?;
-    let pct = |x: f64| format!("{:.1}", 100.0 * x);
+    let pct = |x: f64| if x.is_finite() { format!("{:.1}", 100.0 * x) } else { "–".into() };
     let mut n = 0;
     for _ in 0..args.rounds {
         for (file, doc) in &prompts {

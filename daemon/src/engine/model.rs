@@ -389,7 +389,10 @@ mod tests {
     }
 
     fn tiny_model(weights: Weights) -> Model {
-        let path = std::env::temp_dir().join(format!("reprompt-tiny-{}-{weights:?}.gguf", std::process::id()));
+        // One file per call: tests run in parallel, and one's removal must not race another's open.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("reprompt-tiny-{}-{weights:?}-{call}.gguf", std::process::id()));
         tiny_gguf(&path);
         let mut gguf = GgufFile::open(&path).unwrap();
         let model = Model::load(&mut gguf, weights, &Device::Cpu).unwrap();

@@ -100,12 +100,12 @@ impl<'e> ModelScorer<'e> {
         Ok(Self::with_splits(evaluator, path, train, validation, 0))
     }
 
-    /// The training examples as demonstration sources.
     /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits.
     pub fn data_digest(&self) -> String {
         super::search::data_digest(&self.train.hash, &self.validation.hash)
     }
 
+    /// The training examples as demonstration sources.
     pub fn demo_sources(&self) -> Vec<DemoSource> {
         self.train
             .examples

@@ -7,7 +7,7 @@
 //! function of (prompt, data, model, config) and a resumed run ends where the uninterrupted one
 //! does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use reprompt_protocol::hash::sha256_hex;
@@ -289,6 +289,9 @@ struct StrategyState {
     /// since.
     #[serde(default)]
     anchor_mark: usize,
+    /// PPO: the prompts anchor checks have judged; none is judged twice.
+    #[serde(default)]
+    anchor_judged: BTreeSet<String>,
     /// PPO: rollbacks to the anchor so far.
     rollbacks: usize,
     /// Iterations in a row that spent nothing (the reachable space is used up).
@@ -572,25 +575,54 @@ pub fn data_digest(train_hash: &str, validation_hash: &str) -> String {
 }
 
 /// Where [`Search::save`] writes the next checkpoint (`DIR.new`) and puts the one it replaces
-/// (`DIR.old`) while it swaps them.
-fn checkpoint_siblings(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let name = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
-    (dir.with_file_name(format!("{name}.new")), dir.with_file_name(format!("{name}.old")))
+/// (`DIR.old`) while it swaps them; `None` for a path without a name of its own (`/`, `..`).
+fn checkpoint_siblings(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    Some((dir.with_file_name(format!("{name}.new")), dir.with_file_name(format!("{name}.old"))))
 }
 
-/// Finishes a [`Search::save`] stopped between its renames: where `dir` holds no complete
-/// checkpoint, the new one (complete once its `search.json` is there) takes its place, else the
-/// one it was replacing. A `dir` that holds one is left as it is.
-pub fn recover_checkpoint(dir: &Path) -> std::io::Result<()> {
-    if dir.join(STATE_FILE).is_file() {
+/// Removes a checkpoint directory, its `search.json` first: a removal cut short never leaves
+/// a part that reads as a whole checkpoint.
+fn remove_checkpoint_dir(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
         return Ok(());
     }
-    let (next, old) = checkpoint_siblings(dir);
-    let Some(found) = [next, old].into_iter().find(|d| d.join(STATE_FILE).is_file()) else { return Ok(()) };
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
+    match std::fs::remove_file(dir.join(STATE_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
     }
-    std::fs::rename(found, dir)
+    std::fs::remove_dir_all(dir)
+}
+
+/// Finishes a [`Search::save`] that was cut short: a complete new checkpoint (its
+/// `search.json` is written last) takes `dir`'s place; else, where `dir` holds no complete
+/// one, the one it was replacing comes back. What is left beside it is removed. Idempotent.
+pub fn recover_checkpoint(dir: &Path) -> std::io::Result<()> {
+    let Some((next, old)) = checkpoint_siblings(dir) else { return Ok(()) };
+    let complete = |d: &Path| d.join(STATE_FILE).is_file();
+    let found = if complete(&next) {
+        Some(&next)
+    } else if !complete(dir) && complete(&old) {
+        Some(&old)
+    } else {
+        None
+    };
+    if let Some(found) = found {
+        remove_checkpoint_dir(dir)?;
+        std::fs::rename(found, dir)?;
+    }
+    remove_checkpoint_dir(&next)?;
+    remove_checkpoint_dir(&old)
+}
+
+/// Removes the checkpoint in `dir` with what a save cut short left beside it (`--fresh`, or
+/// a checkpoint of another run).
+pub fn remove_checkpoint(dir: &Path) -> std::io::Result<()> {
+    if let Some((next, old)) = checkpoint_siblings(dir) {
+        remove_checkpoint_dir(&next)?;
+        remove_checkpoint_dir(&old)?;
+    }
+    remove_checkpoint_dir(dir)
 }
 
 /// What an anchor check does with the policy.
@@ -814,11 +846,12 @@ impl<'a> Search<'a> {
             |path: &Path, e: std::io::Error| OptimizeError::Checkpoint { path: path.into(), message: e.to_string() };
         self.state.rng = self.rng.state();
         self.state.paraphrases = self.space.paraphrases.clone();
-        let (next, old) = checkpoint_siblings(dir);
+        let (next, old) = checkpoint_siblings(dir).ok_or_else(|| OptimizeError::Checkpoint {
+            path: dir.into(),
+            message: "a checkpoint directory needs a name".into(),
+        })?;
         for stale in [&next, &old] {
-            if stale.exists() {
-                std::fs::remove_dir_all(stale).map_err(|e| io(stale, e))?;
-            }
+            remove_checkpoint_dir(stale).map_err(|e| io(stale, e))?;
         }
         std::fs::create_dir_all(&next).map_err(|e| io(&next, e))?;
         if let Some(ppo) = &self.ppo {
@@ -837,9 +870,8 @@ impl<'a> Search<'a> {
             std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
         }
         std::fs::rename(&next, dir).map_err(|e| io(dir, e))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-        }
+        // The swap is done; what is left of the old one goes now or at the next save.
+        let _ = remove_checkpoint_dir(&old);
         Ok(())
     }
 
@@ -1585,24 +1617,26 @@ impl<'a> Search<'a> {
     }
 
     /// The best prompt by train (the same order as [`Search::best_by`]) among those first
-    /// scored at or after `mark` evaluations.
+    /// scored at or after `mark` evaluations and not judged by an anchor check yet (a free
+    /// calibration recorded right before a check is found at its mark, and could come again).
     fn best_found_since(&self, mark: usize) -> Option<String> {
         self.state
             .records
             .iter()
-            .filter(|(_, r)| r.found_at >= mark)
+            .filter(|(k, r)| r.found_at >= mark && !self.state.strategy.anchor_judged.contains(*k))
             .filter_map(|(k, r)| r.full_mean(Split::Train).map(|m| (k, m, r.full_signal(Split::Train), r.found_at)))
             .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.3.cmp(&a.3)))
             .map(|(k, ..)| k.clone())
     }
 
-    /// StablePrompt's anchor: the best prompt the policy found since the last check is scored
-    /// on validation. Below the anchor's by more than the tolerance, the policy rolls back to
+    /// StablePrompt's anchor: the best prompt the policy found since the last check (and not
+    /// judged before) is scored on validation. Below the anchor's by more than the tolerance, the policy rolls back to
     /// the anchor; at or above it, the policy becomes the anchor with that score; in between
     /// both stay. Nothing found since (no new prompt scored on all of train) decides nothing.
     fn anchor_check(&mut self) -> Result<()> {
         let mark = std::mem::replace(&mut self.state.strategy.anchor_mark, self.state.spent);
         let Some(best) = self.best_found_since(mark) else { return Ok(()) };
+        self.state.strategy.anchor_judged.insert(best.clone());
         let n = self.scorer.split_len(Split::Validation);
         let all: Vec<usize> = (0..n).collect();
         let limit = self.search_budget_left();
@@ -2034,40 +2068,91 @@ mod tests {
         assert_eq!(search.state.spent, spent);
     }
 
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
     #[test]
-    fn a_run_killed_while_swapping_checkpoints_resumes_from_a_whole_one() {
+    fn a_run_killed_while_saving_resumes_from_a_whole_checkpoint() {
         let timeless = |r: &SearchResult| SearchResult { seconds: 0.0, ..r.clone() };
         let (whole, _) = run(Strategy::Ppo, 900, false);
         let cfg = config(Strategy::Ppo, 900);
-        // Killed after the old checkpoint moved aside (`DIR.old`), before the new one (`DIR.new`,
-        // complete) moved in; then killed before the new one was complete.
-        for keep_new in [true, false] {
-            let dir = std::env::temp_dir().join(format!("reprompt-search-swap-{keep_new}-{}", std::process::id()));
-            let (next, old) = checkpoint_siblings(&dir);
-            for d in [&dir, &next, &old] {
-                let _ = std::fs::remove_dir_all(d);
-            }
+        let iterations = |dir: &Path| {
+            let state: SearchState = serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
+            state.iterations
+        };
+        // The states a kill leaves, by where it strikes in `save`, and the checkpoint that must
+        // come back: (DIR, DIR.new, DIR.old) as (absent, half written, the earlier one, the later one).
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum At {
+            Absent,
+            Half,
+            Earlier,
+            Later,
+        }
+        let cases = [
+            // Writing DIR.new.
+            (At::Earlier, At::Half, At::Absent, 2),
+            // DIR.new written, DIR not moved yet.
+            (At::Earlier, At::Later, At::Absent, 3),
+            // Between the two renames.
+            (At::Absent, At::Later, At::Earlier, 3),
+            // Removing DIR.old after the swap, its `search.json` gone first.
+            (At::Later, At::Absent, At::Half, 3),
+        ];
+        let base = std::env::temp_dir().join(format!("reprompt-search-kill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        // The earlier checkpoint after two iterations, the later one after three.
+        let (earlier, later) = (base.join("earlier"), base.join("later"));
+        for (dir, n) in [(&earlier, 2), (&later, 3)] {
             let mut scorer = Planted { scored: 0, adversarial_validation: false };
             let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
-            assert_eq!(first.run(Some(&dir), Some(3), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+            assert_eq!(first.run(Some(dir), Some(n), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
             drop(first);
+            let (next, old) = checkpoint_siblings(dir).unwrap();
             assert!(!next.exists() && !old.exists(), "a finished save leaves one directory");
-            if keep_new {
-                std::fs::rename(&dir, &next).unwrap();
-            } else {
-                std::fs::rename(&dir, &old).unwrap();
-                std::fs::create_dir_all(next.join(PPO_DIR)).unwrap();
+            assert_eq!(iterations(dir), n);
+        }
+        for (i, (at_dir, at_next, at_old, expected)) in cases.into_iter().enumerate() {
+            let dir = base.join(format!("case-{i}")).join("checkpoint");
+            let (next, old) = checkpoint_siblings(&dir).unwrap();
+            for (path, at) in [(&dir, at_dir), (&next, at_next), (&old, at_old)] {
+                match at {
+                    At::Absent => {}
+                    At::Half => std::fs::create_dir_all(path.join(PPO_DIR)).unwrap(),
+                    At::Earlier => copy_dir(&earlier, path),
+                    At::Later => copy_dir(&later, path),
+                }
             }
-            assert!(Search::has_checkpoint(&dir), "the swap is finished on the next look");
+            assert!(Search::has_checkpoint(&dir), "case {i}: the save is finished on the next look");
+            assert_eq!(iterations(&dir), expected, "case {i}: the latest whole checkpoint");
+            assert!(!next.exists() && !old.exists(), "case {i}: nothing left beside it");
             assert!(Search::checkpoint_matches(&dir, EXAMPLE, &cfg));
             let mut scorer = Planted { scored: 0, adversarial_validation: false };
             let mut resumed = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap();
             let result = resumed.run(Some(&dir), None, &mut |_| {}).unwrap().unwrap();
-            assert_eq!(timeless(&result), timeless(&whole));
+            assert_eq!(timeless(&result), timeless(&whole), "case {i}");
             drop(resumed);
-            assert!(!next.exists() && !old.exists());
-            std::fs::remove_dir_all(&dir).unwrap();
         }
+        // Starting over removes a checkpoint with whatever a cut-short save left beside it.
+        let dir = base.join("fresh").join("checkpoint");
+        let (next, old) = checkpoint_siblings(&dir).unwrap();
+        copy_dir(&later, &next);
+        copy_dir(&earlier, &old);
+        remove_checkpoint(&dir).unwrap();
+        assert!(!Search::has_checkpoint(&dir) && !next.exists() && !old.exists());
+        // A path without a name of its own has no siblings to swap through.
+        assert!(checkpoint_siblings(Path::new("/")).is_none());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
@@ -2085,7 +2170,29 @@ mod tests {
         let mut scorer = Planted { scored: 0, adversarial_validation: false };
         let err = Search::load(&dir, EXAMPLE, &edited, space(), &mut scorer).err().expect("refused").to_string();
         assert!(err.contains("data"), "{err}");
+        // Results of splits of another size are refused, whatever the settings say.
+        let mut scorer = Shrunk(Planted { scored: 0, adversarial_validation: false });
+        let err = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).err().expect("refused").to_string();
+        assert!(err.contains("another size"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// [`Planted`] with four validation examples fewer.
+    struct Shrunk(Planted);
+
+    impl Scorer for Shrunk {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            self.0.score(text, split, indices)
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.0.split_len(split) - if split == Split::Validation { 4 } else { 0 }
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.0.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.0.feature_dim()
+        }
     }
 
     /// [`Planted`] with a reward that costs three task-model evaluations an example (a
