@@ -400,25 +400,29 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses `target` as the place of the prompt `text` read from `source` where the files it
-/// names (data, partials, a model file: relative to the prompt) are found from `source` but not
-/// from `target`. Errors it has at `source` too are not the place's fault.
+/// Refuses `target` as the place of the prompt `text` read from `source` (which has no errors:
+/// [`read_prompt`]) where the files it names relative to itself (data, partials, a model file)
+/// are not found from there, or where its data would be other files than the ones it was
+/// scored on.
 pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<()> {
-    let errors = |path: &Path| -> Vec<_> {
-        check_document(&parse(text, Some(path)), path)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| ((d.code, d.span), d.message))
-            .collect()
-    };
-    let at_source: Vec<_> = errors(source).into_iter().map(|(at, _)| at).collect();
-    if let Some((_, message)) = errors(target).into_iter().find(|(at, _)| !at_source.contains(at)) {
-        bail!(
-            "cannot write the optimized prompt to {}: {message} (write it beside {}, or name its files by absolute \
-             paths)",
+    let refuse = |why: &str| {
+        anyhow::anyhow!(
+            "cannot write the optimized prompt to {}: {why} (write it beside {}, or name its files by absolute paths)",
             target.display(),
             source.display()
-        );
+        )
+    };
+    let doc = parse(text, Some(target));
+    if let Some(e) = check_document(&doc, target).into_iter().find(|d| d.severity == Severity::Error) {
+        return Err(refuse(&e.message));
+    }
+    for (split, _) in doc.settings.splits() {
+        let there = doc.settings.split_path(split, target).and_then(|p| p.canonicalize().ok());
+        let here = doc.settings.split_path(split, source).and_then(|p| p.canonicalize().ok());
+        if there != here {
+            let there = there.map_or_else(String::new, |p| p.display().to_string());
+            return Err(refuse(&format!("`reprompt.{split}` would name {there}, not the file it was scored on")));
+        }
     }
     Ok(())
 }
@@ -594,11 +598,15 @@ mod tests {
         assert!(err.contains("no file at") && err.contains("write it beside"), "{err}");
         assert!(!elsewhere.join("sentiment.prompt").exists());
 
-        // A file missing at the source too (a test split never scored, with `--no-test`) is not
-        // the target's fault.
-        std::fs::remove_file(beside.join("data/test.tsv")).unwrap();
-        write_prompt(&variant, &text, &source).unwrap();
-        assert!(check_target(&elsewhere.join("sentiment.prompt"), &text, &source).is_err());
+        // Nor where it would find other data than it was scored on.
+        std::fs::create_dir_all(elsewhere.join("data")).unwrap();
+        for name in ["train.tsv", "dev.tsv", "test.tsv"] {
+            std::fs::copy(beside.join("data").join(name), elsewhere.join("data").join(name)).unwrap();
+        }
+        let err = check_target(&elsewhere.join("sentiment.prompt"), &text, &source).unwrap_err().to_string();
+        assert!(err.contains("not the file it was scored on"), "{err}");
+        // In place is always fine.
+        check_target(&source, &text, &source).unwrap();
 
         // An invalid prompt is refused too.
         let broken = text.replacen("{{sentence}}", "{{#if}}", 1);

@@ -884,7 +884,8 @@ impl<'a> Search<'a> {
     /// Whether `dir` holds a checkpoint (after finishing a save a crash interrupted:
     /// [`recover_checkpoint`]).
     pub fn has_checkpoint(dir: &Path) -> bool {
-        recover_checkpoint(dir).is_ok() && dir.join(STATE_FILE).is_file()
+        let _ = recover_checkpoint(dir);
+        dir.join(STATE_FILE).is_file()
     }
 
     /// Whether the checkpoint in `dir` is of this prompt and these settings (false when there
@@ -2055,14 +2056,16 @@ mod tests {
         let better = EXAMPLE.replace("[terrible, great]", "[negative, positive]");
         let k = search.record(&better, vec!["label words negative / positive".into()]);
         search.scores(&k, Split::Train, &train, usize::MAX).unwrap().unwrap();
-        assert_eq!(search.best_by(Split::Train).map(|(b, _)| b.clone()), Some(k));
+        assert_eq!(search.best_by(Split::Train).map(|(b, _)| b.clone()), Some(k.clone()));
         search.anchor_check().unwrap();
         assert_eq!(search.state.strategy.rollbacks, 1);
         assert_eq!(search.state.strategy.anchor_validation, Some(1.0), "the anchor keeps its score");
 
         // Nothing found since: it stays the best on train, but it was judged; nothing is
-        // spent and the policy is not rolled back again.
+        // spent and the policy is not rolled back again — not even where it was found at the
+        // very mark of the last check (as a free calibration recorded right before it is).
         let spent = search.state.spent;
+        search.state.records.get_mut(&k).unwrap().found_at = search.state.strategy.anchor_mark;
         search.anchor_check().unwrap();
         assert_eq!(search.state.strategy.rollbacks, 1);
         assert_eq!(search.state.spent, spent);
@@ -2108,6 +2111,12 @@ mod tests {
             (At::Absent, At::Later, At::Earlier, 3),
             // Removing DIR.old after the swap, its `search.json` gone first.
             (At::Later, At::Absent, At::Half, 3),
+            // Moving DIR aside when DIR.new was not complete (a recovery's rename cut short).
+            (At::Absent, At::Half, At::Earlier, 2),
+            // A recovery cut short while it removed DIR to put DIR.new in its place.
+            (At::Half, At::Later, At::Earlier, 3),
+            // A recovery cut short while it removed DIR to put DIR.old back.
+            (At::Half, At::Absent, At::Earlier, 2),
         ];
         let base = std::env::temp_dir().join(format!("reprompt-search-kill-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
