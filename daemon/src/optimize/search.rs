@@ -1127,10 +1127,16 @@ impl<'a> Search<'a> {
     }
 
     fn best_by(&self, split: Split) -> Option<(&String, f64)> {
-        // Highest mean; ties go to the denser signal, then to the earlier find.
+        self.best_where(split, |_, _| true)
+    }
+
+    /// The best of the records `keep` admits, scored on all of `split`: highest mean; ties go
+    /// to the denser signal, then to the earlier find.
+    fn best_where(&self, split: Split, keep: impl Fn(&String, &Record) -> bool) -> Option<(&String, f64)> {
         self.state
             .records
             .iter()
+            .filter(|(k, r)| keep(k, r))
             .filter_map(|(k, r)| r.full_mean(split).map(|m| (k, m, r.full_signal(split), r.found_at)))
             .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.3.cmp(&a.3)))
             .map(|(k, m, _, _)| (k, m))
@@ -1621,13 +1627,8 @@ impl<'a> Search<'a> {
     /// scored at or after `mark` evaluations and not judged by an anchor check yet (a free
     /// calibration recorded right before a check is found at its mark, and could come again).
     fn best_found_since(&self, mark: usize) -> Option<String> {
-        self.state
-            .records
-            .iter()
-            .filter(|(k, r)| r.found_at >= mark && !self.state.strategy.anchor_judged.contains(*k))
-            .filter_map(|(k, r)| r.full_mean(Split::Train).map(|m| (k, m, r.full_signal(Split::Train), r.found_at)))
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.3.cmp(&a.3)))
-            .map(|(k, ..)| k.clone())
+        let judged = &self.state.strategy.anchor_judged;
+        self.best_where(Split::Train, |k, r| r.found_at >= mark && !judged.contains(k)).map(|(k, _)| k.clone())
     }
 
     /// StablePrompt's anchor: the best prompt the policy found since the last check (and not
