@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use super::optimize::{PolicyChoice, Report, WarmStart, optimize, plot, progress_bar, read_prompt, show_progress};
+use super::optimize::{
+    PolicyChoice, Report, WarmStart, lock_run_dir, optimize, plot, progress_bar, read_prompt, show_progress,
+};
 use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{EvalCache, Evaluator, FileCache, stats};
@@ -170,6 +172,8 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     if args.task != "sst-2" {
         bail!("unknown benchmark task `{}` (known: sst-2)", args.task);
     }
+    // One benchmark at a time in a work directory: they would share its runs' checkpoints.
+    let _lock = lock_run_dir(&args.work)?;
     let mut rows: Vec<Row> = Vec::new();
     let mut curves: Vec<(Strategy, Vec<CurvePoint>)> = Vec::new();
     let mut evaluator: Option<Evaluator> = None;

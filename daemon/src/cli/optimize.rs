@@ -196,6 +196,29 @@ pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint")
 }
 
+/// Takes the lock of a run directory (created if needed) for as long as the returned file is
+/// open: two runs writing one checkpoint would interleave their saves. The operating system
+/// drops the lock when the process dies, so a killed run never leaves it held.
+pub fn lock_run_dir(run_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let path = run_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another reprompt run is using {} (it holds {}): wait for it to finish, or give this one another --run-dir",
+            run_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
 /// The variant file name: `sentiment.prompt` → `sentiment.optimized.prompt`.
 pub fn variant_path(file: &Path) -> PathBuf {
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
@@ -351,6 +374,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>));
     let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.file, args.strategy, args.seed));
+    let _lock = lock_run_dir(&run_dir)?;
     let bar = progress_bar(budget, args.json);
     bar.set_prefix(args.strategy.name());
     let test_limit = (!args.no_test).then_some(args.test_limit);
@@ -573,6 +597,20 @@ pub fn plot(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_directory_is_used_by_one_run_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("reprompt-lock-{}", std::process::id())).join("run");
+        let _ = std::fs::remove_dir_all(&dir);
+        let held = lock_run_dir(&dir).unwrap();
+        let err = lock_run_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("another reprompt run is using"), "{err}");
+        // Another directory is free meanwhile; the lock goes with the file that holds it.
+        drop(lock_run_dir(&dir.with_file_name("other")).unwrap());
+        drop(held);
+        drop(lock_run_dir(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
 
     #[test]
     fn an_optimized_prompt_is_written_only_where_its_data_is_found() {

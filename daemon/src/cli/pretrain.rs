@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 use super::optimize::{
-    DEFAULT_BUDGET, PolicyChoice, WarmStart, checkpoint_dir, optimize, progress_bar, read_prompt, show_progress,
+    DEFAULT_BUDGET, PolicyChoice, WarmStart, checkpoint_dir, lock_run_dir, optimize, progress_bar, read_prompt,
+    show_progress,
 };
 use crate::cli::score::open_engine;
 use crate::engine::{DeviceChoice, store};
@@ -68,6 +69,8 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         );
     }
     let mut warm = WarmStart::resolve(&args.policy)?;
+    // One pre-training at a time in a work directory: they would share its runs' checkpoints.
+    let _lock = lock_run_dir(&args.work)?;
     let engine = open_engine(&prompts[0].1, &prompts[0].0, args.device)?;
     let evaluator = Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>));
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -581,6 +581,25 @@ fn checkpoint_siblings(dir: &Path) -> Option<(std::path::PathBuf, std::path::Pat
     Some((dir.with_file_name(format!("{name}.new")), dir.with_file_name(format!("{name}.old"))))
 }
 
+/// Flushes every file under `dir` to the disk, then the directories' entries.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        } else {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries (renames, new files) to the disk; where directories cannot
+/// be opened as files (Windows) the rename itself is all there is.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
+}
+
 /// Removes a checkpoint directory, its `search.json` first: a removal cut short never leaves
 /// a part that reads as a whole checkpoint.
 fn remove_checkpoint_dir(dir: &Path) -> std::io::Result<()> {
@@ -865,11 +884,17 @@ impl<'a> Search<'a> {
         let json = serde_json::to_vec(&self.state)
             .map_err(|e| OptimizeError::Checkpoint { path: path.clone(), message: e.to_string() })?;
         std::fs::write(&staging, json).map_err(|e| io(&staging, e))?;
+        // On the disk before it reads as complete, and complete before it is swapped in: a
+        // power cut, not only a kill, then leaves one whole checkpoint.
+        sync_tree(&next).map_err(|e| io(&next, e))?;
         std::fs::rename(&staging, &path).map_err(|e| io(&path, e))?;
+        sync_dir(&next).map_err(|e| io(&next, e))?;
         if dir.exists() {
             std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
         }
         std::fs::rename(&next, dir).map_err(|e| io(dir, e))?;
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        sync_dir(parent).map_err(|e| io(parent, e))?;
         // The swap is done; what is left of the old one goes now or at the next save.
         let _ = remove_checkpoint_dir(&old);
         Ok(())
