@@ -255,3 +255,35 @@ fn a_label_bias_moves_the_choice_by_its_offsets() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("label_bias"), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+#[test]
+fn a_cached_evaluation_names_the_file_it_scored_and_a_zero_limit_is_refused() {
+    let cache = private_cache("copy");
+    let first = reprompt(&["score", "examples/sentiment/sentiment.prompt", "--limit", "4", "--json"], &cache);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first: Value = serde_json::from_slice(&first.stdout).expect("JSON");
+    assert_eq!(first["cached"], false);
+
+    // The same prompt and content elsewhere: a cache hit that names the copy, not the original.
+    let copy = cache.join("copy");
+    std::fs::create_dir_all(copy.join("data")).unwrap();
+    let example = workspace().join("examples/sentiment");
+    std::fs::copy(example.join("sentiment.prompt"), copy.join("sentiment.prompt")).unwrap();
+    for name in ["train.tsv", "dev.tsv", "test.tsv"] {
+        std::fs::copy(example.join("data").join(name), copy.join("data").join(name)).unwrap();
+    }
+    let prompt = copy.join("sentiment.prompt");
+    let again = reprompt(&["score", prompt.to_str().unwrap(), "--limit", "4", "--json"], &cache);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let again: Value = serde_json::from_slice(&again.stdout).expect("JSON");
+    assert_eq!(again["cached"], true);
+    assert_eq!(again["examples"], first["examples"]);
+    let dataset = again["dataset"].as_str().expect("dataset");
+    assert!(dataset.starts_with(copy.to_str().unwrap()), "{dataset}");
+
+    let zero = reprompt(&["score", "examples/sentiment/sentiment.prompt", "--limit", "0"], &cache);
+    assert!(!zero.status.success());
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert!(stderr.contains("at least 1"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&cache);
+}

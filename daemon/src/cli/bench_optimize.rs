@@ -33,7 +33,7 @@ pub struct OptimizeBenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "random,greedy,evolution,ppo")]
     pub strategies: Vec<Strategy>,
     /// Score only the first N test sentences (default: all 1821)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub test_limit: Option<usize>,
     /// Paraphrases sampled per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]
@@ -91,9 +91,10 @@ pub struct Paired {
     pub strategy: String,
     /// The difference on each seed, in the order of `--seeds`.
     pub per_seed: Vec<f64>,
-    /// The mean over every seed's test sentences (the mean over seeds when they share the
-    /// test set), with a 95% bootstrap interval over them (it says how sure these runs'
-    /// difference is, not how much another seed would move it).
+    /// The mean over seeds, with a 95% bootstrap interval over the test sentences every seed
+    /// scores (each sentence's difference averaged over the seeds: one sentence scored by
+    /// three seeds is one sample, not three). It says how sure these runs' difference is, not
+    /// how much another seed would move it.
     pub mean: f64,
     pub low: f64,
     pub high: f64,
@@ -117,14 +118,23 @@ fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategi
                 .iter()
                 .map(|&seed| Some((of(seed, baseline)?, of(seed, Strategy::Ppo)?)))
                 .collect::<Option<_>>()
-                .filter(|p: &Vec<_>| !p.is_empty() && p.iter().all(|(b, p)| b.len() == p.len()))?;
+                .filter(|p: &Vec<_>| {
+                    !p.is_empty() && p.iter().all(|(b, q)| b.len() == p[0].0.len() && q.len() == b.len())
+                })?;
             let per_seed: Vec<f64> = pairs.iter().map(|(b, p)| mean(p) - mean(b)).collect();
-            let base: Vec<f64> = pairs.iter().flat_map(|(b, _)| b.iter().copied()).collect();
-            let ppo: Vec<f64> = pairs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-            // The mean and its interval from one pooled sample: with every seed scoring the
-            // same test sentences (SST-2) the mean is that of the per-seed differences, and it
-            // always lies inside its interval.
-            let pooled = stats::paired_difference(&base, &ppo);
+            // Every seed scores the same test sentences (one split, copied for each seed), so
+            // a sentence's results on the seeds are not independent samples: each strategy's
+            // score of a sentence is averaged over the seeds and the bootstrap resamples
+            // sentences. The mean is then that of the per-seed differences.
+            let n = pairs[0].0.len();
+            let average = |side: usize| -> Vec<f64> {
+                (0..n)
+                    .map(|i| {
+                        pairs.iter().map(|(b, p)| if side == 0 { b[i] } else { p[i] }).sum::<f64>() / pairs.len() as f64
+                    })
+                    .collect()
+            };
+            let pooled = stats::paired_difference(&average(0), &average(1));
             Some(Paired {
                 strategy: baseline.name().to_string(),
                 per_seed,
@@ -389,5 +399,23 @@ mod tests {
         let one = paired_with_ppo(&scores, &[21], &strategies);
         assert_eq!(one.iter().map(|p| p.strategy.as_str()).collect::<Vec<_>>(), ["random", "greedy"]);
         assert!((one[1].mean + 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn seeds_scoring_the_same_sentences_are_not_counted_as_more_sentences() {
+        let ones = |hits: usize, n: usize| (0..n).map(|i| if i < hits { 1.0 } else { 0.0 }).collect::<Vec<f64>>();
+        let twice = vec![
+            (13, Strategy::Random, ones(120, 200)),
+            (13, Strategy::Ppo, ones(160, 200)),
+            (21, Strategy::Random, ones(120, 200)),
+            (21, Strategy::Ppo, ones(160, 200)),
+        ];
+        let strategies = [Strategy::Random, Strategy::Ppo];
+        let one = &paired_with_ppo(&twice, &[13], &strategies)[0];
+        let two = &paired_with_ppo(&twice, &[13, 21], &strategies)[0];
+        // Two seeds with the same results on the same 200 sentences know no more than one:
+        // the same mean and the same interval (pooled, it would shrink by about 1/√2).
+        assert!((one.mean - 0.2).abs() < 1e-12 && (two.mean - 0.2).abs() < 1e-12);
+        assert!((two.high - two.low - (one.high - one.low)).abs() < 1e-12, "{one:?} {two:?}");
     }
 }

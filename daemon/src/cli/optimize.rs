@@ -58,7 +58,7 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub no_test: bool,
     /// Score only the first N test examples
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub test_limit: Option<usize>,
     /// Paraphrases sampled from the task model per instruction sentence (0: none)
     #[arg(long, default_value_t = 2)]

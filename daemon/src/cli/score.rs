@@ -20,7 +20,7 @@ pub struct ScoreArgs {
     #[arg(long, value_enum, default_value_t = Split::Validation)]
     pub split: Split,
     /// Score only the first N examples
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub limit: Option<usize>,
     /// Print the first N failing examples
     #[arg(long, default_value_t = 0)]

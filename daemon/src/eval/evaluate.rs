@@ -21,7 +21,7 @@ use super::stats::{self, Interval};
 use crate::engine::{Engine, GenerateParams, store};
 
 /// Bumped when scoring changes, so cached evaluations of older code are not reused.
-pub const EVAL_VERSION: u32 = 1;
+pub const EVAL_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -278,6 +278,9 @@ impl Evaluator {
         split: Split,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Evaluation> {
+        if data.examples.is_empty() {
+            return Err(EvalError::Invalid(format!("{}: no examples to score", data.path.display())));
+        }
         let key = reprompt_protocol::hash::sha256_hex(
             json!({
                 "version": EVAL_VERSION,
@@ -296,6 +299,8 @@ impl Evaluator {
             && let Some(mut hit) = cache.get(&key)
         {
             hit.cached = true;
+            // The same content may have been scored from another file.
+            hit.dataset = data.path.clone();
             hit.evaluations = 0;
             hit.seconds = 0.0;
             return Ok(hit);
@@ -405,8 +410,7 @@ impl Evaluator {
                         if let Some(bias) = &prepared.label_bias {
                             probabilities = rewards::biased_probabilities(&probabilities, bias);
                         }
-                        let predicted =
-                            probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
+                        let predicted = rewards::predicted_label(&probabilities);
                         let gold = examples[i].label.unwrap_or(0);
                         let c = &mut components[i];
                         c.insert("accuracy".into(), rewards::accuracy(predicted, gold));

@@ -10,9 +10,13 @@ pub fn accuracy(predicted: usize, gold: usize) -> f64 {
     if predicted == gold { 1.0 } else { 0.0 }
 }
 
-/// Label probabilities normalised over the label words only, from their log-probabilities.
+/// Label probabilities normalised over the label words only, from their log-probabilities;
+/// uniform where none has any probability (every log-probability −∞).
 pub fn label_probabilities(logprobs: &[f32]) -> Vec<f64> {
     let max = logprobs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if max == f64::NEG_INFINITY {
+        return vec![1.0 / logprobs.len() as f64; logprobs.len()];
+    }
     let exps: Vec<f64> = logprobs.iter().map(|&l| (l as f64 - max).exp()).collect();
     let total: f64 = exps.iter().sum();
     exps.iter().map(|e| e / total).collect()
@@ -52,10 +56,22 @@ pub fn gap(probabilities: &[f64], gold: usize) -> f64 {
     gap * if gap > 0.0 { 200.0 } else { 180.0 }
 }
 
-/// SQuAD answer normalisation: lower case, no punctuation, no articles, single spaces.
+/// The label a model predicts: the most probable, the first of equals (a tie leans to no
+/// label but the first).
+pub fn predicted_label(probabilities: &[f64]) -> usize {
+    let mut best = 0;
+    for (k, p) in probabilities.iter().enumerate() {
+        if p.total_cmp(&probabilities[best]).is_gt() {
+            best = k;
+        }
+    }
+    best
+}
+
+/// SQuAD answer normalisation: lower case, ASCII punctuation removed (`U.S.` → `us`), no
+/// articles, single spaces.
 pub fn normalize_answer(text: &str) -> String {
-    let lowered: String =
-        text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' }).collect();
+    let lowered: String = text.to_lowercase().chars().filter(|c| !c.is_ascii_punctuation()).collect();
     lowered.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
 }
 
@@ -109,12 +125,15 @@ fn numbers(text: &str) -> Vec<f64> {
     for (i, &c) in chars.iter().enumerate() {
         // `1,234` groups thousands (exactly three digits follow); `1,2,3` is three numbers.
         let thousands = c == ',' && digit_at(i + 1) && digit_at(i + 2) && digit_at(i + 3) && !digit_at(i + 4);
-        // A minus is a sign only at the start of a word (`-3`), not inside one (`COVID-19`).
-        let sign = c == '-' && digit_at(i + 1) && (i == 0 || !chars[i - 1].is_alphanumeric());
+        // A minus is a sign only at the start of a word (`-3`), not inside one (`COVID-19`);
+        // so is a point that starts a number (`.5`).
+        let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
+        let sign = c == '-' && digit_at(i + 1) && starts_word;
+        let leading_point = c == '.' && digit_at(i + 1) && starts_word;
         let continues = c.is_ascii_digit()
             || thousands && !current.is_empty()
             || c == '.' && !current.is_empty() && digit_at(i + 1)
-            || sign && current.is_empty();
+            || (sign || leading_point) && current.is_empty();
         if continues {
             current.push(c);
         } else if !current.is_empty() {
@@ -153,10 +172,12 @@ pub fn numeric_match(output: &str, gold: &str) -> f64 {
     }
 }
 
-/// 1 if the normalised output contains the normalised gold answer.
+/// 1 if the normalised output contains the normalised gold answer as whole words (`4` is not
+/// in `40`, nor `paris` in `comparison`).
 pub fn contains(output: &str, gold: &str) -> f64 {
     let gold = normalize_answer(gold);
-    if !gold.is_empty() && normalize_answer(output).contains(&gold) { 1.0 } else { 0.0 }
+    let output = normalize_answer(output);
+    if !gold.is_empty() && format!(" {output} ").contains(&format!(" {gold} ")) { 1.0 } else { 0.0 }
 }
 
 pub fn regex_match(output: &str, pattern: &regex::Regex) -> f64 {
@@ -164,9 +185,9 @@ pub fn regex_match(output: &str, pattern: &regex::Regex) -> f64 {
 }
 
 /// PRewrite's combined reward: F1 plus the gold answer's mean per-token probability
-/// (`1 / perplexity`), both in [0, 1].
+/// (`1 / perplexity`), both in [0, 1]; an unknown perplexity (NaN) adds nothing.
 pub fn perplexity_f1(f1: f64, perplexity: f64) -> f64 {
-    f1 + 1.0 / perplexity.max(1.0)
+    if perplexity.is_nan() { f1 } else { f1 + 1.0 / perplexity.max(1.0) }
 }
 
 /// 1 if `output` parses as JSON (a fenced ```json block is accepted) valid against `schema`.
@@ -184,13 +205,19 @@ pub fn json_schema_valid(output: &str, schema: &jsonschema::Validator) -> f64 {
     }
 }
 
-/// Agreement of sampled outputs: the share of samples equal (normalised) to the most common.
+/// Agreement of sampled outputs: the share of samples equal (normalised) to the most common
+/// non-empty answer; saying nothing agrees with nothing (else silence would score best).
 pub fn consistency(samples: &[String]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
     let normalized: Vec<String> = samples.iter().map(|s| normalize_answer(s)).collect();
-    let best = normalized.iter().map(|s| normalized.iter().filter(|t| *t == s).count()).max().unwrap_or(0);
+    let best = normalized
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| normalized.iter().filter(|t| *t == s).count())
+        .max()
+        .unwrap_or(0);
     best as f64 / samples.len() as f64
 }
 
@@ -267,6 +294,36 @@ mod tests {
         assert!(close(numeric_match("no number", "#### 18"), 0.0));
         assert_eq!(numbers("1,2,3 and 1,234.5"), [1.0, 2.0, 3.0, 1234.5]);
         assert_eq!(numbers("COVID-19 cases: -4"), [19.0, -4.0]);
+        // A point may start a number, not split a word from one.
+        assert!(close(numeric_match("It takes .5 hours", "#### 0.5"), 1.0));
+        assert_eq!(numbers("v.2 costs $.75, or 3.25."), [2.0, 0.75, 3.25]);
+    }
+
+    #[test]
+    fn squad_removes_ascii_punctuation_and_keeps_words_whole() {
+        // SQuAD deletes punctuation (`string.punctuation`), it does not split words at it.
+        assert_eq!(normalize_answer("U.S."), "us");
+        assert!(close(exact_match("U.S.", "US"), 1.0));
+        assert!(close(token_f1("it's", "its"), 1.0));
+        assert_eq!(normalize_answer("a.m. — «café»"), "am — «café»");
+        // Whole words only.
+        assert!(close(contains("The answer is 40", "4"), 0.0));
+        assert!(close(contains("a comparison", "paris"), 0.0));
+        assert!(close(contains("It is 4.", "4"), 1.0));
+    }
+
+    #[test]
+    fn degenerate_scores() {
+        // Silence agrees with nothing; an unknown perplexity adds nothing.
+        assert!(close(consistency(&vec![String::new(); 5]), 0.0));
+        assert!(close(consistency(&["".into(), "".into(), "".into(), "yes".into()]), 0.25));
+        assert!(close(perplexity_f1(0.5, f64::NAN), 0.5));
+        // No probability anywhere: uniform, and ties predict the first label.
+        let p = label_probabilities(&[f32::NEG_INFINITY; 2]);
+        assert_eq!(p, [0.5, 0.5]);
+        assert_eq!(predicted_label(&p), 0);
+        assert_eq!(predicted_label(&[0.2, 0.4, 0.4]), 1);
+        assert_eq!(predicted_label(&[0.2, 0.5, 0.3]), 1);
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub fn interval(values: &[f64]) -> (Interval, &'static str) {
 
 /// Paired difference `b − a` over the same examples, with its bootstrap interval.
 pub fn paired_difference(a: &[f64], b: &[f64]) -> Interval {
+    debug_assert_eq!(a.len(), b.len(), "a paired difference pairs every example");
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
     bootstrap(&diffs, 7)
 }

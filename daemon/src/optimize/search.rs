@@ -266,6 +266,18 @@ pub struct CurvePoint {
     pub validation: Option<f64>,
 }
 
+/// Adds a point to a best-so-far curve: each point says where its values were first reached,
+/// so a flat stretch keeps its first point and moves only a second one to its end (reading
+/// the curve as "the last point at or before x" then shows each gain where it happened).
+fn note_point(curve: &mut Vec<CurvePoint>, point: CurvePoint) {
+    let same = |p: &CurvePoint| p.train == point.train && p.validation == point.validation;
+    match curve.as_mut_slice() {
+        [.., before, last] if same(before) && same(last) => last.evaluations = point.evaluations,
+        [.., last] if same(last) && last.evaluations == point.evaluations => {}
+        _ => curve.push(point),
+    }
+}
+
 /// What a progress display shows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Progress {
@@ -434,7 +446,7 @@ impl Family {
     /// the evaluator scores it: the most probable label answers, the reward is the weighted
     /// accuracy and gap, the training signal the gap.
     fn outcome(&self, probabilities: Vec<f64>, gold: usize) -> Outcome {
-        let predicted = probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
+        let predicted = crate::eval::rewards::predicted_label(&probabilities);
         let accuracy = crate::eval::rewards::accuracy(predicted, gold);
         let gap = crate::eval::rewards::gap(&probabilities, gold);
         let score = self.reward.iter().map(|(name, w)| w * if name == "accuracy" { accuracy } else { gap }).sum();
@@ -1171,13 +1183,7 @@ impl<'a> Search<'a> {
         let train = self.best_by(Split::Train).map(|(_, m)| m);
         let validation = self.best_by(Split::Validation).map(|(_, m)| m);
         if let Some(train) = train {
-            let point = CurvePoint { evaluations: self.state.spent, train, validation };
-            match self.state.curve.last_mut() {
-                Some(last) if last.train == train && last.validation == validation => {
-                    last.evaluations = point.evaluations
-                }
-                _ => self.state.curve.push(point),
-            }
+            note_point(&mut self.state.curve, CurvePoint { evaluations: self.state.spent, train, validation });
         }
     }
 
@@ -1964,6 +1970,22 @@ impl<'a> Search<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_learning_curve_shows_each_gain_where_it_happened() {
+        let mut curve = Vec::new();
+        let at = |evaluations, train| CurvePoint { evaluations, train, validation: None };
+        for (evaluations, train) in [(16, 0.5), (32, 0.6), (48, 0.6), (64, 0.6), (64, 0.6), (80, 0.7)] {
+            note_point(&mut curve, at(evaluations, train));
+        }
+        // The gain to 0.6 stays at 32; the flat stretch keeps its end (64).
+        assert_eq!(curve, [at(16, 0.5), at(32, 0.6), at(64, 0.6), at(80, 0.7)]);
+        let value_at = |x: usize| curve.iter().take_while(|p| p.evaluations <= x).last().map(|p| p.train);
+        assert_eq!([16, 32, 48, 79].map(value_at), [Some(0.5), Some(0.6), Some(0.6), Some(0.6)]);
+        // A validation score reached later is a point of its own.
+        note_point(&mut curve, CurvePoint { evaluations: 96, train: 0.7, validation: Some(0.8) });
+        assert_eq!(curve.len(), 5);
+    }
     use crate::optimize::edits::DemoSource;
     use serde_json::{Map, Value};
 
