@@ -128,11 +128,24 @@ pub fn label_groups_value(groups: &[Vec<String>]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// Replaces the value of the front-matter entry `key` with a one-line (flow) `value`. A value
+/// written on the lines below its key (a block list at column 0) is replaced from the key's
+/// end: a flow value there would not be indented enough to belong to the key.
+fn replace_value(doc: &PromptDocument, key: &str, value: &str) -> Option<TextEdit> {
+    let (key_span, value_span) = doc.entry_span(key)?;
+    let between = doc.source.get(key_span.end..value_span.start)?;
+    Some(if between.contains('\n') {
+        TextEdit { span: Span::new(key_span.end, value_span.end), replacement: format!(": {value}") }
+    } else {
+        TextEdit { span: value_span, replacement: value.into() }
+    })
+}
+
 /// Sets the front-matter entry `key` to `value`: its value replaced where it is written, else a
 /// line added at the end of the front matter.
 fn set_setting(doc: &PromptDocument, key: &str, value: &str) -> Result<Vec<TextEdit>, EditError> {
-    if let Some((_, span)) = doc.entry_span(key) {
-        return Ok(vec![TextEdit { span, replacement: value.into() }]);
+    if let Some(edit) = replace_value(doc, key, value) {
+        return Ok(vec![edit]);
     }
     let front =
         doc.front_matter.as_ref().ok_or_else(|| EditError::NotApplicable("the prompt has no front matter".into()))?;
@@ -302,8 +315,21 @@ fn input_text(input: &Map<String, Value>, path: &str) -> Option<String> {
         Value::Null => String::new(),
         other => other.to_string(),
     };
-    // Data is untrusted text: it must stay literal in the template.
-    Some(text.replace(['\n', '\r'], " ").replace("{{", "\\{{"))
+    literal(&text, true)
+}
+
+/// Data as one line of template text that renders as itself. Data is untrusted: `{{` is
+/// escaped, and text an escape cannot keep literal is refused (`None`): a backslash already
+/// before `{{` (it would escape the escape), or, where the text takes a mustache's place
+/// (`between_mustaches`), a brace or backslash at either end, which may meet the template's
+/// next or previous mustache.
+fn literal(text: &str, between_mustaches: bool) -> Option<String> {
+    let text = text.replace(['\n', '\r'], " ");
+    let edges = text.starts_with(['{', '}']) || text.ends_with(['{', '}', '\\']);
+    if text.contains("\\{{") || between_mustaches && edges {
+        return None;
+    }
+    Some(text.replace("{{", "\\{{"))
 }
 
 /// The unit with the example's values in place of its variables.
@@ -335,7 +361,7 @@ fn final_cue(doc: &PromptDocument) -> Option<(String, Span)> {
 fn demo_answer(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
     match (demo.label, &doc.settings.labels) {
         (Some(label), Some(labels)) => labels.value.get(label).cloned(),
-        _ => demo.answer.as_ref().map(|a| a.replace(['\n', '\r'], " ").replace("{{", "\\{{")),
+        _ => demo.answer.as_deref().and_then(|a| literal(a, false)),
     }
 }
 
@@ -361,7 +387,7 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
         let mut from = 0;
         while let Some(pos) = region[from..].find(&needle) {
             let start = from + pos;
-            from = start + 1;
+            from = start + region[start..].chars().next().map_or(1, char::len_utf8);
             if start > 0 && !region[..start].ends_with('\n') {
                 continue;
             }
@@ -416,7 +442,10 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                     labels.value.len()
                 )));
             }
-            let mut edits = vec![TextEdit { span: labels.span, replacement: value }];
+            let mut edits = vec![
+                replace_value(doc, "reprompt.labels", &value)
+                    .unwrap_or(TextEdit { span: labels.span, replacement: value }),
+            ];
             // A calibration belongs to the words it was fitted to.
             if let Some(line) = entry_line(doc, "reprompt.label_bias") {
                 edits.push(TextEdit { span: line, replacement: String::new() });
@@ -431,10 +460,27 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             // And the instructions name the new words where they named the old ones
             // ("great or terrible?" → "positive or negative?"); by the labels' names only:
             // a group's other words are often common ones ("light", "language") that an
-            // instruction uses in their own sense.
+            // instruction uses in their own sense. On a line that opens with a field name
+            // (the author's own examples: `Review: a great cast`) only a whole answer is a
+            // label (`Sentiment: great`); the rest is content.
+            let source = &doc.source;
+            let line_of = |at: usize| {
+                let start = source[..at].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
+                let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
+                &source[start..end]
+            };
             for segment in text_segments(doc) {
                 for (span, label) in label_mentions(doc, segment, &labels.value) {
                     if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {
+                        continue;
+                    }
+                    let line = line_of(span.start);
+                    if fielded(line)
+                        && line
+                            .trim()
+                            .split_once(": ")
+                            .is_none_or(|(_, value)| value.trim() != &source[span.start..span.end])
+                    {
                         continue;
                     }
                     let old = &doc.source[span.start..span.end];
@@ -575,7 +621,12 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 Err(EditError::NotApplicable(_)) if final_cue(doc).is_some_and(|(c, _)| c == *cue) => {}
                 Err(e) => return Err(e),
             }
-            Ok(edits)
+            // A role marker at the end of the template is deleted with its line break, where
+            // the cue goes: deletions there end at the text's end, before the cue.
+            let (deletions, mut others): (Vec<TextEdit>, Vec<TextEdit>) =
+                edits.into_iter().partition(|e| e.replacement.is_empty() && e.span.end > e.span.start);
+            others.extend(merged_deletions(doc, deletions.into_iter().map(|e| e.span).collect()));
+            Ok(others)
         }
         Edit::Bare(cue) => {
             if cue.contains(['\n', '\r']) || cue.contains("{{") || cue.trim().is_empty() {
@@ -627,11 +678,6 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
         let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
         (start, end)
     };
-    let fielded = |line: &str| {
-        line.trim_start().split_once(": ").is_some_and(|(name, _)| {
-            !name.is_empty() && name.len() <= 24 && name.chars().all(|c| c.is_alphabetic() || c == ' ')
-        })
-    };
     let mut spans: Vec<Span> = Vec::new();
     for sentence in &prose {
         let (line_start, line_end) = line_of(sentence.start);
@@ -655,6 +701,13 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
         });
     }
     spans
+}
+
+/// Whether a line opens with a field name (`Review: I loved it.`): content, not instructions.
+fn fielded(line: &str) -> bool {
+    line.trim_start().split_once(": ").is_some_and(|(name, _)| {
+        !name.is_empty() && name.len() <= 24 && name.chars().all(|c| c.is_alphabetic() || c == ' ')
+    })
 }
 
 /// Deletions as disjoint text edits: overlapping or touching spans merged, and a span that
@@ -722,7 +775,14 @@ fn variables(doc: &PromptDocument) -> Vec<String> {
 /// The edited prompt text, or why the edit is refused: the result must parse without errors
 /// and read exactly the same input variables.
 pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<String, EditError> {
-    let text = apply(&doc.source, &text_edits(doc, edit, space)?);
+    let edits = text_edits(doc, edit, space)?;
+    let mut spans: Vec<Span> = edits.iter().map(|e| e.span).collect();
+    spans.sort_by_key(|s| (s.start, s.end));
+    // `apply` would drop the later of two overlapping edits: half an edit is not this edit.
+    if spans.windows(2).any(|w| w[1].start < w[0].end) {
+        return Err(EditError::Invalid("the edit's changes overlap".into()));
+    }
+    let text = apply(&doc.source, &edits);
     let edited = parse(&text, None);
     if let Some(error) = edited.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         return Err(EditError::Invalid(error.message.clone()));
@@ -946,6 +1006,67 @@ mod tests {
         let chat = apply_checked(&reparsed, &Edit::Format(Format::Chat), &space).unwrap();
         assert_eq!(parse(&chat, None).settings.format, Format::Chat);
         assert_eq!(chat.len(), plain.len() - "plain".len() + "chat".len());
+    }
+
+    #[test]
+    fn a_label_edit_leaves_the_authors_own_examples_alone_but_their_answers() {
+        let doc = parse(
+            "---\nreprompt.labels: [terrible, great]\n---\nGreat or terrible?\nReview: a great cast .\nSentiment: great\n\nReview: {{sentence}}\nSentiment:\n",
+            None,
+        );
+        let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+        assert!(text.contains("Good or bad?\nReview: a great cast .\nSentiment: good\n"), "{text}");
+    }
+
+    #[test]
+    fn labels_written_as_a_block_list_are_edited_too() {
+        for yaml in ["reprompt.labels:\n- terrible\n- great\n", "reprompt.labels:\n  - terrible\n  - great\n"] {
+            let doc = parse(
+                &format!("---\n{yaml}reprompt.label_bias:\n- 0\n- 1\n---\nReview: {{{{x}}}}\nSentiment:\n"),
+                None,
+            );
+            assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+            let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+            assert_eq!(parse(&text, None).settings.labels.unwrap().value, ["bad", "good"], "{text}");
+            let text = apply_checked(&doc, &Edit::LabelBias(vec![0.0, -0.5]), &space()).unwrap();
+            assert_eq!(parse(&text, None).settings.label_bias.unwrap().value, [0.0, -0.5], "{text}");
+        }
+    }
+
+    #[test]
+    fn a_completion_keeps_its_cue_where_a_role_marker_ended_the_template() {
+        let doc = parse(
+            "---\nreprompt.labels: [bad, good]\n---\n{{role \"user\"}}\nReview: {{x}}\n{{role \"model\"}}\n",
+            None,
+        );
+        let text = apply_checked(&doc, &Edit::Completion("Sentiment:".into()), &space()).unwrap();
+        assert!(text.trim_end().ends_with("Review: {{x}}\nSentiment:"), "{text:?}");
+    }
+
+    #[test]
+    fn demonstrations_of_untrusted_text_stay_literal_and_never_panic() {
+        let demo = |s: &str| {
+            let mut input = Map::new();
+            input.insert("sentence".into(), Value::String(s.into()));
+            DemoSource { input, label: Some(1), answer: None }
+        };
+        // A match inside a longer line, right before a multi-byte character.
+        let doc = parse("---\nreprompt.labels: [bad, good]\n---\nNote: éa\n\n{{sentence}}\nSentiment:\n", None);
+        let space = EditSpace::builtin(vec![demo("éa")]);
+        assert!(find_demos(&doc, &space).is_empty());
+        // An escaped mustache in the data would come alive behind the escape's escape.
+        let doc = parse("---\nreprompt.labels: [bad, good]\n---\nReview: {{sentence}}\nSentiment:\n", None);
+        assert!(demo_text(&doc, &demo(r"a \{{sentence}} b")).is_none());
+        assert!(demo_text(&doc, &demo("ends in {")).is_none());
+        let shown = demo_text(&doc, &demo("a {{b}} c")).unwrap();
+        let unit = example_unit(&doc).unwrap();
+        let text = apply_checked(
+            &doc,
+            &Edit::AddDemo { at: unit.start, text: shown },
+            &EditSpace::builtin(vec![demo("a {{b}} c")]),
+        )
+        .unwrap();
+        assert_eq!(parse(&text, None).scan.variables.len(), 1, "{text}");
     }
 
     #[test]

@@ -259,6 +259,9 @@ pub fn cross_fitted(
     skip: &[String],
     fixed: &[Vec<String>],
 ) -> Vec<Screened> {
+    if log_probs.len() != gold.len() {
+        return Vec::new();
+    }
     let ids: std::collections::HashMap<&str, usize> =
         vocabulary.iter().enumerate().filter_map(|(id, t)| label_word(t, spaced).map(|w| (w, id))).collect();
     let rank = |rows: &[usize]| -> Option<Vec<Vec<String>>> {
@@ -276,7 +279,7 @@ pub fn cross_fitted(
         for group in words {
             let values: Vec<f64> = group
                 .iter()
-                .map(|w| ids.get(w.as_str()).map(|&id| f64::from(log_probs[i][id])))
+                .map(|w| ids.get(w.as_str()).and_then(|&id| log_probs[i].get(id)).map(|&l| f64::from(l)))
                 .collect::<Option<_>>()?;
             let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             if !top.is_finite() {
@@ -298,7 +301,7 @@ pub fn cross_fitted(
         let mut n = 0;
         for &i in rows {
             let q = crate::eval::rewards::biased_probabilities(&probabilities(words, i)?, bias);
-            let predicted = (0..q.len()).max_by(|&a, &b| q[a].total_cmp(&q[b]))?;
+            let predicted = crate::eval::rewards::predicted_label(&q);
             n += usize::from(predicted == gold[i]);
         }
         Some(n)
@@ -364,6 +367,16 @@ mod tests {
 
     fn vocab(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn screening_rows_shorter_than_the_vocabulary_or_the_labels_is_no_panic() {
+        let gold: Vec<usize> = (0..16).map(|i| i % 2).collect();
+        let short: Vec<Vec<f32>> = (0..16).map(|_| vec![-1.0]).collect();
+        let fixed = [vocab(&["bad", "good"])];
+        let screened = cross_fitted(&short, &gold, 2, &vocab(&[" bad", " good"]), true, &[], &fixed);
+        assert!(screened.iter().all(|s| s.words != [vec!["bad".to_string()], vec!["good".to_string()]]));
+        assert!(cross_fitted(&short[..4], &gold, 2, &vocab(&[" bad", " good"]), true, &[], &fixed).is_empty());
     }
 
     #[test]
