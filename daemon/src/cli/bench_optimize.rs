@@ -211,6 +211,8 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 ..SearchConfig::default()
             };
             let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());
+            // And each run's own directory, which `reprompt optimize --run-dir` might name.
+            let _run_lock = lock_run_dir(&run_dir)?;
             let bar = progress_bar(args.budget, false);
             bar.set_prefix(format!("seed {seed} {}", strategy.name()));
             let report: Report = optimize(

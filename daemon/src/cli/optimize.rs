@@ -51,7 +51,7 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Start over even if the run directory holds a checkpoint of this run (a checkpoint of
-    /// another prompt text, data or settings is always replaced)
+    /// another prompt text, data, settings or scoring is always replaced)
     #[arg(long)]
     pub fresh: bool,
     /// Do not score the test split (when the prompt names one)
@@ -215,6 +215,13 @@ pub fn lock_run_dir(run_dir: &Path) -> anyhow::Result<std::fs::File> {
             run_dir.display(),
             path.display()
         ),
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            eprintln!(
+                "warning: {} cannot be locked here ({e}): nothing stops a second run from using it",
+                path.display()
+            );
+            Ok(file)
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }
@@ -262,7 +269,7 @@ pub fn optimize(
         recover_checkpoint(dir).with_context(|| format!("recovering the checkpoint in {}", dir.display()))?;
         let other = Search::has_checkpoint(dir) && !Search::checkpoint_matches(dir, &text, &config);
         if other {
-            eprintln!("{} holds a run of another prompt text, data or settings: starting over", dir.display());
+            eprintln!("{} holds a run of another prompt text, data, settings or scoring: starting over", dir.display());
         }
         if fresh || other {
             remove_checkpoint(dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -371,10 +378,10 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ..SearchConfig::default()
     };
     let warm = WarmStart::resolve(&args.policy)?;
-    let engine = open_engine(&doc, &args.file, args.device)?;
-    let evaluator = Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>));
     let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.file, args.strategy, args.seed));
     let _lock = lock_run_dir(&run_dir)?;
+    let engine = open_engine(&doc, &args.file, args.device)?;
+    let evaluator = Evaluator::new(engine, Some(Box::new(FileCache::default_location()) as Box<dyn EvalCache>));
     let bar = progress_bar(budget, args.json);
     bar.set_prefix(args.strategy.name());
     let test_limit = (!args.no_test).then_some(args.test_limit);

@@ -89,6 +89,7 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             let seed = args.seed + n as u64 - 1;
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
             let run_dir = args.work.join(format!("{n:02}-{stem}-{seed}"));
+            let _run_lock = lock_run_dir(&run_dir)?;
             let config = SearchConfig {
                 strategy: Strategy::Ppo,
                 budget: args.budget,

@@ -405,8 +405,7 @@ impl Evaluator {
                         .run(move |rt| words.iter().map(|w| rt.tokenize(w).map(|t| t.len().max(1))).collect())?;
                     let logprobs = self.engine.choice_logprobs(group_contexts, choice_set)?;
                     for (&i, lp) in members.iter().zip(logprobs) {
-                        let mut probabilities =
-                            rewards::group_probabilities(&rewards::label_probabilities(&lp), &sizes);
+                        let mut probabilities = rewards::label_group_probabilities(&lp, &sizes);
                         if let Some(bias) = &prepared.label_bias {
                             probabilities = rewards::biased_probabilities(&probabilities, bias);
                         }

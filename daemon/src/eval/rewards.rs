@@ -36,6 +36,15 @@ pub fn group_probabilities(probabilities: &[f64], sizes: &[usize]) -> Vec<f64> {
         .collect()
 }
 
+/// Each label's probability from its words' log-probabilities (`sizes[k]` words for label
+/// `k`, label by label); uniform over the labels where no word has any probability.
+pub fn label_group_probabilities(logprobs: &[f32], sizes: &[usize]) -> Vec<f64> {
+    if logprobs.iter().all(|&l| l == f32::NEG_INFINITY) {
+        return vec![1.0 / sizes.len() as f64; sizes.len()];
+    }
+    group_probabilities(&label_probabilities(logprobs), sizes)
+}
+
 /// Label probabilities shifted by per-label log-probability offsets (`reprompt.label_bias`)
 /// and normalised again: `q_k ∝ p_k · exp(b_k)`. Offsets beyond the labels are ignored, missing
 /// ones count as 0.
@@ -127,9 +136,10 @@ fn numbers(text: &str) -> Vec<f64> {
         let thousands = c == ',' && digit_at(i + 1) && digit_at(i + 2) && digit_at(i + 3) && !digit_at(i + 4);
         // A minus is a sign only at the start of a word (`-3`), not inside one (`COVID-19`);
         // so is a point that starts a number (`.5`).
-        let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
-        let sign = c == '-' && digit_at(i + 1) && starts_word;
-        let leading_point = c == '.' && digit_at(i + 1) && starts_word;
+        let starts_word = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '.');
+        let point_digit = |j: usize| chars.get(j) == Some(&'.') && digit_at(j + 1);
+        let sign = c == '-' && (digit_at(i + 1) || point_digit(i + 1)) && starts_word;
+        let leading_point = point_digit(i) && starts_word;
         let continues = c.is_ascii_digit()
             || thousands && !current.is_empty()
             || c == '.' && !current.is_empty() && digit_at(i + 1)
@@ -297,6 +307,7 @@ mod tests {
         // A point may start a number, not split a word from one.
         assert!(close(numeric_match("It takes .5 hours", "#### 0.5"), 1.0));
         assert_eq!(numbers("v.2 costs $.75, or 3.25."), [2.0, 0.75, 3.25]);
+        assert_eq!(numbers("-.5 and wait...5"), [-0.5, 5.0]);
     }
 
     #[test]
@@ -324,6 +335,10 @@ mod tests {
         assert_eq!(predicted_label(&p), 0);
         assert_eq!(predicted_label(&[0.2, 0.4, 0.4]), 1);
         assert_eq!(predicted_label(&[0.2, 0.5, 0.3]), 1);
+        // Uniform over labels, not over their words.
+        assert_eq!(label_group_probabilities(&[f32::NEG_INFINITY; 3], &[2, 1]), [0.5, 0.5]);
+        let p = label_group_probabilities(&[0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()], &[2, 1]);
+        assert!(close(p[0], 0.75) && close(p[1], 0.25), "{p:?}");
     }
 
     #[test]

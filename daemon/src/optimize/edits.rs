@@ -315,21 +315,21 @@ fn input_text(input: &Map<String, Value>, path: &str) -> Option<String> {
         Value::Null => String::new(),
         other => other.to_string(),
     };
-    literal(&text, true)
+    literal(&text)
 }
 
 /// Data as one line of template text that renders as itself. Data is untrusted: `{{` is
-/// escaped, and text an escape cannot keep literal is refused (`None`): a backslash already
-/// before `{{` (it would escape the escape), or, where the text takes a mustache's place
-/// (`between_mustaches`), a brace or backslash at either end, which may meet the template's
-/// next or previous mustache.
-fn literal(text: &str, between_mustaches: bool) -> Option<String> {
-    let text = text.replace(['\n', '\r'], " ");
-    let edges = text.starts_with(['{', '}']) || text.ends_with(['{', '}', '\\']);
-    if text.contains("\\{{") || between_mustaches && edges {
-        return None;
-    }
-    Some(text.replace("{{", "\\{{"))
+/// escaped, and text the escape cannot keep literal (a backslash already before `{{` escapes
+/// the escape) is refused (`None`).
+fn literal(text: &str) -> Option<String> {
+    let text = text.replace(['\n', '\r'], " ").replace("{{", "\\{{");
+    only_text(&text).then_some(text)
+}
+
+/// Whether template text holds nothing a template reads: no mustache but escaped ones.
+fn only_text(text: &str) -> bool {
+    let scan = reprompt_protocol::template::scan(text);
+    scan.diagnostics.is_empty() && scan.mustaches.iter().all(|m| m.kind == MustacheKind::Escaped)
 }
 
 /// The unit with the example's values in place of its variables.
@@ -342,7 +342,8 @@ fn render_unit(doc: &PromptDocument, unit: Span, demo: &DemoSource) -> Option<St
         at = m.span.end;
     }
     out.push_str(&doc.source[at..unit.end]);
-    Some(out)
+    // Values next to each other may still make a mustache together (`x{` then `{y`).
+    only_text(&out).then_some(out)
 }
 
 /// The cue line the prompt ends with (`Sentiment:`), if any, and its span.
@@ -361,7 +362,7 @@ fn final_cue(doc: &PromptDocument) -> Option<(String, Span)> {
 fn demo_answer(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
     match (demo.label, &doc.settings.labels) {
         (Some(label), Some(labels)) => labels.value.get(label).cloned(),
-        _ => demo.answer.as_deref().and_then(|a| literal(a, false)),
+        _ => demo.answer.as_deref().and_then(literal),
     }
 }
 
@@ -469,18 +470,20 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
                 &source[start..end]
             };
+            let fields = example_fields(doc);
+            let example_line = |line: &str| {
+                line.trim_start().split_once(": ").is_some_and(|(name, _)| fields.iter().any(|f| f == name))
+            };
             for segment in text_segments(doc) {
                 for (span, label) in label_mentions(doc, segment, &labels.value) {
                     if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {
                         continue;
                     }
                     let line = line_of(span.start);
-                    if fielded(line)
-                        && line
-                            .trim()
-                            .split_once(": ")
-                            .is_none_or(|(_, value)| value.trim() != &source[span.start..span.end])
-                    {
+                    let whole_answer = line.trim().split_once(": ").is_some_and(|(_, value)| {
+                        value.trim().trim_end_matches(['.', '!']) == &source[span.start..span.end]
+                    });
+                    if example_line(line) && !whole_answer {
                         continue;
                     }
                     let old = &doc.source[span.start..span.end];
@@ -703,6 +706,25 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
     spans
 }
 
+/// The field names of the example's own lines and of its cue (`Review`, `Sentiment`): lines
+/// opening with one of them are the author's examples, content rather than instructions.
+fn example_fields(doc: &PromptDocument) -> Vec<String> {
+    let mut fields: Vec<String> = example_unit(doc)
+        .map(|unit| {
+            doc.source[unit.start..unit.end]
+                .lines()
+                .filter(|line| fielded(line))
+                .filter_map(|line| line.trim_start().split_once(": ").map(|(name, _)| name.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some((cue, _)) = final_cue(doc) {
+        fields.push(cue.trim_end_matches(':').to_string());
+    }
+    fields.retain(|f| !f.is_empty() && fielded(&format!("{f}: ")));
+    fields
+}
+
 /// Whether a line opens with a field name (`Review: I loved it.`): content, not instructions.
 fn fielded(line: &str) -> bool {
     line.trim_start().split_once(": ").is_some_and(|(name, _)| {
@@ -775,11 +797,13 @@ fn variables(doc: &PromptDocument) -> Vec<String> {
 /// The edited prompt text, or why the edit is refused: the result must parse without errors
 /// and read exactly the same input variables.
 pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<String, EditError> {
-    let edits = text_edits(doc, edit, space)?;
-    let mut spans: Vec<Span> = edits.iter().map(|e| e.span).collect();
-    spans.sort_by_key(|s| (s.start, s.end));
-    // `apply` would drop the later of two overlapping edits: half an edit is not this edit.
-    if spans.windows(2).any(|w| w[1].start < w[0].end) {
+    let mut edits = text_edits(doc, edit, space)?;
+    // The same change twice (two demonstration sources shown by one block) is one change;
+    // of two different ones that overlap, `apply` would drop the later: half an edit is not
+    // this edit.
+    edits.sort_by(|a, b| (a.span.start, a.span.end, &a.replacement).cmp(&(b.span.start, b.span.end, &b.replacement)));
+    edits.dedup();
+    if edits.windows(2).any(|w| w[1].span.start < w[0].span.end) {
         return Err(EditError::Invalid("the edit's changes overlap".into()));
     }
     let text = apply(&doc.source, &edits);
@@ -1016,6 +1040,30 @@ mod tests {
         );
         let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
         assert!(text.contains("Good or bad?\nReview: a great cast .\nSentiment: good\n"), "{text}");
+        // A field-shaped instruction is not an example; an answer may end a sentence.
+        let doc = parse(
+            "---\nreprompt.labels: [terrible, great]\n---\nQuestion: great or terrible?\nReview: a great cast .\nSentiment: great.\n\nReview: {{sentence}}\nSentiment:\n",
+            None,
+        );
+        let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+        assert!(text.contains("Question: good or bad?\nReview: a great cast .\nSentiment: good.\n"), "{text}");
+    }
+
+    #[test]
+    fn a_block_two_training_examples_show_is_edited_once() {
+        let demo = |s: &str| {
+            let mut input = Map::new();
+            input.insert("sentence".into(), Value::String(s.into()));
+            DemoSource { input, label: Some(1), answer: None }
+        };
+        let space = EditSpace::builtin(vec![demo("the cast is superb ."), demo("the cast is superb .")]);
+        let doc = doc();
+        let shown = demo_text(&doc, &space.demos[0]).unwrap();
+        let at = example_unit(&doc).unwrap().start;
+        let with = parse(&apply_checked(&doc, &Edit::AddDemo { at, text: shown }, &space).unwrap(), None);
+        assert_eq!(find_demos(&with, &space).len(), 2, "both sources find the one block");
+        let text = apply_checked(&with, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+        assert!(text.contains("Review: the cast is superb .\nAnswer: good\n"), "{text}");
     }
 
     #[test]
@@ -1057,7 +1105,16 @@ mod tests {
         // An escaped mustache in the data would come alive behind the escape's escape.
         let doc = parse("---\nreprompt.labels: [bad, good]\n---\nReview: {{sentence}}\nSentiment:\n", None);
         assert!(demo_text(&doc, &demo(r"a \{{sentence}} b")).is_none());
-        assert!(demo_text(&doc, &demo("ends in {")).is_none());
+        // Neighbouring values that make a mustache together.
+        let pair = parse("---\nreprompt.labels: [bad, good]\n---\nPair: {{a}}{{b}}\nSentiment:\n", None);
+        let mut input = Map::new();
+        input.insert("a".into(), Value::String("x{".into()));
+        input.insert("b".into(), Value::String("{y".into()));
+        assert!(demo_text(&pair, &DemoSource { input: input.clone(), label: Some(0), answer: None }).is_none());
+        input.insert("b".into(), Value::String("y".into()));
+        assert!(demo_text(&pair, &DemoSource { input, label: Some(0), answer: None }).is_some());
+        // A brace at the end of a value is just text when plain text follows it.
+        assert!(demo_text(&doc, &demo("ends in {")).is_some());
         let shown = demo_text(&doc, &demo("a {{b}} c")).unwrap();
         let unit = example_unit(&doc).unwrap();
         let text = apply_checked(

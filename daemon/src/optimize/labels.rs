@@ -138,6 +138,8 @@ pub fn rank_label_sets(
             for (lp, &g) in log_probs.iter().zip(gold) {
                 let value = |c: usize| f64::from(lp[words[set[c]].0]);
                 let best_other = (0..classes).filter(|&c| c != g).map(value).fold(f64::NEG_INFINITY, f64::max);
+                // A tie counts as wrong here (the evaluator would answer the first label): the
+                // ranking looks for words that separate the labels.
                 if value(g) > best_other {
                     right += 1;
                 }

@@ -581,9 +581,14 @@ fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
     add_sets(&mut space.label_sets, sets);
 }
 
-/// What [`SearchConfig::data`] holds: a digest of the two splits' content digests.
+/// What [`SearchConfig::data`] holds: a digest of the two splits' content digests and of the
+/// scoring's version ([`crate::eval::evaluate::EVAL_VERSION`]): results scored by other rules
+/// are not resumed.
 pub fn data_digest(train_hash: &str, validation_hash: &str) -> String {
-    reprompt_protocol::hash::sha256_hex(format!("train {train_hash}\nvalidation {validation_hash}\n").as_bytes())
+    let version = crate::eval::evaluate::EVAL_VERSION;
+    reprompt_protocol::hash::sha256_hex(
+        format!("scoring {version}\ntrain {train_hash}\nvalidation {validation_hash}\n").as_bytes(),
+    )
 }
 
 /// Where [`Search::save`] writes the next checkpoint (`DIR.new`) and puts the one it replaces
