@@ -998,12 +998,15 @@ mod tests {
         parse(EXAMPLE, None)
     }
 
+    /// A training example of the example prompt: its sentence and label.
+    fn sentence_demo(sentence: &str, label: usize) -> DemoSource {
+        let mut input = Map::new();
+        input.insert("sentence".into(), Value::String(sentence.into()));
+        DemoSource { input, label: Some(label), answer: None }
+    }
+
     fn space() -> EditSpace {
-        let demo = |s: &str, label| {
-            let mut input = Map::new();
-            input.insert("sentence".into(), Value::String(s.into()));
-            DemoSource { input, label: Some(label), answer: None }
-        };
+        let demo = sentence_demo;
         EditSpace::builtin(vec![
             demo("a dull , lifeless film .", 0),
             demo("a joy to watch {{ even twice }} .", 1),
@@ -1051,11 +1054,7 @@ mod tests {
 
     #[test]
     fn a_block_two_training_examples_show_is_edited_once() {
-        let demo = |s: &str| {
-            let mut input = Map::new();
-            input.insert("sentence".into(), Value::String(s.into()));
-            DemoSource { input, label: Some(1), answer: None }
-        };
+        let demo = |s: &str| sentence_demo(s, 1);
         let space = EditSpace::builtin(vec![demo("the cast is superb ."), demo("the cast is superb .")]);
         let doc = doc();
         let shown = demo_text(&doc, &space.demos[0]).unwrap();
@@ -1093,11 +1092,7 @@ mod tests {
 
     #[test]
     fn demonstrations_of_untrusted_text_stay_literal_and_never_panic() {
-        let demo = |s: &str| {
-            let mut input = Map::new();
-            input.insert("sentence".into(), Value::String(s.into()));
-            DemoSource { input, label: Some(1), answer: None }
-        };
+        let demo = |s: &str| sentence_demo(s, 1);
         // A match inside a longer line, right before a multi-byte character.
         let doc = parse("---\nreprompt.labels: [bad, good]\n---\nNote: éa\n\n{{sentence}}\nSentiment:\n", None);
         let space = EditSpace::builtin(vec![demo("éa")]);
