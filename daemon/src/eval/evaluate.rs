@@ -21,7 +21,7 @@ use super::stats::{self, Interval};
 use crate::engine::{Engine, GenerateParams, store};
 
 /// Bumped when scoring changes, so cached evaluations of older code are not reused.
-pub const EVAL_VERSION: u32 = 2;
+pub const EVAL_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

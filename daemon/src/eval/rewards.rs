@@ -136,10 +136,10 @@ fn numbers(text: &str) -> Vec<f64> {
         let thousands = c == ',' && digit_at(i + 1) && digit_at(i + 2) && digit_at(i + 3) && !digit_at(i + 4);
         // A minus is a sign only at the start of a word (`-3`), not inside one (`COVID-19`);
         // so is a point that starts a number (`.5`).
-        let starts_word = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '.');
+        let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
         let point_digit = |j: usize| chars.get(j) == Some(&'.') && digit_at(j + 1);
         let sign = c == '-' && (digit_at(i + 1) || point_digit(i + 1)) && starts_word;
-        let leading_point = point_digit(i) && starts_word;
+        let leading_point = point_digit(i) && starts_word && !(i > 0 && chars[i - 1] == '.');
         let continues = c.is_ascii_digit()
             || thousands && !current.is_empty()
             || c == '.' && !current.is_empty() && digit_at(i + 1)
@@ -307,7 +307,7 @@ mod tests {
         // A point may start a number, not split a word from one.
         assert!(close(numeric_match("It takes .5 hours", "#### 0.5"), 1.0));
         assert_eq!(numbers("v.2 costs $.75, or 3.25."), [2.0, 0.75, 3.25]);
-        assert_eq!(numbers("-.5 and wait...5"), [-0.5, 5.0]);
+        assert_eq!(numbers("-.5 and wait...5, or ...-5"), [-0.5, 5.0, -5.0]);
     }
 
     #[test]

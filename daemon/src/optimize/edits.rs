@@ -329,7 +329,12 @@ fn literal(text: &str) -> Option<String> {
 /// Whether template text holds nothing a template reads: no mustache but escaped ones.
 fn only_text(text: &str) -> bool {
     let scan = reprompt_protocol::template::scan(text);
-    scan.diagnostics.is_empty() && scan.mustaches.iter().all(|m| m.kind == MustacheKind::Escaped)
+    // An escape that runs to the end unclosed (`\{{b`) would swallow what follows it.
+    scan.diagnostics.is_empty()
+        && scan
+            .mustaches
+            .iter()
+            .all(|m| m.kind == MustacheKind::Escaped && text[m.span.start..m.span.end].ends_with("}}"))
 }
 
 /// The unit with the example's values in place of its variables.
@@ -413,7 +418,23 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
         }
     }
     found.sort_by_key(|d| d.span.start);
-    found
+    // One block, one source: where several show the same text, the one whose answer it shows
+    // (else the first), so a block is counted, relabelled and removed once.
+    let shows_its_answer = |d: &FoundDemo| {
+        demo_answer(doc, &space.demos[d.source]).is_some_and(|a| doc.source[d.answer.start..d.answer.end] == a)
+    };
+    let mut kept: Vec<FoundDemo> = Vec::with_capacity(found.len());
+    for demo in found {
+        match kept.last_mut() {
+            Some(last) if last.span == demo.span => {
+                if !shows_its_answer(last) && shows_its_answer(&demo) {
+                    *last = demo;
+                }
+            }
+            _ => kept.push(demo),
+        }
+    }
+    kept
 }
 
 /// The minimal text edits that carry out `edit` on `doc`.
@@ -470,21 +491,27 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
                 &source[start..end]
             };
-            let fields = example_fields(doc);
-            let example_line = |line: &str| {
-                line.trim_start().split_once(": ").is_some_and(|(name, _)| fields.iter().any(|f| f == name))
-            };
+            let (fields, cue) = example_fields(doc);
+            let field_of = |line: &'_ str| line.trim_start().split_once(": ").map(|(name, _)| name.to_string());
             for segment in text_segments(doc) {
                 for (span, label) in label_mentions(doc, segment, &labels.value) {
                     if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {
                         continue;
                     }
+                    // The example's own lines are content; a line under the cue is an answer,
+                    // renamed only whole; other lines are instructions.
                     let line = line_of(span.start);
-                    let whole_answer = line.trim().split_once(": ").is_some_and(|(_, value)| {
-                        value.trim().trim_end_matches(['.', '!']) == &source[span.start..span.end]
-                    });
-                    if example_line(line) && !whole_answer {
+                    let field = field_of(line);
+                    if field.as_ref().is_some_and(|f| fields.contains(f)) {
                         continue;
+                    }
+                    if field.is_some() && field == cue {
+                        let whole = line.trim().split_once(": ").is_some_and(|(_, value)| {
+                            value.trim().trim_end_matches(['.', '!']) == &source[span.start..span.end]
+                        });
+                        if !whole {
+                            continue;
+                        }
                     }
                     let old = &doc.source[span.start..span.end];
                     let mut word = words[label].clone();
@@ -706,10 +733,10 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
     spans
 }
 
-/// The field names of the example's own lines and of its cue (`Review`, `Sentiment`): lines
-/// opening with one of them are the author's examples, content rather than instructions.
-fn example_fields(doc: &PromptDocument) -> Vec<String> {
-    let mut fields: Vec<String> = example_unit(doc)
+/// The field names of the example's own lines (`Review`) and of its cue (`Sentiment`): lines
+/// opening with them are the author's examples and their answers, not instructions.
+fn example_fields(doc: &PromptDocument) -> (Vec<String>, Option<String>) {
+    let fields: Vec<String> = example_unit(doc)
         .map(|unit| {
             doc.source[unit.start..unit.end]
                 .lines()
@@ -718,11 +745,10 @@ fn example_fields(doc: &PromptDocument) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    if let Some((cue, _)) = final_cue(doc) {
-        fields.push(cue.trim_end_matches(':').to_string());
-    }
-    fields.retain(|f| !f.is_empty() && fielded(&format!("{f}: ")));
-    fields
+    let cue = final_cue(doc)
+        .map(|(cue, _)| cue.trim_end_matches(':').to_string())
+        .filter(|c| !c.is_empty() && fielded(&format!("{c}: ")));
+    (fields, cue)
 }
 
 /// Whether a line opens with a field name (`Review: I loved it.`): content, not instructions.
@@ -1050,17 +1076,27 @@ mod tests {
         );
         let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
         assert!(text.contains("Question: good or bad?\nReview: a great cast .\nSentiment: good.\n"), "{text}");
+        // The example's own line stays whole even when it is a label word and nothing else.
+        let doc = parse(
+            "---\nreprompt.labels: [terrible, great]\n---\nReview: Great!\nSentiment: great\n\nReview: {{sentence}}\nSentiment:\n",
+            None,
+        );
+        let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+        assert!(text.contains("Review: Great!\nSentiment: good\n"), "{text}");
     }
 
     #[test]
     fn a_block_two_training_examples_show_is_edited_once() {
-        let demo = |s: &str| sentence_demo(s, 1);
-        let space = EditSpace::builtin(vec![demo("the cast is superb ."), demo("the cast is superb .")]);
+        // The same sentence twice in the training data, even labelled both ways.
+        let superb = "the cast is superb .";
+        let space = EditSpace::builtin(vec![sentence_demo(superb, 0), sentence_demo(superb, 1)]);
         let doc = doc();
-        let shown = demo_text(&doc, &space.demos[0]).unwrap();
+        let shown = demo_text(&doc, &space.demos[1]).unwrap();
         let at = example_unit(&doc).unwrap().start;
         let with = parse(&apply_checked(&doc, &Edit::AddDemo { at, text: shown }, &space).unwrap(), None);
-        assert_eq!(find_demos(&with, &space).len(), 2, "both sources find the one block");
+        let found = find_demos(&with, &space);
+        assert_eq!(found.len(), 1, "one block");
+        assert_eq!(found[0].source, 1, "the source whose answer it shows");
         let text = apply_checked(&with, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
         assert!(text.contains("Review: the cast is superb .\nAnswer: good\n"), "{text}");
     }
@@ -1108,6 +1144,8 @@ mod tests {
         assert!(demo_text(&pair, &DemoSource { input: input.clone(), label: Some(0), answer: None }).is_none());
         input.insert("b".into(), Value::String("y".into()));
         assert!(demo_text(&pair, &DemoSource { input, label: Some(0), answer: None }).is_some());
+        // An escape left open would run on over the template's own variables.
+        assert!(demo_text(&doc, &demo("a {{b")).is_none());
         // A brace at the end of a value is just text when plain text follows it.
         assert!(demo_text(&doc, &demo("ends in {")).is_some());
         let shown = demo_text(&doc, &demo("a {{b}} c")).unwrap();
