@@ -482,17 +482,10 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             // And the instructions name the new words where they named the old ones
             // ("great or terrible?" → "positive or negative?"); by the labels' names only:
             // a group's other words are often common ones ("light", "language") that an
-            // instruction uses in their own sense. On a line that opens with a field name
-            // (the author's own examples: `Review: a great cast`) only a whole answer is a
-            // label (`Sentiment: great`); the rest is content.
+            // instruction uses in their own sense.
             let source = &doc.source;
-            let line_of = |at: usize| {
-                let start = source[..at].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
-                let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
-                &source[start..end]
-            };
             let (fields, cue) = example_fields(doc);
-            let field_of = |line: &'_ str| line.trim_start().split_once(": ").map(|(name, _)| name.to_string());
+            let field_of = |line: &str| line.trim_start().split_once(": ").map(|(name, _)| name.to_string());
             for segment in text_segments(doc) {
                 for (span, label) in label_mentions(doc, segment, &labels.value) {
                     if demos.iter().any(|d| span.start < d.span.end && span.end > d.span.start) {
@@ -500,7 +493,8 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                     }
                     // The example's own lines are content; a line under the cue is an answer,
                     // renamed only whole; other lines are instructions.
-                    let line = line_of(span.start);
+                    let line_span = line_around(doc, span.start);
+                    let line = &source[line_span.start..line_span.end];
                     let field = field_of(line);
                     if field.as_ref().is_some_and(|f| fields.contains(f)) {
                         continue;
@@ -703,14 +697,9 @@ fn instruction_deletions(doc: &PromptDocument, space: &EditSpace) -> Vec<Span> {
         .filter(|s| !demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start))
         .collect();
     let source = &doc.source;
-    let line_of = |at: usize| {
-        let start = source[..at].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
-        let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
-        (start, end)
-    };
     let mut spans: Vec<Span> = Vec::new();
     for sentence in &prose {
-        let (line_start, line_end) = line_of(sentence.start);
+        let Span { start: line_start, end: line_end } = line_around(doc, sentence.start);
         if fielded(&source[line_start..line_end]) {
             continue;
         }
@@ -749,6 +738,14 @@ fn example_fields(doc: &PromptDocument) -> (Vec<String>, Option<String>) {
         .map(|(cue, _)| cue.trim_end_matches(':').to_string())
         .filter(|c| !c.is_empty() && fielded(&format!("{c}: ")));
     (fields, cue)
+}
+
+/// The template line holding byte `at`, without its line break.
+fn line_around(doc: &PromptDocument, at: usize) -> Span {
+    let source = &doc.source;
+    let start = source[..at].rfind('\n').map_or(0, |i| i + 1).max(doc.body_span.start);
+    let end = source[at..].find('\n').map_or(source.len(), |i| at + i);
+    Span::new(start, end)
 }
 
 /// Whether a line opens with a field name (`Review: I loved it.`): content, not instructions.
@@ -824,9 +821,8 @@ fn variables(doc: &PromptDocument) -> Vec<String> {
 /// and read exactly the same input variables.
 pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<String, EditError> {
     let mut edits = text_edits(doc, edit, space)?;
-    // The same change twice (two demonstration sources shown by one block) is one change;
-    // of two different ones that overlap, `apply` would drop the later: half an edit is not
-    // this edit.
+    // The same change twice is one change; of two different ones that overlap, `apply` would
+    // drop the later: half an edit is not this edit.
     edits.sort_by(|a, b| (a.span.start, a.span.end, &a.replacement).cmp(&(b.span.start, b.span.end, &b.replacement)));
     edits.dedup();
     if edits.windows(2).any(|w| w[1].span.start < w[0].span.end) {
