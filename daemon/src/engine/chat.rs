@@ -5,6 +5,7 @@ use minijinja::{Environment, context};
 use serde::Serialize;
 
 use super::error::{EngineError, Result};
+use super::tokenizer::literal;
 
 /// One chat turn in the model's vocabulary of roles (`system`, `user`, `assistant`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,9 +44,12 @@ impl ChatTemplate {
     }
 
     /// The prompt text for `turns`; with `add_generation_prompt` it ends where the model's
-    /// answer starts.
+    /// answer starts. Each turn's content is [`literal`]: only the template's own markup
+    /// becomes special tokens.
     pub fn render(&self, turns: &[ChatTurn], add_generation_prompt: bool) -> Result<String> {
         let template = self.env.get_template("chat").map_err(|e| EngineError::Template(e.to_string()))?;
+        let turns: Vec<ChatTurn> =
+            turns.iter().map(|t| ChatTurn { role: t.role.clone(), content: literal(&t.content) }).collect();
         template
             .render(context! {
                 messages => turns,

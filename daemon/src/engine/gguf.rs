@@ -41,16 +41,24 @@ impl GgufFile {
         let file = File::open(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| EngineError::Gguf {
+        let unreadable = |e: &dyn std::fmt::Display| EngineError::Gguf {
             path: path.to_path_buf(),
             message: format!("{e} (is it a .gguf file, complete and not truncated?)"),
-        })?;
-        // A truncated download parses its header but lacks tensor data.
+        };
+        // The reader trusts the header (an alignment of 0 divides by zero): a file that makes
+        // it panic is an unreadable file, not a crash.
+        let content = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut reader)))
+            .map_err(|_| unreadable(&"its header is malformed"))?
+            .map_err(|e| unreadable(&e))?;
+        // A truncated download parses its header but lacks tensor data. Sizes are counted
+        // wide: a header's dimensions may multiply past any `usize`.
         let needed = content
             .tensor_infos
             .values()
             .map(|t| {
-                t.offset as u128 + (t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u128
+                let elements: u128 = t.shape.dims().iter().map(|&d| d as u128).product();
+                let block = t.ggml_dtype.block_size().max(1) as u128;
+                t.offset as u128 + elements / block * t.ggml_dtype.type_size() as u128
             })
             .max()
             .unwrap_or(0)
@@ -128,14 +136,41 @@ impl GgufFile {
             Ok(v) => v as usize,
             Err(_) => self.get("tokenizer.ggml.tokens")?.to_vec().map(Vec::len).map_err(|e| self.bad(e.to_string()))?,
         };
+        let layers = self.get_u32("llama.block_count")? as usize;
+        let ffn = self.get_u32("llama.feed_forward_length")? as usize;
+        // Sizes are allocated from these numbers before any weight is read: they must be the
+        // ones the file's tensors have (which the file's length bounds), not just claimed.
+        let blocks = self
+            .content
+            .tensor_infos
+            .keys()
+            .filter_map(|name| name.strip_prefix("blk.")?.split_once('.')?.0.parse::<usize>().ok())
+            .max()
+            .map_or(0, |last| last + 1);
+        if layers != blocks {
+            return Err(self.bad(format!("`llama.block_count` is {layers} but the file has {blocks} blocks")));
+        }
+        for (name, expected) in [("token_embd.weight", [vocab_size, hidden]), ("blk.0.ffn_up.weight", [ffn, hidden])] {
+            match self.content.tensor_infos.get(name) {
+                Some(t) if t.shape.dims() == expected => {}
+                Some(t) => {
+                    return Err(self.bad(format!(
+                        "tensor `{name}` has shape {:?}, the metadata says {expected:?}",
+                        t.shape.dims()
+                    )));
+                }
+                None if layers == 0 && name.starts_with("blk.") => {}
+                None => return Err(self.bad(format!("tensor `{name}` is missing"))),
+            }
+        }
         Ok(LlamaConfig {
             vocab_size,
             hidden,
-            layers: self.get_u32("llama.block_count")? as usize,
+            layers,
             heads,
             kv_heads,
             head_dim: hidden / heads,
-            ffn: self.get_u32("llama.feed_forward_length")? as usize,
+            ffn,
             rms_eps: self.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope_base: self.get_f32("llama.rope.freq_base").unwrap_or(10_000.0),
             context_length: (self.get_u32("llama.context_length").unwrap_or(2048) as usize).min(MAX_CONTEXT),

@@ -350,6 +350,11 @@ mod tests {
     }
 
     fn tiny_gguf(path: &std::path::Path) {
+        tiny_gguf_with(path, &[]);
+    }
+
+    /// The tiny model's file with some metadata values replaced or added.
+    fn tiny_gguf_with(path: &std::path::Path, changed: &[(&str, Value)]) {
         let mut rng = Rng::new(7);
         let head_dim = HIDDEN / HEADS;
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -382,7 +387,9 @@ mod tests {
             ("llama.rope.freq_base", Value::F32(10_000.0)),
             ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ];
-        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let mut metadata: Vec<(&str, &Value)> =
+            metadata.iter().filter(|(k, _)| changed.iter().all(|(c, _)| c != k)).map(|(k, v)| (*k, v)).collect();
+        metadata.extend(changed.iter().map(|(k, v)| (*k, v)));
         let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut file = std::fs::File::create(path).unwrap();
         gguf_file::write(&mut file, &metadata, &tensors).unwrap();
@@ -398,6 +405,27 @@ mod tests {
         let model = Model::load(&mut gguf, weights, &Device::Cpu).unwrap();
         let _ = std::fs::remove_file(&path);
         model
+    }
+
+    #[test]
+    fn a_header_that_claims_other_sizes_than_its_tensors_is_refused_before_allocating() {
+        let path = std::env::temp_dir().join(format!("reprompt-lying-{}.gguf", std::process::id()));
+        for (key, value, expected) in [
+            ("llama.block_count", Value::U32(u32::MAX), "block_count"),
+            ("llama.block_count", Value::U32(0), "block_count"),
+            ("llama.embedding_length", Value::U32(1 << 30), "token_embd.weight"),
+            ("llama.feed_forward_length", Value::U32(1 << 30), "ffn_up"),
+        ] {
+            tiny_gguf_with(&path, &[(key, value)]);
+            let mut gguf = GgufFile::open(&path).unwrap();
+            let err = Model::load(&mut gguf, Weights::Quantized, &Device::Cpu).err().expect(key).to_string();
+            assert!(err.contains(expected), "{key}: {err}");
+        }
+        // A header the reader cannot take (an alignment of 0 divides by zero) is an error too.
+        tiny_gguf_with(&path, &[("general.alignment", Value::U32(0))]);
+        let err = GgufFile::open(&path).err().expect("alignment 0").to_string();
+        assert!(err.contains("malformed"), "{err}");
+        let _ = std::fs::remove_file(&path);
     }
 
     /// Hidden state of the last token of `ids`, computed in one pass without a prefix.

@@ -148,6 +148,8 @@ impl Runtime {
         Ok(Self { model, tokenizer, chat, options, prefixes: Vec::new(), clock: 0, stats: Stats::default() })
     }
 
+    /// Token ids of a model input (special tokens only outside its literal stretches:
+    /// [`TextTokenizer::encode`]).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text)
     }
@@ -312,7 +314,8 @@ impl Runtime {
     /// choices summed). Choices are tokenized on their own and appended: include the leading
     /// space a plain-text answer needs (`" great"`).
     pub fn choice_logprobs(&mut self, contexts: &[String], choices: &[String]) -> Result<Vec<Vec<f32>>> {
-        let choice_ids: Vec<Vec<u32>> = choices.iter().map(|c| self.tokenize(c)).collect::<Result<_>>()?;
+        let choice_ids: Vec<Vec<u32>> =
+            choices.iter().map(|c| self.tokenizer.encode_literal(c)).collect::<Result<_>>()?;
         if choice_ids.iter().any(Vec::is_empty) {
             return Err(EngineError::Invalid("a choice tokenizes to nothing".into()));
         }
@@ -365,7 +368,7 @@ impl Runtime {
         let mut rows = Vec::with_capacity(pairs.len());
         for (context, continuation) in pairs {
             let ids = self.tokenize(context)?;
-            let cont = self.tokenize(continuation)?;
+            let cont = self.tokenizer.encode_literal(continuation)?;
             if ids.is_empty() || cont.is_empty() {
                 return Err(EngineError::Invalid("an empty context or continuation cannot be scored".into()));
             }
@@ -420,11 +423,10 @@ impl Runtime {
         let mut last = hidden.i(rest.len() - 1..rest.len())?;
         let mut mode = self.dense_mode();
         let mut generated: Vec<u32> = Vec::new();
-        let stop_ids = [self.tokenizer.eos];
         loop {
             let logits: Vec<f32> = self.model.logits(&last, mode)?.squeeze(0)?.to_vec1()?;
             let next = sample(&logits, params, rng);
-            if stop_ids.contains(&next) {
+            if self.tokenizer.ends_generation(next) {
                 return self.finish(generated, StopReason::EndOfText, params);
             }
             generated.push(next);
@@ -459,12 +461,13 @@ impl Runtime {
         Ok(Generation { text, tokens: generated.len(), stop })
     }
 
-    /// Mean-pooled final hidden state of each text (policy features, similarity).
+    /// Mean-pooled final hidden state of each text (policy features, similarity); texts are
+    /// plain text throughout.
     pub fn embed(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         let mode = self.dense_mode();
         for text in texts {
-            let ids = self.tokenize(text)?;
+            let ids = self.tokenizer.encode_literal(text)?;
             if ids.is_empty() {
                 out.push(vec![0.0; self.model.config.hidden]);
                 continue;

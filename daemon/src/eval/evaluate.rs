@@ -21,7 +21,7 @@ use super::stats::{self, Interval};
 use crate::engine::{Engine, GenerateParams, store};
 
 /// Bumped when scoring changes, so cached evaluations of older code are not reused.
-pub const EVAL_VERSION: u32 = 3;
+pub const EVAL_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -400,9 +400,9 @@ impl Evaluator {
                     // Token counts of the choices, so `logprob` is a per-token mean as for
                     // generation.
                     let words = choice_set.clone();
-                    let lengths: Vec<usize> = self
-                        .engine
-                        .run(move |rt| words.iter().map(|w| rt.tokenize(w).map(|t| t.len().max(1))).collect())?;
+                    let lengths: Vec<usize> = self.engine.run(move |rt| {
+                        words.iter().map(|w| rt.tokenizer.encode_literal(w).map(|t| t.len().max(1))).collect()
+                    })?;
                     let logprobs = self.engine.choice_logprobs(group_contexts, choice_set)?;
                     for (&i, lp) in members.iter().zip(logprobs) {
                         let mut probabilities = rewards::label_group_probabilities(&lp, &sizes);

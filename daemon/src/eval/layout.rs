@@ -6,6 +6,7 @@
 use reprompt_protocol::messages::{Message, Role};
 use reprompt_protocol::settings::Format;
 
+use crate::engine::tokenizer::{LITERAL_CLOSE, LITERAL_OPEN, literal};
 use crate::engine::{ChatTurn, Runtime};
 
 /// The model's turns for Dotprompt messages (`model` is the model's `assistant`), each text
@@ -30,15 +31,16 @@ pub fn chat_turns(messages: &[Message]) -> (Vec<ChatTurn>, Option<String>) {
     (turns, prefix)
 }
 
-/// The model input for one rendered prompt.
+/// The model input for one rendered prompt. The prompt's text is [`literal`]: written by the
+/// author and the data, it never spells a special token (only the chat template does).
 pub fn model_text(runtime: &Runtime, messages: &[Message], format: Format) -> crate::engine::Result<String> {
     match format {
-        Format::Plain => Ok(messages.iter().map(Message::text).collect()),
+        Format::Plain => Ok(literal(&messages.iter().map(Message::text).collect::<String>())),
         Format::Chat => {
             let (turns, prefix) = chat_turns(messages);
             let mut text = runtime.chat_prompt(&turns, true)?;
             if let Some(prefix) = prefix {
-                text.push_str(&prefix);
+                text.push_str(&literal(&prefix));
             }
             Ok(text)
         }
@@ -48,6 +50,7 @@ pub fn model_text(runtime: &Runtime, messages: &[Message], format: Format) -> cr
 /// The continuation as the model would write it after `context`: a word after text that ends
 /// in a non-space character gets a leading space.
 pub fn answer_after(context: &str, answer: &str) -> String {
+    let context = context.trim_end_matches([LITERAL_OPEN, LITERAL_CLOSE]);
     if context.is_empty() || context.ends_with(char::is_whitespace) || answer.starts_with(char::is_whitespace) {
         answer.to_string()
     } else {
@@ -79,5 +82,9 @@ mod tests {
     fn answers_get_a_space_after_words() {
         assert_eq!(answer_after("Sentiment:", "great"), " great");
         assert_eq!(answer_after("assistant\n", "great"), "great");
+        // Literal marks are not text: what counts is the last character the model reads.
+        assert_eq!(answer_after(&literal("Sentiment:\n"), "great"), "great");
+        assert_eq!(answer_after(&literal("Sentiment:"), "great"), " great");
+        assert_eq!(answer_after(&literal(""), "great"), "great");
     }
 }

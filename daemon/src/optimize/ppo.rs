@@ -406,7 +406,11 @@ impl Ppo {
 
         let mut grads = loss.backward()?;
         let grad_norm = clip_grad_norm(&mut grads, vars, cfg.max_grad_norm)?;
-        self.adam.step(vars, &grads)?;
+        // A non-finite gradient (a non-finite reward or feature upstream) would turn every
+        // weight into NaN for good, checkpoints included: such a step is not taken.
+        if grad_norm.is_finite() {
+            self.adam.step(vars, &grads)?;
+        }
 
         let ratios = ratio.to_vec1::<f32>()?;
         let approx_kl = ratios.iter().map(|&r| (r - 1.0) - r.ln()).sum::<f32>() / b as f32;
@@ -748,6 +752,25 @@ mod tests {
         };
         let stats = ppo.update(&[vec![tr]]).expect("update");
         assert!(stats.approx_kl.abs() < 1e-6 && stats.clip_fraction == 0.0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_non_finite_reward_does_not_poison_the_weights() {
+        let dims = PolicyDims { state: 2, candidate: 1, kinds: 1 };
+        let mut ppo = Ppo::new(dims, PpoConfig::default()).expect("ppo");
+        let step = |reward: f32| Transition {
+            state: vec![0.2, -0.1],
+            candidates: vec![vec![0.5, 1.0], vec![-0.5, 1.0]],
+            action: 0,
+            logp: -std::f32::consts::LN_2,
+            value: 0.0,
+            reward,
+            done: false,
+            bias: Vec::new(),
+        };
+        ppo.update(&[vec![step(1.0), step(f32::NAN)]]).expect("update");
+        let (logits, value) = ppo.policy().logits_and_value(&[0.2, -0.1], &[vec![0.5, 1.0]]).expect("logits");
+        assert!(logits.iter().all(|l| l.is_finite()) && value.is_finite(), "{logits:?} {value}");
     }
 
     #[test]

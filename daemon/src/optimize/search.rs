@@ -553,6 +553,16 @@ fn key(text: &str) -> String {
     sha256_hex(text.as_bytes())
 }
 
+/// Scale of the minibatch signal as a state feature: the gap reward's (±200 at certainty).
+const SIGNAL_SCALE: f64 = 100.0;
+
+/// The minibatch signal as a state feature, squashed into (−1, 1): unscaled, a gap of tens
+/// drowns the other inputs (unit-length embeddings, fractions, scores in [0, 1]) and saturates
+/// the networks' tanh units, so every candidate looks alike.
+fn signal_feature(signal: f64) -> f32 {
+    (signal / SIGNAL_SCALE).tanh() as f32
+}
+
 /// Mean score and mean signal of a prompt's outcomes: what the strategies compare.
 fn score_and_signal(outcomes: &[Outcome]) -> (f64, f64) {
     (mean(outcomes.iter().map(|o| o.score)), mean(outcomes.iter().map(|o| o.signal)))
@@ -674,15 +684,25 @@ enum AnchorDecision {
 
 /// StablePrompt's rule: a validation score at or above the anchor's advances the anchor; one
 /// below it by more than 1.5 examples of the `n` rolls back; in between is noise on a small
-/// split, and nothing changes.
-fn anchor_decision(anchor: Option<f64>, validation: f64, n: usize) -> AnchorDecision {
-    let tolerance = 1.5 / n.max(1) as f64;
+/// split, and nothing changes. An example is worth `spread`, the range its score takes (1
+/// for accuracy; hundreds for the gap reward).
+fn anchor_decision(anchor: Option<f64>, validation: f64, n: usize, spread: f64) -> AnchorDecision {
+    let tolerance = 1.5 * spread / n.max(1) as f64;
     match anchor {
         None => AnchorDecision::Advance,
         Some(a) if validation >= a => AnchorDecision::Advance,
         Some(a) if validation + tolerance < a => AnchorDecision::RollBack,
         Some(_) => AnchorDecision::Keep,
     }
+}
+
+/// The range of the examples' scores in `outcomes` (1 where they are all equal): what one
+/// example can move a mean by, on the reward's own scale.
+fn score_spread(outcomes: &[Outcome]) -> f64 {
+    let (low, high) =
+        outcomes.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), o| (l.min(o.score), h.max(o.score)));
+    let spread = high - low;
+    if spread.is_finite() && spread > 0.0 { spread } else { 1.0 }
 }
 
 /// Whether this reprompt resumes a checkpoint's state: format 3 only. Format 2 had one edit kind
@@ -1518,7 +1538,7 @@ impl<'a> Search<'a> {
             let (state_vec, candidate_vecs) = if learn {
                 let mut s = self.feature(&text)?;
                 s.push(t as f32 / config.episode_len as f32);
-                s.push(mean(parent_out.iter().map(|o| o.signal)) as f32);
+                s.push(signal_feature(mean(parent_out.iter().map(|o| o.signal))));
                 s.push(mean(parent_out.iter().map(|o| o.score)) as f32);
                 let doc = self.doc(&text).clone();
                 let dims = self.dims();
@@ -1672,17 +1692,23 @@ impl<'a> Search<'a> {
     /// the anchor; at or above it, the policy becomes the anchor with that score; in between
     /// both stay. Nothing found since (no new prompt scored on all of train) decides nothing.
     fn anchor_check(&mut self) -> Result<()> {
-        let mark = std::mem::replace(&mut self.state.strategy.anchor_mark, self.state.spent);
-        let Some(best) = self.best_found_since(mark) else { return Ok(()) };
-        self.state.strategy.anchor_judged.insert(best.clone());
+        let now = self.state.spent;
+        let Some(best) = self.best_found_since(self.state.strategy.anchor_mark) else {
+            self.state.strategy.anchor_mark = now;
+            return Ok(());
+        };
         let n = self.scorer.split_len(Split::Validation);
         let all: Vec<usize> = (0..n).collect();
         let limit = self.search_budget_left();
+        // Unaffordable now, it is neither judged nor passed over: a later check may afford it.
         let Some(out) = self.scores(&best, Split::Validation, &all, limit)? else { return Ok(()) };
+        self.state.strategy.anchor_mark = now;
+        self.state.strategy.anchor_judged.insert(best);
         let validation = mean(out.iter().map(|o| o.score));
+        let spread = score_spread(&out);
         let ppo = self.ppo.as_mut().expect("ppo strategy");
         let anchor_validation = self.anchor.as_ref().and(self.state.strategy.anchor_validation);
-        match (anchor_decision(anchor_validation, validation, n), &self.anchor) {
+        match (anchor_decision(anchor_validation, validation, n, spread), &self.anchor) {
             (AnchorDecision::RollBack, Some(anchor)) => {
                 ppo.restore(&anchor.snapshot()?)?;
                 self.state.strategy.rollbacks += 1;
@@ -2122,6 +2148,56 @@ mod tests {
         search.anchor_check().unwrap();
         assert_eq!(search.state.strategy.rollbacks, 1);
         assert_eq!(search.state.spent, spent);
+
+        // A new best the check cannot afford to validate is neither judged nor passed over:
+        // the next check that can afford it judges it.
+        let third = better.replace("Answer with one word.", "Sentiment:");
+        let k3 = search.record(&third, vec!["instruction".into()]);
+        search.scores(&k3, Split::Train, &train, usize::MAX).unwrap().unwrap();
+        let (mark, budget) = (search.state.strategy.anchor_mark, search.state.config.budget);
+        search.state.config.budget = search.state.spent + search.gate_reserve() + 8;
+        assert_eq!(search.search_budget_left(), 8, "less than the 16 validation examples");
+        search.anchor_check().unwrap();
+        assert_eq!(search.state.strategy.anchor_mark, mark);
+        assert!(!search.state.strategy.anchor_judged.contains(&k3));
+        search.state.config.budget = budget;
+        search.anchor_check().unwrap();
+        assert!(search.state.strategy.anchor_judged.contains(&k3));
+        assert_eq!(search.state.strategy.rollbacks, 2);
+    }
+
+    /// [`Planted`] with RLPrompt's gap scale: signals of ±200 at certainty.
+    struct GapScaled(Planted);
+
+    impl Scorer for GapScaled {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            let out = self.0.score(text, split, indices)?;
+            Ok(out.into_iter().map(|o| Outcome { signal: 200.0 * o.signal, ..o }).collect())
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.0.split_len(split)
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.0.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.0.feature_dim()
+        }
+    }
+
+    #[test]
+    fn the_policy_reads_a_gap_scale_signal_on_the_scale_of_its_other_inputs() {
+        let mut scorer = GapScaled(Planted { scored: 0, adversarial_validation: false });
+        let mut search = Search::new(EXAMPLE, config(Strategy::Ppo, 2_000), space(), &mut scorer).unwrap();
+        search.record(EXAMPLE, Vec::new());
+        let steps = search.episode(true).unwrap();
+        assert!(!steps.is_empty());
+        for (transition, _) in &steps {
+            // Embeddings have length 4; the step fraction, signal and score lie within ±1.
+            let extra = &transition.state[transition.state.len() - STATE_EXTRA..];
+            assert!(extra.iter().all(|x| x.abs() < 1.0), "{extra:?}");
+            assert!(transition.state.iter().all(|x| x.abs() <= 4.0), "{:?}", transition.state);
+        }
     }
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -2298,13 +2374,21 @@ mod tests {
 
     #[test]
     fn anchor_decisions() {
-        assert_eq!(anchor_decision(None, 0.1, 32), AnchorDecision::Advance);
-        assert_eq!(anchor_decision(Some(0.8), 0.8, 32), AnchorDecision::Advance);
-        assert_eq!(anchor_decision(Some(0.8), 0.9, 32), AnchorDecision::Advance);
+        assert_eq!(anchor_decision(None, 0.1, 32, 1.0), AnchorDecision::Advance);
+        assert_eq!(anchor_decision(Some(0.8), 0.8, 32, 1.0), AnchorDecision::Advance);
+        assert_eq!(anchor_decision(Some(0.8), 0.9, 32, 1.0), AnchorDecision::Advance);
         // One example below, within 1.5 of 32: noise, nothing changes.
-        assert_eq!(anchor_decision(Some(0.8), 0.8 - 1.0 / 32.0, 32), AnchorDecision::Keep);
+        assert_eq!(anchor_decision(Some(0.8), 0.8 - 1.0 / 32.0, 32, 1.0), AnchorDecision::Keep);
         // Two examples below: back to the anchor.
-        assert_eq!(anchor_decision(Some(0.8), 0.8 - 2.0 / 32.0, 32), AnchorDecision::RollBack);
+        assert_eq!(anchor_decision(Some(0.8), 0.8 - 2.0 / 32.0, 32, 1.0), AnchorDecision::RollBack);
+        // On the gap reward's scale an example moves the mean by hundreds: half a point is noise.
+        assert_eq!(anchor_decision(Some(120.0), 119.5, 64, 380.0), AnchorDecision::Keep);
+        assert_eq!(anchor_decision(Some(120.0), 110.0, 64, 380.0), AnchorDecision::RollBack);
+        let scored =
+            |scores: &[f64]| scores.iter().map(|&score| Outcome { score, ..Outcome::default() }).collect::<Vec<_>>();
+        assert_eq!(score_spread(&scored(&[150.0, -170.0, 20.0])), 320.0);
+        assert_eq!(score_spread(&scored(&[1.0, 1.0])), 1.0, "all alike: one example is worth 1");
+        assert_eq!(score_spread(&[]), 1.0);
     }
 
     /// A world whose prompts rank every input right but lean to the second label by 2 in
