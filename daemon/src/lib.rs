@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod engine;
 pub mod eval;
+pub mod files;
 pub mod optimize;
 pub mod report;

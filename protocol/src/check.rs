@@ -11,7 +11,7 @@ use crate::diagnostic::{Code, Diagnostic, Related};
 use crate::document::{self, PromptDocument};
 use crate::render::Environment;
 use crate::span::Span;
-use crate::template::{self, TemplateScan};
+use crate::template;
 
 /// Deepest chain of partials followed.
 const MAX_PARTIAL_DEPTH: usize = 16;
@@ -114,72 +114,100 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
 
 struct PartialWalk<'a> {
     env: &'a DirEnvironment,
-    /// Parsed partials by name (`None`: missing).
-    cache: HashMap<String, Option<TemplateScan>>,
+    /// What each partial's own text holds, by name (`None`: missing).
+    cache: HashMap<String, Option<PartialFacts>>,
+    /// Root-scope variables read by each partial walked to the end, its nested ones included.
+    done: HashMap<String, Vec<String>>,
+}
+
+/// What the walk needs of one partial's scan.
+struct PartialFacts {
+    variables: Vec<String>,
+    /// Nested partials: name and whether it reads the root scope (at the root, no context).
+    nested: Vec<(String, bool)>,
+    /// Its own first error: the renderer must not compile it.
+    error: Option<Diagnostic>,
 }
 
 impl PartialWalk<'_> {
-    fn scan(&mut self, name: &str) -> Option<&TemplateScan> {
+    fn facts(&mut self, name: &str) -> Option<&PartialFacts> {
         if !self.cache.contains_key(name) {
-            let scan = self.env.partial(name).map(|source| template::scan(&source));
-            self.cache.insert(name.to_string(), scan);
+            let facts = self.env.partial(name).map(|source| {
+                let scan = template::scan(&source);
+                PartialFacts {
+                    variables: scan.variables.iter().map(|v| v.name.clone()).collect(),
+                    nested: scan.partials.iter().map(|p| (p.name.clone(), p.at_root && !p.has_context)).collect(),
+                    error: scan.diagnostics.into_iter().find(|d| d.severity == crate::diagnostic::Severity::Error),
+                }
+            });
+            self.cache.insert(name.to_string(), facts);
         }
         self.cache.get(name).and_then(Option::as_ref)
     }
 
-    /// Follows the partials of `name`; returns the first cycle (as a chain) or missing nested
-    /// partial found, and collects root-scope variables the partials read.
-    fn walk(&mut self, name: &str, chain: &mut Vec<String>, used: &mut Vec<String>, fault: &mut Option<PartialFault>) {
-        if fault.is_some() {
-            return;
+    /// Follows the partials of `name` depth first, each once; returns the root-scope variables
+    /// they read (where they see the root), or the first fault: a cycle (as a chain), a
+    /// missing nested partial, a chain deeper than the renderer may follow, a partial with
+    /// errors of its own.
+    fn walk(&mut self, name: &str, chain: &mut Vec<String>) -> Result<Vec<String>, PartialFault> {
+        if let Some(used) = self.done.get(name) {
+            return Ok(used.clone());
         }
         if chain.iter().any(|n| n == name) {
             let mut cycle = chain.clone();
             cycle.push(name.to_string());
-            *fault = Some(PartialFault::Cycle(cycle));
-            return;
+            return Err(PartialFault::Cycle(cycle));
         }
         if chain.len() >= MAX_PARTIAL_DEPTH {
-            return;
+            let mut deep = chain.clone();
+            deep.push(name.to_string());
+            return Err(PartialFault::TooDeep(deep));
         }
-        let Some(scan) = self.scan(name) else {
-            if !chain.is_empty() {
-                *fault = Some(PartialFault::MissingNested {
-                    name: name.to_string(),
-                    from: chain.last().cloned().unwrap_or_default(),
-                });
-            }
-            return;
+        let Some(facts) = self.facts(name) else {
+            return Err(PartialFault::MissingNested {
+                name: name.to_string(),
+                from: chain.last().cloned().unwrap_or_default(),
+            });
         };
-        let scan = scan.clone();
-        used.extend(scan.variables.iter().map(|v| v.name.clone()));
-        chain.push(name.to_string());
-        for nested in scan.partials.iter().filter(|p| p.at_root && !p.has_context) {
-            self.walk(&nested.name, chain, used, fault);
+        if let Some(error) = &facts.error {
+            return Err(PartialFault::Broken { name: name.to_string(), error: error.clone() });
         }
-        for nested in scan.partials.iter().filter(|p| !p.at_root || p.has_context) {
+        let mut used = facts.variables.clone();
+        let nested = facts.nested.clone();
+        chain.push(name.to_string());
+        for (nested, sees_root) in nested {
             // Partials with their own context still must exist and not loop.
-            let mut ignored = Vec::new();
-            self.walk(&nested.name, chain, &mut ignored, fault);
+            let theirs = self.walk(&nested, chain)?;
+            if sees_root {
+                used.extend(theirs);
+            }
         }
         chain.pop();
+        used.sort();
+        used.dedup();
+        self.done.insert(name.to_string(), used.clone());
+        Ok(used)
     }
 }
 
 enum PartialFault {
     Cycle(Vec<String>),
     MissingNested { name: String, from: String },
+    TooDeep(Vec<String>),
+    Broken { name: String, error: Diagnostic },
 }
 
 fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut Vec<Diagnostic>) {
     if doc.scan.partials.is_empty() {
         return;
     }
-    let mut walk = PartialWalk { env, cache: HashMap::new() };
+    let mut walk = PartialWalk { env, cache: HashMap::new(), done: HashMap::new() };
     let mut used_by_partials = Vec::new();
+    // A partial that cannot be followed reads variables no one knows: no unused findings then.
+    let mut faulted = false;
     for partial in &doc.scan.partials {
         let location = env.partial_path(&partial.name);
-        if walk.scan(&partial.name).is_none() {
+        if walk.facts(&partial.name).is_none() {
             let file = location.map(|p| p.display().to_string()).unwrap_or_else(|| format!("_{}.prompt", partial.name));
             diagnostics.push(Diagnostic::error(
                 Code::MissingPartial,
@@ -188,23 +216,38 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
             ));
             continue;
         }
-        let mut chain = Vec::new();
-        let mut used = Vec::new();
-        let mut fault = None;
-        walk.walk(&partial.name, &mut chain, &mut used, &mut fault);
-        if partial.at_root && !partial.has_context {
-            used_by_partials.extend(used);
+        let walked = walk.walk(&partial.name, &mut Vec::new());
+        faulted |= walked.is_err();
+        if let Ok(used) = &walked
+            && partial.at_root
+            && !partial.has_context
+        {
+            used_by_partials.extend(used.iter().cloned());
         }
         used_by_partials.extend(partial.hash_keys.iter().cloned());
-        match fault {
+        let chain = |names: &[String]| names.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" → ");
+        match walked.err() {
+            Some(PartialFault::TooDeep(deep)) => diagnostics.push(Diagnostic::error(
+                Code::TooDeep,
+                partial.span,
+                format!("partials nest deeper than {MAX_PARTIAL_DEPTH}: {}", chain(&deep)),
+            )),
+            Some(PartialFault::Broken { name, error }) => {
+                let mut d = Diagnostic::error(error.code, partial.span, format!("partial `{name}`: {}", error.message));
+                if let Some(path) = env.partial_path(&name) {
+                    d.related.push(Related {
+                        message: "the error is here".into(),
+                        span: error.span,
+                        path: Some(path.display().to_string()),
+                    });
+                }
+                diagnostics.push(d);
+            }
             Some(PartialFault::Cycle(cycle)) => {
                 let mut d = Diagnostic::error(
                     Code::CircularPartial,
                     partial.span,
-                    format!(
-                        "partials include each other: {}",
-                        cycle.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" → ")
-                    ),
+                    format!("partials include each other: {}", chain(&cycle)),
                 );
                 if let Some(path) = env.partial_path(&partial.name) {
                     d.related.push(Related {
@@ -234,7 +277,8 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
         }
     }
     // Unused-variable findings were deferred to here when partials see the root context.
-    let deferred = !doc.scan.uses_whole_context && doc.scan.partials.iter().any(|p| p.at_root && !p.has_context);
+    let deferred =
+        !faulted && !doc.scan.uses_whole_context && doc.scan.partials.iter().any(|p| p.at_root && !p.has_context);
     if let (true, Some(declared)) = (deferred, doc.declared_variables()) {
         let used: Vec<&str> = doc
             .scan
@@ -280,4 +324,87 @@ pub fn collect_prompt_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::Severity;
+
+    /// A directory holding `files` (name, text); the main prompt is `main.prompt` in it.
+    fn dir_with(test: &str, files: &[(String, String)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("reprompt-check-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn errors(dir: &Path) -> Vec<Diagnostic> {
+        let path = dir.join("main.prompt");
+        let doc = document::parse(&std::fs::read_to_string(&path).unwrap(), Some(&path));
+        check_document(&doc, &path).into_iter().filter(|d| d.severity == Severity::Error).collect()
+    }
+
+    #[test]
+    fn a_partial_with_errors_of_its_own_is_an_error_where_it_is_included() {
+        let main = "---\ninput:\n  schema:\n    a: string\n---\n{{> deep}}\n".to_string();
+        let dir = dir_with("broken", &[("main.prompt".into(), main), ("_deep.prompt".into(), "{{#if a}}".repeat(300))]);
+        let found = errors(&dir);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.starts_with("partial `deep`:"), "{found:?}");
+        assert_eq!(found[0].related[0].path.as_deref(), Some(dir.join("_deep.prompt").to_str().unwrap()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_chain_of_partials_longer_than_the_walk_follows_is_an_error() {
+        // A cycle through 17 partials: longer than the walk follows, it is too deep.
+        let mut files: Vec<(String, String)> =
+            (0..17).map(|i| (format!("_p{i}.prompt"), format!("{{{{> p{}}}}}", (i + 1) % 17))).collect();
+        files.push(("main.prompt".into(), "{{> p0}}".into()));
+        let dir = dir_with("deep", &files);
+        let found = errors(&dir);
+        assert_eq!(found.iter().map(|d| d.code).collect::<Vec<_>>(), [Code::TooDeep], "{found:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn each_partial_is_walked_once() {
+        // Four levels of a hundred references each: 10^8 paths, five partials. The variable
+        // the last one reads counts as used.
+        let names = ["a", "b", "c", "d"];
+        let mut files: Vec<(String, String)> = names
+            .iter()
+            .zip(["b", "c", "d", "e"])
+            .map(|(name, next)| (format!("_{name}.prompt"), format!("{{{{> {next}}}}}").repeat(100)))
+            .collect();
+        files.push(("_e.prompt".into(), "{{x}}".into()));
+        files.push(("main.prompt".into(), "---\ninput:\n  schema:\n    x: string\n    y: string\n---\n{{> a}}".into()));
+        let dir = dir_with("fanout", &files);
+        let path = dir.join("main.prompt");
+        let doc = document::parse(&std::fs::read_to_string(&path).unwrap(), Some(&path));
+        let found = check_document(&doc, &path);
+        let unused: Vec<&str> =
+            found.iter().filter(|d| d.code == Code::UnusedVariable).map(|d| d.message.as_str()).collect();
+        assert_eq!(unused.len(), 1, "{found:?}");
+        assert!(unused[0].contains("`y`"), "{unused:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dotprompt_model_names_are_names_not_missing_files() {
+        let dir = dir_with("model", &[("main.prompt".into(), "---\nmodel: googleai/gemini-2.5-flash\n---\nhi".into())]);
+        let path = dir.join("main.prompt");
+        let doc = document::parse(&std::fs::read_to_string(&path).unwrap(), Some(&path));
+        let found = check_document(&doc, &path);
+        assert!(found.iter().all(|d| d.severity != Severity::Error), "{found:?}");
+        assert!(found.iter().any(|d| d.code == Code::UnknownModel), "{found:?}");
+        // A path is still a path.
+        std::fs::write(&path, "---\nmodel: ./models/tiny.gguf\n---\nhi").unwrap();
+        assert_eq!(errors(&dir).iter().map(|d| d.code).collect::<Vec<_>>(), [Code::MissingModel]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -203,6 +203,7 @@ fn read_tsv(text: &str) -> Result<Parsed, (usize, String)> {
     let (header_line, header) =
         lines.find(|(_, l)| !l.trim().is_empty()).ok_or((0, "the file is empty".to_string()))?;
     let header: Vec<String> = header.split('\t').map(|h| h.trim().to_string()).collect();
+    unique_columns(&header).map_err(|e| (header_line, e))?;
     let mut rows = Vec::new();
     let mut issues = Vec::new();
     for (line, content) in lines {
@@ -238,6 +239,7 @@ fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
+    unique_columns(&header).map_err(|e| (1, e))?;
     let mut rows = Vec::new();
     let mut issues = Vec::new();
     for record in reader.records() {
@@ -270,6 +272,67 @@ fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
     Ok((Some((1, header)), rows, issues))
 }
 
+/// A header naming a column twice would keep one of them silently.
+fn unique_columns(header: &[String]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    match header.iter().find(|h| !seen.insert(h.as_str())) {
+        Some(twice) => Err(format!("the header names column `{twice}` twice")),
+        None => Ok(()),
+    }
+}
+
+/// One JSONL line: any JSON value, but an object may not name a field twice (JSON parsers
+/// differ on which one wins; this one would keep the last silently).
+struct Row(Value);
+
+impl<'de> serde::Deserialize<'de> for Row {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Row;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Row, A::Error> {
+                let mut map = Map::new();
+                while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!("the field `{key}` appears twice")));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(Row(Value::Object(map)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Row, E> {
+                Ok(Row(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Row, E> {
+                Ok(Row(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Row, E> {
+                Ok(Row(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Row, E> {
+                Ok(Row(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Row, E> {
+                Ok(Row(Value::String(v.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<Row, E> {
+                Ok(Row(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut access: A) -> Result<Row, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = access.next_element::<Value>()? {
+                    items.push(item);
+                }
+                Ok(Row(Value::Array(items)))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
 fn read_jsonl(text: &str) -> Result<Parsed, (usize, String)> {
     let mut rows = Vec::new();
     let mut issues = Vec::new();
@@ -277,9 +340,9 @@ fn read_jsonl(text: &str) -> Result<Parsed, (usize, String)> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(map)) => rows.push((i + 1, map)),
-            Ok(other) => {
+        match serde_json::from_str::<Row>(line) {
+            Ok(Row(Value::Object(map))) => rows.push((i + 1, map)),
+            Ok(Row(other)) => {
                 issues.push((i + 1, format!("each line must be a JSON object, not {}", crate::yaml::describe(&other))))
             }
             Err(e) => issues.push((i + 1, format!("invalid JSON: {e}"))),
@@ -399,6 +462,26 @@ mod tests {
         let path = write("w.tsv", "sentence\tlabel\nbad\tAwful\ngood\tgreat\n");
         let data = load(&path, &spec(Task::Classify)).unwrap();
         assert_eq!(data.examples.iter().map(|e| e.label).collect::<Vec<_>>(), [Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn a_field_named_twice_is_an_error_not_a_silent_choice() {
+        let path = write(
+            "dup.jsonl",
+            "{\"sentence\": \"a\", \"sentence\": \"b\", \"label\": 1}\n{\"sentence\": \"c\", \"label\": 0}\n",
+        );
+        let issues = load(&path, &spec(Task::Classify)).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(issues[0].line == 1 && issues[0].message.contains("`sentence` appears twice"), "{}", issues[0]);
+        for (name, text) in
+            [("dup.tsv", "sentence\tsentence\tlabel\na\tb\t1\n"), ("dup.csv", "sentence,label,sentence\na,1,b\n")]
+        {
+            let issues = load(&write(name, text), &spec(Task::Classify)).unwrap_err();
+            assert!(issues[0].message.contains("column `sentence` twice"), "{name}: {issues:?}");
+        }
+        // Nested values and other lines read as before.
+        let path = write("ok.jsonl", "{\"sentence\": \"a\", \"label\": 1, \"meta\": {\"x\": [1, 2.5, null, true]}}\n");
+        assert_eq!(load(&path, &spec(Task::Classify)).unwrap().examples.len(), 1);
     }
 
     #[test]

@@ -189,7 +189,7 @@ enum FenceResult {
 /// Finds `---` fenced front matter after optional `#` comment and blank lines.
 fn find_fences(source: &str) -> FenceResult {
     let mut offset = 0;
-    let mut lines = source.split_inclusive('\n');
+    let mut lines = lines_inclusive(source);
     let open = loop {
         let Some(line) = lines.next() else { return FenceResult::None };
         let content = line.trim_end_matches(['\n', '\r']);
@@ -202,8 +202,8 @@ fn find_fences(source: &str) -> FenceResult {
         }
         return FenceResult::None;
     };
-    offset += source[open.start..].split_inclusive('\n').next().map_or(0, str::len);
-    if !source[open.start..offset].ends_with('\n') {
+    offset += lines_inclusive(&source[open.start..]).next().map_or(0, str::len);
+    if !source[open.start..offset].ends_with(['\n', '\r']) {
         return FenceResult::Unclosed(open); // `---` on the last line
     }
     let yaml_start = offset;
@@ -220,6 +220,13 @@ fn find_fences(source: &str) -> FenceResult {
         offset += line.len();
     }
     FenceResult::Unclosed(open)
+}
+
+/// The lines of `source` with their endings (`\n`, `\r\n` or a lone `\r`).
+fn lines_inclusive(source: &str) -> impl Iterator<Item = &str> {
+    let starts = crate::span::line_starts(source);
+    let ends: Vec<usize> = starts.iter().skip(1).copied().chain([source.len()]).collect();
+    starts.into_iter().zip(ends).filter(|(start, end)| end > start).map(move |(start, end)| &source[start..end])
 }
 
 fn is_fence(line: &str) -> bool {
@@ -585,4 +592,19 @@ pub fn schema_key_span(doc: &PromptDocument, variable: &str) -> Option<Span> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_matter_is_found_whatever_the_line_endings() {
+        for newline in ["\n", "\r\n", "\r"] {
+            let text = ["---", "model: ./m.gguf", "---", "Hi {{name}}"].join(newline);
+            let doc = parse(&text, None);
+            assert_eq!(doc.model(), Some("./m.gguf"), "{newline:?}");
+            assert_eq!(&text[doc.body_span.start..doc.body_span.end], "Hi {{name}}", "{newline:?}");
+        }
+    }
 }

@@ -219,7 +219,7 @@ fn register_partials(
 ) -> Result<()> {
     for partial in template::scan(template).partials {
         if !seen.insert(partial.name.clone()) {
-            continue; // registered already, or a cycle (the renderer reports recursion)
+            continue; // registered already, or a cycle (`check` refuses cycles and chains too deep to follow)
         }
         let Some(source) = env.partial(&partial.name) else { continue };
         registry

@@ -13,10 +13,13 @@ use crate::yaml::{YamlKind, YamlNode};
 /// Models reprompt can run by name (others are given as a path to a `.gguf` file).
 pub const KNOWN_MODELS: &[&str] = &["smollm2-135m-instruct"];
 
-/// Whether a `model` value names a file (a `.gguf`, or anything with a path separator) rather
-/// than a known model.
+/// Whether a `model` value names a file (a `.gguf`, or an explicit path: `./`, `../`, absolute)
+/// rather than a model by name. Dotprompt's own names have a slash too
+/// (`googleai/gemini-2.5-flash`): they are names reprompt cannot run, not missing files.
 pub fn is_model_path(model: &str) -> bool {
-    model.ends_with(".gguf") || model.contains('/') || model.contains('\\')
+    model.to_ascii_lowercase().ends_with(".gguf")
+        || ["./", "../", ".\\", "..\\"].iter().any(|p| model.starts_with(p))
+        || std::path::Path::new(model).is_absolute()
 }
 
 /// Every `reprompt.*` key, with what it holds.

@@ -56,6 +56,19 @@ pub struct Range {
     pub end: Position,
 }
 
+/// Where each line of `text` starts. Lines end at `\n`, `\r\n` or a lone `\r` (the three
+/// line endings of LSP).
+pub fn line_starts(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut starts = vec![0];
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+            starts.push(i + 1);
+        }
+    }
+    starts
+}
+
 /// Line starts of a text, for offset → position conversion.
 #[derive(Clone, Debug)]
 pub struct LineIndex<'a> {
@@ -65,9 +78,7 @@ pub struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self { text, line_starts }
+        Self { text, line_starts: line_starts(text) }
     }
 
     pub fn line_count(&self) -> usize {
@@ -161,5 +172,13 @@ mod tests {
         // offsets past the end or inside a char clamp instead of panicking
         assert_eq!(index.position(10_000), Position { line: 2, column: 4 });
         assert_eq!(index.position(x - 1).line, 1);
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line() {
+        let index = LineIndex::new("a\rb\r\nc\r\rd");
+        assert_eq!(index.line_count(), 5);
+        assert_eq!(index.position(2), Position { line: 1, column: 0 });
+        assert_eq!([0, 1, 2, 3, 4].map(|l| index.line_text(l)), ["a", "b", "c", "", "d"]);
     }
 }

@@ -188,8 +188,10 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
         check_stray_close(source, text_start, open, scan);
         let escaped = open > 0 && bytes[open - 1] == b'\\' && !(open > 1 && bytes[open - 2] == b'\\');
         if escaped {
-            // `\{{ … }}` renders literally: skip to the end of the would-be mustache.
-            let end = find_from(source, "}}", open + 2).map_or(source.len(), |c| c + 2);
+            // `\{{ … }}` renders literally: skip to the end of the would-be mustache, or to the
+            // next `{{`, which opens a mustache of its own (as Handlebars reads it).
+            let close = find_from(source, "}}", open + 2).map_or(source.len(), |c| c + 2);
+            let end = close.min(find_from(source, "{{", open + 2).unwrap_or(source.len()));
             scan.mustaches.push(Mustache { kind: MustacheKind::Escaped, span: Span::new(open - 1, end), expr: None });
             pos = end;
             text_start = end;
@@ -238,12 +240,20 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
             text_start = pos;
             continue;
         }
-        let triple = after.starts_with('{');
-        let content_start = if triple { open + 3 } else { open + 2 };
-        let closer = if triple { "}}}" } else { "}}" };
+        // `{{{x}}}`, also with whitespace control: `{{~{x}~}}`.
+        let triple = after_tilde.starts_with('{');
+        let content_start = if triple { inner_start + 1 } else { open + 2 };
         // A mustache must close before the next one opens (delimiters inside string literals
         // do not count).
-        let close = find_close(source, content_start, closer);
+        let (close, closer) = if triple {
+            [("}}}", find_close(source, content_start, "}}}")), ("}~}}", find_close(source, content_start, "}~}}"))]
+                .into_iter()
+                .filter_map(|(closer, at)| at.map(|at| (at, closer)))
+                .min()
+                .map_or((None, "}}}"), |(at, closer)| (Some(at), closer))
+        } else {
+            (find_close(source, content_start, "}}"), "}}")
+        };
         let next_open = find_from(source, "{{", close.unwrap_or(content_start));
         let Some(close) = close else {
             let message = if triple { "`{{{` is never closed with `}}}`" } else { "`{{` is never closed with `}}`" };
@@ -271,21 +281,27 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
 }
 
 /// The position of `closer` ending the mustache whose content starts at `from`, skipping
-/// string literals; `None` if another `{{` opens first or the text ends.
+/// string literals (which may hold `}}`, not `{{`); `None` if another `{{` opens first or the
+/// text ends. Looks no further than that next `{{`, so a scan stays linear in the text.
 fn find_close(source: &str, from: usize, closer: &str) -> Option<usize> {
     let bytes = source.as_bytes();
+    let limit = find_from(source, "{{", from).unwrap_or(source.len());
+    let region = &source[..limit];
+    // A string holding `}}` is one only where the mustache can still close after it.
+    let last_closer = region[from..].rfind(closer).map(|c| c + from);
     let mut i = from;
-    while i < bytes.len() {
+    while i < limit {
         match bytes[i] {
-            q @ (b'"' | b'\'') => match source[i + 1..].find(q as char) {
+            q @ (b'"' | b'\'') => match region[i + 1..].find(q as char) {
                 // An unterminated quote is not a string: the parser reports it.
-                Some(len) if !source[i + 1..i + 1 + len].contains("}}") || source[i + 1 + len..].contains(closer) => {
+                Some(len)
+                    if !region[i + 1..i + 1 + len].contains("}}") || last_closer.is_some_and(|c| c >= i + 2 + len) =>
+                {
                     i += len + 2;
                 }
                 _ => i += 1,
             },
             _ if bytes[i..].starts_with(closer.as_bytes()) => return Some(i),
-            _ if bytes[i..].starts_with(b"{{") => return None,
             _ => i += 1,
         }
     }
@@ -328,9 +344,15 @@ fn classify(source: &str, span: Span, content: Span, triple: bool, scan: &mut Te
         (MustacheKind::Triple, 0)
     } else if body.starts_with("#>") {
         (MustacheKind::PartialBlockOpen, 2)
-    } else if body.starts_with("#*") {
-        // Decorators are not part of Dotprompt; treat as an expression so the renderer reports it.
-        (MustacheKind::Expression, 2)
+    } else if body.starts_with("#*") || body.starts_with('*') {
+        // Decorators are not part of Dotprompt (and the renderer's parser recurses on their
+        // blocks without a bound): refused here.
+        scan.diagnostics.push(Diagnostic::error(
+            Code::InvalidTemplate,
+            span,
+            "decorators (`{{#*…}}`, `{{*…}}`) are not part of Dotprompt",
+        ));
+        return Mustache { kind: MustacheKind::Expression, span, expr: None };
     } else if body.starts_with('#') {
         (MustacheKind::BlockOpen, 1)
     } else if body.starts_with('/') {
@@ -954,6 +976,42 @@ mod tests {
     fn escapes_are_text() {
         let scan = scan("\\{{not a var}} {{real}}");
         assert_eq!(names(&scan), ["real"]);
+        // An escape ends where the next mustache opens.
+        let scan = self::scan("\\{{ {{name}}");
+        assert_eq!(names(&scan), ["name"]);
+    }
+
+    #[test]
+    fn triple_stashes_take_whitespace_control() {
+        let scan = scan("{{~{name}~}} {{{other}~}} {{~{third}}}");
+        assert!(scan.diagnostics.is_empty(), "{:?}", scan.diagnostics);
+        assert_eq!(names(&scan), ["name", "other", "third"]);
+        assert!(scan.mustaches.iter().all(|m| m.kind == MustacheKind::Triple));
+    }
+
+    #[test]
+    fn decorators_are_refused() {
+        for src in ["{{#*inline \"p\"}}x{{/inline}}", "{{*dec}}", &"{{#*x}}".repeat(100)] {
+            let scan = scan(src);
+            assert!(
+                scan.has_errors() && scan.diagnostics[0].message.contains("decorators"),
+                "{src}: {:?}",
+                scan.diagnostics
+            );
+            assert!(scan.variables.is_empty(), "{src}");
+        }
+    }
+
+    #[test]
+    fn unclosed_triples_with_strings_are_each_reported_once() {
+        // Each `{{{` looks only as far as the next `{{` for its end (the scan stays linear;
+        // it read the whole rest of the text once per mustache).
+        let n = 20_000;
+        let scan = scan(&"{{{\"}}\"".repeat(n));
+        let unclosed = scan.diagnostics.iter().filter(|d| d.message.contains("never closed")).count();
+        assert_eq!(unclosed, n);
+        let scan = self::scan(&format!("{{{{{{{}x}}}}}}", "\"}}\"'}}'".repeat(n)));
+        assert_eq!(scan.mustaches.len(), 1, "{:?}", &scan.diagnostics[..1]);
     }
 
     #[test]

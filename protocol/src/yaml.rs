@@ -131,8 +131,19 @@ impl CharOffsets {
 }
 
 enum Frame {
-    Sequence { start: usize, anchor: usize, items: Vec<YamlNode> },
-    Mapping { start: usize, anchor: usize, entries: Vec<(YamlNode, YamlNode)>, key: Option<YamlNode> },
+    Sequence {
+        start: usize,
+        anchor: usize,
+        items: Vec<YamlNode>,
+    },
+    Mapping {
+        start: usize,
+        anchor: usize,
+        entries: Vec<(YamlNode, YamlNode)>,
+        key: Option<YamlNode>,
+        /// Where each key was first defined (duplicates are found in constant time).
+        keys: HashMap<String, usize>,
+    },
 }
 
 /// Loads the first document of `text`. An empty document is `null`.
@@ -166,7 +177,13 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
                 continue;
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Mapping { start: span.start, anchor, entries: Vec::new(), key: None });
+                stack.push(Frame::Mapping {
+                    start: span.start,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    keys: HashMap::new(),
+                });
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
@@ -201,6 +218,14 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
                 )
             }
             Event::Alias(id) => match anchors.get(&id) {
+                // An alias pastes its anchor's whole subtree here: nested as deep as that reaches.
+                Some(target) if stack.len() + depth(target) > MAX_DEPTH => {
+                    return Err(YamlError {
+                        span,
+                        message: format!("nesting deeper than {MAX_DEPTH} levels (through an alias)"),
+                        kind: YamlErrorKind::TooDeep,
+                    });
+                }
                 Some(target) => {
                     nodes += count_nodes(target);
                     YamlNode { span, ..target.clone() }
@@ -221,20 +246,15 @@ pub fn load(text: &str) -> Result<YamlNode, YamlError> {
                 root = Some(node);
             }
             Some(Frame::Sequence { items, .. }) => items.push(node),
-            Some(Frame::Mapping { entries, key, .. }) => match key.take() {
+            Some(Frame::Mapping { entries, key, keys, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
-                    if let Some((first, _)) = entries
-                        .iter()
-                        .find(|(existing, _)| existing.as_key().is_some() && existing.as_key() == k.as_key())
+                    if let Some(name) = k.as_key()
+                        && let Some(first) = keys.insert(name.to_string(), k.span.start)
                     {
                         return Err(YamlError {
                             span: k.span,
-                            message: format!(
-                                "duplicate key `{}` (first defined at byte {})",
-                                k.as_key().unwrap_or_default(),
-                                first.span.start
-                            ),
+                            message: format!("duplicate key `{name}` (first defined at byte {first})"),
                             kind: YamlErrorKind::DuplicateKey,
                         });
                     }
@@ -267,6 +287,16 @@ fn remember(anchors: &mut HashMap<usize, YamlNode>, anchor: usize, node: YamlNod
         anchors.insert(anchor, node.clone());
     }
     node
+}
+
+/// Levels of collections in `node` (0 for a scalar); bounded by [`MAX_DEPTH`] for every node
+/// [`load`] keeps.
+fn depth(node: &YamlNode) -> usize {
+    match &node.kind {
+        YamlKind::Scalar { .. } => 0,
+        YamlKind::Sequence(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        YamlKind::Mapping(entries) => 1 + entries.iter().map(|(k, v)| depth(k).max(depth(v))).max().unwrap_or(0),
+    }
 }
 
 fn count_nodes(node: &YamlNode) -> usize {
@@ -411,5 +441,40 @@ mod tests {
         assert_eq!(err.kind, YamlErrorKind::Syntax);
         let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
         assert_eq!(load(bomb).unwrap_err().kind, YamlErrorKind::TooDeep);
+    }
+
+    #[test]
+    fn aliases_cannot_nest_deeper_than_the_limit() {
+        // Each anchor nests the one before 40 levels deeper: within the limit as written, 80
+        // levels through the alias.
+        let nest = |inner: &str| format!("{}{inner}{}", "[".repeat(40), "]".repeat(40));
+        let text = format!(
+            "a: &a {}
+b: &b {}
+",
+            nest("x"),
+            nest("*a")
+        );
+        let err = load(&text).unwrap_err();
+        assert_eq!(err.kind, YamlErrorKind::TooDeep);
+        assert!(err.message.contains("alias"), "{err:?}");
+        // Within the limit an alias is fine, and a duplicate key still names the first.
+        assert!(
+            load(&format!(
+                "a: &a {}
+b: [[*a]]
+",
+                nest("x")
+            ))
+            .is_ok()
+        );
+        let err = load(
+            "k: 1
+j: 2
+k: 3
+",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("duplicate key `k` (first defined at byte 0)"), "{err:?}");
     }
 }

@@ -227,7 +227,10 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 &mut |p| show_progress(&bar, p),
             )?;
             bar.finish_and_clear();
-            std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+            crate::files::write_atomic(
+                &run_dir.join("report.json"),
+                serde_json::to_string_pretty(&report)?.as_bytes(),
+            )?;
             let o = &report.original;
             manual.get_or_insert(Row {
                 strategy: "manual".into(),

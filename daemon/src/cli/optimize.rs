@@ -3,6 +3,7 @@
 //! candidates, and offers the winner as a Dotprompt variant file with a diff, a JSON report and
 //! a learning-curve plot.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +19,7 @@ use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::evaluate::load_split;
 use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
+use crate::files::write_atomic;
 use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
 use crate::optimize::model::ModelScorer;
@@ -47,6 +49,10 @@ pub struct OptimizeArgs {
     /// Where to write the optimized prompt [default: `<name>.optimized.prompt` beside it]
     #[arg(long, conflicts_with = "write")]
     pub output: Option<PathBuf>,
+    /// Replace an existing variant (or `--output` file) even where reprompt did not write it or
+    /// it was edited since
+    #[arg(long)]
+    pub force: bool,
     /// Directory for the checkpoint, report and plot [default: `.reprompt/runs/<name>-<strategy>-<seed>` beside the prompt]
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -365,6 +371,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let target =
         if args.write { args.file.clone() } else { args.output.clone().unwrap_or_else(|| variant_path(&args.file)) };
     check_target(&target, &text, &args.file)?;
+    let before = claim_target(&target, &args.file, args.force)?;
     let budget = args.budget.or(doc.settings.budget.map(|b| b as usize)).unwrap_or(DEFAULT_BUDGET);
     let config = SearchConfig {
         strategy: args.strategy,
@@ -400,7 +407,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let report_path = run_dir.join("report.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+    write_atomic(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
         .with_context(|| format!("writing {}", report_path.display()))?;
     let plot_path = run_dir.join("curve.svg");
     let series = vec![
@@ -416,7 +423,8 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     plot(&plot_path, &format!("{} · reward vs evaluations", args.file.display()), &series)?;
 
     let written = if report.improved {
-        write_prompt(&target, &report.text, &args.file)?;
+        write_prompt(&target, &report.text, &args.file, before.as_deref())
+            .with_context(|| format!("the optimized prompt is in {}", report_path.display()))?;
         Some(target)
     } else {
         None
@@ -458,15 +466,72 @@ pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<
     Ok(())
 }
 
-/// Writes an optimized prompt after checking it again: it must parse without errors, and find
-/// its files from `target` as it does from `source` ([`check_target`]).
-pub fn write_prompt(target: &Path, text: &str, source: &Path) -> anyhow::Result<()> {
+/// Where reprompt notes what it wrote to the variant files of `dir`: file name → SHA-256.
+fn written_record(dir: &Path) -> PathBuf {
+    dir.join(".reprompt").join("written.json")
+}
+
+fn read_written(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read(written_record(dir)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn parts(target: &Path) -> (PathBuf, String) {
+    let dir = target.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+    (dir, target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Before a run: whether the winner may go to `target`, and its content now (`None`: no file
+/// yet), which must still be there when the winner is written. The prompt's own file (in place)
+/// may always be rewritten; another file that exists only where reprompt wrote it and nobody
+/// edited it since, or with `force`: a variant tuned by hand is never replaced silently.
+pub fn claim_target(target: &Path, source: &Path, force: bool) -> anyhow::Result<Option<Vec<u8>>> {
+    let current = match std::fs::read(target) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
+    };
+    if !force && !same_file(target, source) {
+        let (dir, name) = parts(target);
+        if read_written(&dir).get(&name) != Some(&reprompt_protocol::hash::sha256_hex(&current)) {
+            bail!(
+                "{} exists and is not what reprompt last wrote there (edited by hand?): pass --force to replace \
+                 it, or --output to write elsewhere",
+                target.display()
+            );
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Writes an optimized prompt after checking it again: it must parse without errors, find its
+/// files from `target` as it does from `source` ([`check_target`]), and `target` must hold what
+/// it held when the run started (`before`, from [`claim_target`]): edits made meanwhile are
+/// never overwritten. The file is replaced in one step ([`write_atomic`]).
+pub fn write_prompt(target: &Path, text: &str, source: &Path, before: Option<&[u8]>) -> anyhow::Result<()> {
     let doc = parse(text, Some(target));
     if let Some(e) = doc.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         bail!("refusing to write an invalid prompt ({})", e.message);
     }
     check_target(target, text, source)?;
-    std::fs::write(target, text).with_context(|| format!("writing {}", target.display()))
+    let now = std::fs::read(target).ok();
+    if now.as_deref() != before {
+        bail!("{} changed during the run: it is left as it is", target.display());
+    }
+    write_atomic(target, text.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
+    if !same_file(target, source) {
+        let (dir, name) = parts(target);
+        let mut written = read_written(&dir);
+        written.insert(name, reprompt_protocol::hash::sha256_hex(text.as_bytes()));
+        let record = written_record(&dir);
+        std::fs::create_dir_all(record.parent().unwrap_or(&dir))
+            .and_then(|()| write_atomic(&record, &serde_json::to_vec_pretty(&written)?))
+            .with_context(|| format!("writing {}", record.display()))?;
+    }
+    Ok(())
 }
 
 /// A score as a percentage; `–` for none (NaN: a budget too small to score it).
@@ -553,11 +618,23 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
     Ok(())
 }
 
+/// The reward axis: up to 1 from a tenth below the lowest point where every point lies in
+/// [0, 1] (accuracy, F1), else the points' own range with a margin (the gap reward's ±200, a
+/// weighted reward below 0).
+fn y_range(series: &[(String, Vec<(f64, f64)>)]) -> std::ops::Range<f64> {
+    let ys: Vec<f64> = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).filter(|y| y.is_finite()).collect();
+    let (low, high) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &y| (l.min(y), h.max(y)));
+    if ys.is_empty() || (0.0..=1.0).contains(&low) && high <= 1.0 {
+        let low = if ys.is_empty() { 0.0 } else { ((low - 0.05) * 10.0).floor() / 10.0 };
+        return low.max(0.0)..1.0;
+    }
+    let margin = ((high - low) * 0.05).max(1e-3);
+    low - margin..high + margin
+}
+
 /// Draws reward-vs-evaluations lines as SVG.
 pub fn plot(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
     let x_max = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
-    let y_min = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(1.0f64, f64::min);
-    let y_low = ((y_min - 0.05) * 10.0).floor() / 10.0;
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     let draw = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing {}: {e:?}", path.display());
     root.fill(&WHITE).map_err(|e| draw(&e))?;
@@ -566,14 +643,9 @@ pub fn plot(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> a
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max * 1.02, y_low.max(0.0)..1.0)
+        .build_cartesian_2d(0.0..x_max * 1.02, y_range(series))
         .map_err(|e| draw(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("task-model example evaluations")
-        .y_desc("reward (accuracy)")
-        .draw()
-        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc("task-model example evaluations").y_desc("reward").draw().map_err(|e| draw(&e))?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         // Best-so-far curves are steps: hold each value until the next point.
@@ -619,27 +691,71 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 
-    #[test]
-    fn an_optimized_prompt_is_written_only_where_its_data_is_found() {
-        let root = std::env::temp_dir().join(format!("reprompt-write-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    /// The example's data under `ROOT/sentiment/data`; returns that directory and the prompt text.
+    fn example_copy(root: &Path) -> (PathBuf, String) {
+        let _ = std::fs::remove_dir_all(root);
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sentiment");
         let beside = root.join("sentiment");
         std::fs::create_dir_all(beside.join("data")).unwrap();
         for name in ["train.tsv", "dev.tsv", "test.tsv"] {
             std::fs::copy(examples.join("data").join(name), beside.join("data").join(name)).unwrap();
         }
-        let text = std::fs::read_to_string(examples.join("sentiment.prompt")).unwrap();
+        (beside, std::fs::read_to_string(examples.join("sentiment.prompt")).unwrap())
+    }
+
+    #[test]
+    fn a_prompt_edited_during_the_run_or_by_hand_is_never_overwritten() {
+        let root = std::env::temp_dir().join(format!("reprompt-claim-{}", std::process::id()));
+        let (beside, text) = example_copy(&root);
+        let source = beside.join("sentiment.prompt");
+        std::fs::write(&source, &text).unwrap();
+        let better = text.replace("one word", "a single word");
+
+        // In place: edits made while the run went on are kept.
+        let before = claim_target(&source, &source, false).unwrap();
+        let edited = format!("{text}Be brief.\n");
+        std::fs::write(&source, &edited).unwrap();
+        let err = write_prompt(&source, &better, &source, before.as_deref()).unwrap_err().to_string();
+        assert!(err.contains("changed during the run"), "{err}");
+        assert_eq!(std::fs::read_to_string(&source).unwrap(), edited);
+        std::fs::write(&source, &text).unwrap();
+        let before = claim_target(&source, &source, false).unwrap();
+        write_prompt(&source, &better, &source, before.as_deref()).unwrap();
+        assert_eq!(std::fs::read_to_string(&source).unwrap(), better);
+
+        // A variant written by hand is refused before any run, unless forced.
+        let variant = beside.join("sentiment.optimized.prompt");
+        std::fs::write(&variant, "mine").unwrap();
+        let err = claim_target(&variant, &source, false).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(claim_target(&variant, &source, true).unwrap().as_deref(), Some(&b"mine"[..]));
+        // One reprompt wrote, untouched since, may be replaced by the next run.
+        std::fs::remove_file(&variant).unwrap();
+        assert_eq!(claim_target(&variant, &source, false).unwrap(), None);
+        write_prompt(&variant, &text, &source, None).unwrap();
+        assert_eq!(claim_target(&variant, &source, false).unwrap().as_deref(), Some(text.as_bytes()));
+        // A file that appeared during the run is not overwritten either.
+        std::fs::remove_file(&variant).unwrap();
+        std::fs::write(&variant, "made meanwhile").unwrap();
+        assert!(write_prompt(&variant, &text, &source, None).is_err());
+        assert_eq!(std::fs::read_to_string(&variant).unwrap(), "made meanwhile");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_optimized_prompt_is_written_only_where_its_data_is_found() {
+        let root = std::env::temp_dir().join(format!("reprompt-write-{}", std::process::id()));
+        let (beside, text) = example_copy(&root);
 
         let source = beside.join("sentiment.prompt");
         let variant = beside.join("sentiment.optimized.prompt");
-        write_prompt(&variant, &text, &source).unwrap();
+        write_prompt(&variant, &text, &source, None).unwrap();
         assert_eq!(std::fs::read_to_string(&variant).unwrap(), text);
 
         // Elsewhere its `data/…` paths point at nothing: refused, nothing written.
         let elsewhere = root.join("elsewhere");
         std::fs::create_dir_all(&elsewhere).unwrap();
-        let err = write_prompt(&elsewhere.join("sentiment.prompt"), &text, &source).unwrap_err().to_string();
+        let err = write_prompt(&elsewhere.join("sentiment.prompt"), &text, &source, None).unwrap_err().to_string();
         assert!(err.contains("no file at") && err.contains("write it beside"), "{err}");
         assert!(!elsewhere.join("sentiment.prompt").exists());
 
@@ -655,8 +771,19 @@ mod tests {
 
         // An invalid prompt is refused too.
         let broken = text.replacen("{{sentence}}", "{{#if}}", 1);
-        assert!(write_prompt(&beside.join("broken.prompt"), &broken, &source).is_err());
+        assert!(write_prompt(&beside.join("broken.prompt"), &broken, &source, None).is_err());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_reward_axis_holds_every_point() {
+        let series = |points: Vec<(f64, f64)>| vec![("s".to_string(), points)];
+        assert_eq!(y_range(&series(vec![(0.0, 0.5), (10.0, 0.9)])), 0.4..1.0);
+        assert_eq!(y_range(&series(Vec::new())), 0.0..1.0);
+        for points in [vec![(0.0, -0.5), (10.0, 150.0)], vec![(0.0, -0.2), (1.0, 0.4)], vec![(0.0, 0.5), (1.0, 1.3)]] {
+            let range = y_range(&series(points.clone()));
+            assert!(points.iter().all(|p| range.contains(&p.1)), "{points:?} in {range:?}");
+        }
     }
 
     #[test]

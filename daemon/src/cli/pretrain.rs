@@ -106,7 +106,7 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             bar.finish_and_clear();
             let policy = Search::policy_path(&checkpoint_dir(&run_dir));
             let bytes = std::fs::read(&policy).with_context(|| format!("reading {}", policy.display()))?;
-            std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+            crate::files::write_atomic(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
             warm = Some(WarmStart::from_bytes(format!("{} after run {n}", args.out.display()), &bytes)?);
             let (o, b) = (&report.original, &report.best);
             writeln!(

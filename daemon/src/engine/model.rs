@@ -418,12 +418,14 @@ mod tests {
         ] {
             tiny_gguf_with(&path, &[(key, value)]);
             let mut gguf = GgufFile::open(&path).unwrap();
-            let err = Model::load(&mut gguf, Weights::Quantized, &Device::Cpu).err().expect(key).to_string();
+            let Err(err) = Model::load(&mut gguf, Weights::Quantized, &Device::Cpu) else { panic!("{key}: loaded") };
+            let err = err.to_string();
             assert!(err.contains(expected), "{key}: {err}");
         }
         // A header the reader cannot take (an alignment of 0 divides by zero) is an error too.
         tiny_gguf_with(&path, &[("general.alignment", Value::U32(0))]);
-        let err = GgufFile::open(&path).err().expect("alignment 0").to_string();
+        let Err(err) = GgufFile::open(&path) else { panic!("alignment 0: opened") };
+        let err = err.to_string();
         assert!(err.contains("malformed"), "{err}");
         let _ = std::fs::remove_file(&path);
     }

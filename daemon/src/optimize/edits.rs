@@ -828,7 +828,11 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
     if edits.windows(2).any(|w| w[1].span.start < w[0].span.end) {
         return Err(EditError::Invalid("the edit's changes overlap".into()));
     }
-    let text = apply(&doc.source, &edits);
+    let mut text = apply(&doc.source, &edits);
+    // New lines end as the file's lines do: a CRLF file stays CRLF throughout.
+    if crlf_file(&doc.source) {
+        text = with_crlf(&text);
+    }
     let edited = parse(&text, None);
     if let Some(error) = edited.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         return Err(EditError::Invalid(error.message.clone()));
@@ -838,6 +842,25 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
         return Err(EditError::Variables { before, after });
     }
     Ok(text)
+}
+
+/// Whether `source`'s lines end in CRLF (judged by its first line end).
+fn crlf_file(source: &str) -> bool {
+    source.find('\n').is_some_and(|i| source[..i].ends_with('\r'))
+}
+
+/// `text` with every bare LF made CRLF.
+fn with_crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous = None;
+    for c in text.chars() {
+        if c == '\n' && previous != Some('\r') {
+            out.push('\r');
+        }
+        out.push(c);
+        previous = Some(c);
+    }
+    out
 }
 
 /// Whole-word, case-insensitive mentions of label words in a prose segment: (span, label id).
@@ -1034,6 +1057,21 @@ mod tests {
             demo("a joy to watch {{ even twice }} .", 1),
             demo("the cast is superb .", 1),
         ])
+    }
+
+    #[test]
+    fn a_crlf_file_keeps_its_line_endings() {
+        let doc = parse("---\r\nreprompt.labels: [bad, good]\r\n---\r\nReview: {{x}}\r\nSentiment:\r\n", None);
+        let space = EditSpace::builtin(Vec::new());
+        for edit in [
+            Edit::LabelBias(vec![0.0, -1.0]),
+            Edit::AddDemo { at: doc.body_span.start, text: "Review: fine\nSentiment: good\n\n".into() },
+        ] {
+            let text = apply_checked(&doc, &edit, &space).unwrap();
+            assert!(!text.replace("\r\n", "").contains('\n'), "{edit:?}: {text:?}");
+            assert_ne!(text, doc.source);
+        }
+        assert_eq!(with_crlf("a\nb\r\nc\n"), "a\r\nb\r\nc\r\n");
     }
 
     #[test]

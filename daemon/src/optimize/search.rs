@@ -21,6 +21,7 @@ use super::labels;
 use super::{OptimizeError, PolicyDims, PolicyNet, PolicySnapshot, Ppo, PpoConfig, Result, Rng, Transition};
 use crate::eval::Split;
 use crate::eval::stats::{self, Interval};
+use crate::files::sync_dir;
 
 /// One example's result for one prompt.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -619,12 +620,6 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     sync_dir(dir)
-}
-
-/// Flushes a directory's entries (renames, new files) to the disk; where directories cannot
-/// be opened as files (Windows) the rename itself is all there is.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    if cfg!(unix) { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
 }
 
 /// Removes a checkpoint directory, its `search.json` first: a removal cut short never leaves
