@@ -116,8 +116,9 @@ struct PartialWalk<'a> {
     env: &'a DirEnvironment,
     /// What each partial's own text holds, by name (`None`: missing).
     cache: HashMap<String, Option<PartialFacts>>,
-    /// Root-scope variables read by each partial walked to the end, its nested ones included.
-    done: HashMap<String, Vec<String>>,
+    /// Each partial walked to the end: the root-scope variables it reads, its nested ones
+    /// included, and its height (1 for a partial that includes none).
+    done: HashMap<String, (Vec<String>, usize)>,
 }
 
 /// What the walk needs of one partial's scan.
@@ -150,8 +151,18 @@ impl PartialWalk<'_> {
     /// missing nested partial, a chain deeper than the renderer may follow, a partial with
     /// errors of its own.
     fn walk(&mut self, name: &str, chain: &mut Vec<String>) -> Result<Vec<String>, PartialFault> {
-        if let Some(used) = self.done.get(name) {
-            return Ok(used.clone());
+        self.walk_with_height(name, chain).map(|(used, _)| used)
+    }
+
+    fn walk_with_height(&mut self, name: &str, chain: &mut Vec<String>) -> Result<(Vec<String>, usize), PartialFault> {
+        if let Some((used, height)) = self.done.get(name) {
+            // Walked before from elsewhere: here it must fit below this chain too.
+            if chain.len() + height > MAX_PARTIAL_DEPTH {
+                let mut deep = chain.clone();
+                deep.push(name.to_string());
+                return Err(PartialFault::TooDeep(deep));
+            }
+            return Ok((used.clone(), *height));
         }
         if chain.iter().any(|n| n == name) {
             let mut cycle = chain.clone();
@@ -174,10 +185,12 @@ impl PartialWalk<'_> {
         }
         let mut used = facts.variables.clone();
         let nested = facts.nested.clone();
+        let mut height = 1;
         chain.push(name.to_string());
         for (nested, sees_root) in nested {
             // Partials with their own context still must exist and not loop.
-            let theirs = self.walk(&nested, chain)?;
+            let (theirs, below) = self.walk_with_height(&nested, chain)?;
+            height = height.max(below + 1);
             if sees_root {
                 used.extend(theirs);
             }
@@ -185,8 +198,8 @@ impl PartialWalk<'_> {
         chain.pop();
         used.sort();
         used.dedup();
-        self.done.insert(name.to_string(), used.clone());
-        Ok(used)
+        self.done.insert(name.to_string(), (used.clone(), height));
+        Ok((used, height))
     }
 }
 
@@ -368,6 +381,17 @@ mod tests {
         let dir = dir_with("deep", &files);
         let found = errors(&dir);
         assert_eq!(found.iter().map(|d| d.code).collect::<Vec<_>>(), [Code::TooDeep], "{found:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // A chain of 20 included from its deep end first: each partial is walked once, and
+        // found again at the top it still nests too deep.
+        let mut files: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("_p{i}.prompt"), if i < 19 { format!("{{{{> p{}}}}}", i + 1) } else { "end".into() }))
+            .collect();
+        files.push(("main.prompt".into(), (0..20).rev().map(|i| format!("{{{{> p{i}}}}}")).collect()));
+        let dir = dir_with("deep-memo", &files);
+        let found = errors(&dir);
+        assert!(!found.is_empty() && found.iter().all(|d| d.code == Code::TooDeep), "{found:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

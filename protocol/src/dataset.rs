@@ -275,7 +275,8 @@ fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
 /// A header naming a column twice would keep one of them silently.
 fn unique_columns(header: &[String]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
-    match header.iter().find(|h| !seen.insert(h.as_str())) {
+    // Unnamed columns (a spreadsheet's trailing empty cells) are not read: they may repeat.
+    match header.iter().filter(|h| !h.is_empty()).find(|h| !seen.insert(h.as_str())) {
         Some(twice) => Err(format!("the header names column `{twice}` twice")),
         None => Ok(()),
     }
@@ -479,6 +480,9 @@ mod tests {
             let issues = load(&write(name, text), &spec(Task::Classify)).unwrap_err();
             assert!(issues[0].message.contains("column `sentence` twice"), "{name}: {issues:?}");
         }
+        // Unnamed columns may repeat.
+        let path = write("blank.csv", "sentence,label,,\na,1,,\n");
+        assert_eq!(load(&path, &spec(Task::Classify)).unwrap().examples.len(), 1);
         // Nested values and other lines read as before.
         let path = write("ok.jsonl", "{\"sentence\": \"a\", \"label\": 1, \"meta\": {\"x\": [1, 2.5, null, true]}}\n");
         assert_eq!(load(&path, &spec(Task::Classify)).unwrap().examples.len(), 1);

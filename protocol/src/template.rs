@@ -190,8 +190,8 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
         if escaped {
             // `\{{ … }}` renders literally: skip to the end of the would-be mustache, or to the
             // next `{{`, which opens a mustache of its own (as Handlebars reads it).
-            let close = find_from(source, "}}", open + 2).map_or(source.len(), |c| c + 2);
-            let end = close.min(find_from(source, "{{", open + 2).unwrap_or(source.len()));
+            let next = find_from(source, "{{", open + 2).unwrap_or(source.len());
+            let end = source[open + 2..next].find("}}").map_or(next, |c| open + 2 + c + 2);
             scan.mustaches.push(Mustache { kind: MustacheKind::Escaped, span: Span::new(open - 1, end), expr: None });
             pos = end;
             text_start = end;
@@ -280,12 +280,30 @@ fn lex_mustaches(source: &str, scan: &mut TemplateScan) {
     check_stray_close(source, text_start, source.len(), scan);
 }
 
+/// Most `{{` the string literals of one mustache may hold between them (`{{eq x "{{"}}`).
+const STRING_OPENS: usize = 4;
+
 /// The position of `closer` ending the mustache whose content starts at `from`, skipping
-/// string literals (which may hold `}}`, not `{{`); `None` if another `{{` opens first or the
-/// text ends. Looks no further than that next `{{`, so a scan stays linear in the text.
+/// string literals (which may hold `}}`, and `{{` up to [`STRING_OPENS`] times); `None` if
+/// another `{{` opens first or the text ends. It never looks past the `{{` after those, so a
+/// scan stays linear in the text (every stretch between two `{{` is read by a bounded number
+/// of mustaches).
 fn find_close(source: &str, from: usize, closer: &str) -> Option<usize> {
     let bytes = source.as_bytes();
-    let limit = find_from(source, "{{", from).unwrap_or(source.len());
+    let mut limit = source.len();
+    let mut at = from;
+    for _ in 0..=STRING_OPENS {
+        match find_from(source, "{{", at) {
+            Some(open) => {
+                limit = open;
+                at = open + 2;
+            }
+            None => {
+                limit = source.len();
+                break;
+            }
+        }
+    }
     let region = &source[..limit];
     // A string holding `}}` is one only where the mustache can still close after it.
     let last_closer = region[from..].rfind(closer).map(|c| c + from);
@@ -302,6 +320,7 @@ fn find_close(source: &str, from: usize, closer: &str) -> Option<usize> {
                 _ => i += 1,
             },
             _ if bytes[i..].starts_with(closer.as_bytes()) => return Some(i),
+            _ if bytes[i..].starts_with(b"{{") => return None,
             _ => i += 1,
         }
     }
@@ -970,6 +989,9 @@ mod tests {
         let scan = scan("{{#ifEquals x \"}}\"}}yes{{/ifEquals}} {{#each xs}}{{this}}{{else}}{{fallback}}{{/each}}");
         assert!(scan.diagnostics.is_empty(), "{:?}", scan.diagnostics);
         assert_eq!(names(&scan), ["x", "xs", "fallback"]);
+        let scan = self::scan("{{#ifEquals x \"{{\"}}yes{{/ifEquals}} {{json \"{{a}} {{b}}\"}}");
+        assert!(scan.diagnostics.is_empty(), "{:?}", scan.diagnostics);
+        assert_eq!(names(&scan), ["x"]);
     }
 
     #[test]
@@ -1012,6 +1034,8 @@ mod tests {
         assert_eq!(unclosed, n);
         let scan = self::scan(&format!("{{{{{{{}x}}}}}}", "\"}}\"'}}'".repeat(n)));
         assert_eq!(scan.mustaches.len(), 1, "{:?}", &scan.diagnostics[..1]);
+        let scan = self::scan(&"\\{{".repeat(n));
+        assert_eq!(scan.mustaches.len(), n);
     }
 
     #[test]

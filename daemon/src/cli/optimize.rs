@@ -371,7 +371,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let target =
         if args.write { args.file.clone() } else { args.output.clone().unwrap_or_else(|| variant_path(&args.file)) };
     check_target(&target, &text, &args.file)?;
-    let before = claim_target(&target, &args.file, args.force)?;
+    let before = claim_target(&target, &args.file, &text, args.force)?;
     let budget = args.budget.or(doc.settings.budget.map(|b| b as usize)).unwrap_or(DEFAULT_BUDGET);
     let config = SearchConfig {
         strategy: args.strategy,
@@ -486,15 +486,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Before a run: whether the winner may go to `target`, and its content now (`None`: no file
 /// yet), which must still be there when the winner is written. The prompt's own file (in place)
-/// may always be rewritten; another file that exists only where reprompt wrote it and nobody
+/// (`text`, as read for the run) may always be rewritten; another file that exists only where reprompt wrote it and nobody
 /// edited it since, or with `force`: a variant tuned by hand is never replaced silently.
-pub fn claim_target(target: &Path, source: &Path, force: bool) -> anyhow::Result<Option<Vec<u8>>> {
+pub fn claim_target(target: &Path, source: &Path, text: &str, force: bool) -> anyhow::Result<Option<Vec<u8>>> {
+    if same_file(target, source) {
+        // What the run optimizes is what must still be there (not a later read of the file).
+        return Ok(Some(text.as_bytes().to_vec()));
+    }
     let current = match std::fs::read(target) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
     };
-    if !force && !same_file(target, source) {
+    if !force {
         let (dir, name) = parts(target);
         if read_written(&dir).get(&name) != Some(&reprompt_protocol::hash::sha256_hex(&current)) {
             bail!(
@@ -527,9 +531,13 @@ pub fn write_prompt(target: &Path, text: &str, source: &Path, before: Option<&[u
         let mut written = read_written(&dir);
         written.insert(name, reprompt_protocol::hash::sha256_hex(text.as_bytes()));
         let record = written_record(&dir);
-        std::fs::create_dir_all(record.parent().unwrap_or(&dir))
+        // The prompt is written: a record that cannot be is worth a warning, not a failure (the
+        // next run then asks for --force).
+        if let Err(e) = std::fs::create_dir_all(record.parent().unwrap_or(&dir))
             .and_then(|()| write_atomic(&record, &serde_json::to_vec_pretty(&written)?))
-            .with_context(|| format!("writing {}", record.display()))?;
+        {
+            eprintln!("warning: cannot note what was written in {}: {e}", record.display());
+        }
     }
     Ok(())
 }
@@ -712,28 +720,28 @@ mod tests {
         let better = text.replace("one word", "a single word");
 
         // In place: edits made while the run went on are kept.
-        let before = claim_target(&source, &source, false).unwrap();
+        let before = claim_target(&source, &source, &text, false).unwrap();
         let edited = format!("{text}Be brief.\n");
         std::fs::write(&source, &edited).unwrap();
         let err = write_prompt(&source, &better, &source, before.as_deref()).unwrap_err().to_string();
         assert!(err.contains("changed during the run"), "{err}");
         assert_eq!(std::fs::read_to_string(&source).unwrap(), edited);
         std::fs::write(&source, &text).unwrap();
-        let before = claim_target(&source, &source, false).unwrap();
+        let before = claim_target(&source, &source, &text, false).unwrap();
         write_prompt(&source, &better, &source, before.as_deref()).unwrap();
         assert_eq!(std::fs::read_to_string(&source).unwrap(), better);
 
         // A variant written by hand is refused before any run, unless forced.
         let variant = beside.join("sentiment.optimized.prompt");
         std::fs::write(&variant, "mine").unwrap();
-        let err = claim_target(&variant, &source, false).unwrap_err().to_string();
+        let err = claim_target(&variant, &source, &text, false).unwrap_err().to_string();
         assert!(err.contains("--force"), "{err}");
-        assert_eq!(claim_target(&variant, &source, true).unwrap().as_deref(), Some(&b"mine"[..]));
+        assert_eq!(claim_target(&variant, &source, &text, true).unwrap().as_deref(), Some(&b"mine"[..]));
         // One reprompt wrote, untouched since, may be replaced by the next run.
         std::fs::remove_file(&variant).unwrap();
-        assert_eq!(claim_target(&variant, &source, false).unwrap(), None);
+        assert_eq!(claim_target(&variant, &source, &text, false).unwrap(), None);
         write_prompt(&variant, &text, &source, None).unwrap();
-        assert_eq!(claim_target(&variant, &source, false).unwrap().as_deref(), Some(text.as_bytes()));
+        assert_eq!(claim_target(&variant, &source, &text, false).unwrap().as_deref(), Some(text.as_bytes()));
         // A file that appeared during the run is not overwritten either.
         std::fs::remove_file(&variant).unwrap();
         std::fs::write(&variant, "made meanwhile").unwrap();

@@ -829,7 +829,8 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
         return Err(EditError::Invalid("the edit's changes overlap".into()));
     }
     let mut text = apply(&doc.source, &edits);
-    // New lines end as the file's lines do: a CRLF file stays CRLF throughout.
+    // New lines end as the file's lines do: a CRLF file stays CRLF throughout (a file of
+    // mixed line endings is left as the edit made it).
     if crlf_file(&doc.source) {
         text = with_crlf(&text);
     }
@@ -844,21 +845,27 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
     Ok(text)
 }
 
-/// Whether `source`'s lines end in CRLF (judged by its first line end).
+/// Whether every line of `source` ends in CRLF (and one does): then every line break an edit
+/// makes is one of the edit's.
 fn crlf_file(source: &str) -> bool {
-    source.find('\n').is_some_and(|i| source[..i].ends_with('\r'))
+    source.contains("\r\n") && source.replace("\r\n", "").find(['\r', '\n']).is_none()
 }
 
-/// `text` with every bare LF made CRLF.
+/// `text` with every line break CRLF: a bare LF, and a CR that a deletion parted from its LF.
 fn with_crlf(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut previous = None;
-    for c in text.chars() {
-        if c == '\n' && previous != Some('\r') {
-            out.push('\r');
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                out.push_str("\r\n");
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
         }
-        out.push(c);
-        previous = Some(c);
     }
     out
 }
@@ -1071,7 +1078,9 @@ mod tests {
             assert!(!text.replace("\r\n", "").contains('\n'), "{edit:?}: {text:?}");
             assert_ne!(text, doc.source);
         }
-        assert_eq!(with_crlf("a\nb\r\nc\n"), "a\r\nb\r\nc\r\n");
+        assert_eq!(with_crlf("a\nb\r\nc\rd\n"), "a\r\nb\r\nc\r\nd\r\n");
+        // A file of mixed line endings is left as it is.
+        assert!(crlf_file("a\r\nb\r\n") && !crlf_file("a\r\nb\nc\r\n") && !crlf_file("a\nb\n"));
     }
 
     #[test]
