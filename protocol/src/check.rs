@@ -147,14 +147,10 @@ impl PartialWalk<'_> {
     }
 
     /// Follows the partials of `name` depth first, each once; returns the root-scope variables
-    /// they read (where they see the root), or the first fault: a cycle (as a chain), a
+    /// they read (where they see the root) and `name`'s height, or the first fault: a cycle (as a chain), a
     /// missing nested partial, a chain deeper than the renderer may follow, a partial with
     /// errors of its own.
-    fn walk(&mut self, name: &str, chain: &mut Vec<String>) -> Result<Vec<String>, PartialFault> {
-        self.walk_with_height(name, chain).map(|(used, _)| used)
-    }
-
-    fn walk_with_height(&mut self, name: &str, chain: &mut Vec<String>) -> Result<(Vec<String>, usize), PartialFault> {
+    fn walk(&mut self, name: &str, chain: &mut Vec<String>) -> Result<(Vec<String>, usize), PartialFault> {
         if let Some((used, height)) = self.done.get(name) {
             // Walked before from elsewhere: here it must fit below this chain too.
             if chain.len() + height > MAX_PARTIAL_DEPTH {
@@ -189,7 +185,7 @@ impl PartialWalk<'_> {
         chain.push(name.to_string());
         for (nested, sees_root) in nested {
             // Partials with their own context still must exist and not loop.
-            let (theirs, below) = self.walk_with_height(&nested, chain)?;
+            let (theirs, below) = self.walk(&nested, chain)?;
             height = height.max(below + 1);
             if sees_root {
                 used.extend(theirs);
@@ -229,7 +225,7 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
             ));
             continue;
         }
-        let walked = walk.walk(&partial.name, &mut Vec::new());
+        let walked = walk.walk(&partial.name, &mut Vec::new()).map(|(used, _)| used);
         faulted |= walked.is_err();
         if let Ok(used) = &walked
             && partial.at_root

@@ -484,10 +484,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
-/// Before a run: whether the winner may go to `target`, and its content now (`None`: no file
-/// yet), which must still be there when the winner is written. The prompt's own file (in place)
-/// (`text`, as read for the run) may always be rewritten; another file that exists only where reprompt wrote it and nobody
-/// edited it since, or with `force`: a variant tuned by hand is never replaced silently.
+/// Before a run: whether the winner may go to `target`, and what `target` holds now (`None`:
+/// no file yet), which it must still hold when the winner is written. The prompt's own file
+/// may always be rewritten (what it holds is `text`, as read for the run); another existing
+/// file only where reprompt wrote it and nobody edited it since, or with `force`: a variant
+/// tuned by hand is never replaced silently.
 pub fn claim_target(target: &Path, source: &Path, text: &str, force: bool) -> anyhow::Result<Option<Vec<u8>>> {
     if same_file(target, source) {
         // What the run optimizes is what must still be there (not a later read of the file).

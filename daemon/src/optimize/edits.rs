@@ -848,7 +848,13 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
 /// Whether every line of `source` ends in CRLF (and one does): then every line break an edit
 /// makes is one of the edit's.
 fn crlf_file(source: &str) -> bool {
-    source.contains("\r\n") && source.replace("\r\n", "").find(['\r', '\n']).is_none()
+    let bytes = source.as_bytes();
+    let mut breaks = bytes.iter().enumerate().filter(|(_, b)| matches!(b, b'\r' | b'\n')).peekable();
+    breaks.peek().is_some()
+        && breaks.all(|(i, &b)| match b {
+            b'\r' => bytes.get(i + 1) == Some(&b'\n'),
+            _ => i > 0 && bytes[i - 1] == b'\r',
+        })
 }
 
 /// `text` with every line break CRLF: a bare LF, and a CR that a deletion parted from its LF.
