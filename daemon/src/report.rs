@@ -70,7 +70,23 @@ pub fn to_json<'a>(index: &LineIndex, diagnostic: &'a Diagnostic) -> JsonDiagnos
     }
 }
 
-/// Renders one diagnostic like a compiler does.
+/// `text` safe to print on a terminal: prompt, dataset and model text is untrusted, and an
+/// escape sequence in it could move the cursor, rewrite lines already printed or set the
+/// clipboard, and a bidi override could make it read as other text. Each control character
+/// but line feed and tab becomes one visible character (C0 its Unicode control picture, `␛`
+/// for escape; DEL, C1 and bidi controls `�`), so columns still line up.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
+/// Renders one diagnostic like a compiler does (made [`printable`]).
 pub fn render(path: &str, source: &str, index: &LineIndex, diagnostic: &Diagnostic) -> String {
     let mut out = String::new();
     let at = locate(index, diagnostic.span);
@@ -101,7 +117,7 @@ pub fn render(path: &str, source: &str, index: &LineIndex, diagnostic: &Diagnost
     {
         let _ = writeln!(out, "{pad} = help: did you mean `{suggestion}`?");
     }
-    out
+    printable(&out)
 }
 
 /// The first line of `span` with carets under it (a multi-line span is marked to the line end).
@@ -116,4 +132,28 @@ fn snippet(out: &mut String, index: &LineIndex, span: Span, pad: &str, mark: cha
     let _ = writeln!(out, "{pad} |");
     let _ = writeln!(out, "{:>w$} | {display}", line + 1, w = pad.len());
     let _ = writeln!(out, "{pad} | {}{}", " ".repeat(start.column as usize), mark.to_string().repeat(width));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_and_bidi_overrides_never_reach_the_terminal() {
+        assert_eq!(printable("a\u{1b}[2Jb\r\u{7}\tc\n"), "a\u{241b}[2Jb\u{240d}\u{2407}\tc\n");
+        assert_eq!(printable("x\u{9b}1A\u{202e}evil\u{2066}"), "x\u{fffd}1A\u{fffd}evil\u{fffd}");
+        assert_eq!(printable("Résumé — ok"), "Résumé — ok");
+        // A diagnostic on a line that holds an escape: one visible character each, so the
+        // carets still sit under the span.
+        let source = "\u{1b}]52;c;aGk=\u{7} {{#if x}}\n";
+        let doc = reprompt_protocol::parse(source, None);
+        let index = LineIndex::new(source);
+        let rendered: String = doc.diagnostics.iter().map(|d| render("p.prompt", source, &index, d)).collect();
+        assert!(!rendered.chars().any(|c| c.is_control() && c != '\n' && c != '\t'), "{rendered:?}");
+        let lines: Vec<&str> = rendered.lines().collect();
+        let shown = lines.iter().position(|l| l.contains("{{#if x}}")).expect("the source line");
+        let column = |line: &str, pattern: char| line.chars().position(|c| c == pattern);
+        let open = lines[shown].chars().position(|c| c == '{');
+        assert_eq!(column(lines[shown + 1], '^'), open, "{rendered}");
+    }
 }

@@ -140,7 +140,21 @@ fn ranked_label_words_score_as_ranked() {
     // A generation prompt has no label words to rank.
     let out = reprompt(&["labels", "examples/gsm8k/gsm8k.prompt"], &cache);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a classification prompt"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no label words to rank"));
+    // Nor does a training split without examples of one label (refused before the model runs).
+    let positives: String = std::fs::read_to_string(dir.join("data/train.tsv"))
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || l.ends_with("\t1"))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    assert!(positives.lines().count() > 2, "{positives}");
+    std::fs::write(dir.join("data/train.tsv"), positives).unwrap();
+    std::fs::write(&file, prompt("terrible, great")).unwrap();
+    let out = reprompt(&["labels", file.to_str().unwrap()], &cache);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("training examples of each"));
     let _ = std::fs::remove_dir_all(&cache);
 }
 

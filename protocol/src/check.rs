@@ -4,7 +4,7 @@
 //! what the file names relative to its own directory. Every finding is a diagnostic; nothing
 //! here panics or stops at the first problem.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Code, Diagnostic, Related};
@@ -289,15 +289,16 @@ fn check_partials(doc: &PromptDocument, env: &DirEnvironment, diagnostics: &mut 
     let deferred =
         !faulted && !doc.scan.uses_whole_context && doc.scan.partials.iter().any(|p| p.at_root && !p.has_context);
     if let (true, Some(declared)) = (deferred, doc.declared_variables()) {
-        let used: Vec<&str> = doc
+        let used: HashSet<&str> = doc
             .scan
             .variables
             .iter()
             .map(|v| v.name.as_str())
             .chain(used_by_partials.iter().map(String::as_str))
             .collect();
-        for name in declared.iter().filter(|d| !used.contains(&d.as_str())) {
-            let span = document::schema_key_span(doc, name).unwrap_or(Span::at(0));
+        let keys = document::schema_key_spans(doc);
+        for name in declared.iter().filter(|d| !used.contains(d.as_str())) {
+            let span = keys.get(name.as_str()).copied().unwrap_or(Span::at(0));
             diagnostics.push(Diagnostic::warning(
                 Code::UnusedVariable,
                 span,

@@ -6,6 +6,7 @@
 //! (`a.b.c: v` → `ext["a.b"]["c"] = v`), and the body trimmed when front matter is present.
 //! Findings that need the file system (partials, datasets, model files) live in `check`.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -16,6 +17,9 @@ use crate::settings::{self, KNOWN_MODELS, Settings};
 use crate::span::Span;
 use crate::template::{self, TemplateScan};
 use crate::yaml::{self, YamlErrorKind, YamlKind, YamlNode};
+
+/// Undefined variables that get a did-you-mean suggestion (see `check_variables`).
+const MAX_SUGGESTED: usize = 64;
 
 /// Largest file parsed; anything bigger is reported, not read.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
@@ -536,11 +540,16 @@ fn path_span(node: &YamlNode, path: &[String]) -> Span {
 /// Undefined variables (read by the template, absent from the input schema) and unused ones.
 fn check_variables(doc: &mut PromptDocument) {
     let Some(declared) = doc.declared_variables() else { return };
-    let mut seen = Vec::new();
+    let declared_set: HashSet<&str> = declared.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
     for var in &doc.scan.variables {
-        if !declared.contains(&var.name) && !seen.contains(&var.name) {
-            let suggestion =
-                crate::diagnostic::did_you_mean(&var.name, declared.iter().map(String::as_str)).map(str::to_string);
+        if !declared_set.contains(var.name.as_str()) && seen.insert(var.name.as_str()) {
+            // Suggestions compare a name with every declared one: past the first few undefined
+            // names (a generated file), the warning goes without one rather than taking O(u·d).
+            let suggestion = (seen.len() <= MAX_SUGGESTED)
+                .then(|| crate::diagnostic::did_you_mean(&var.name, declared.iter().map(String::as_str)))
+                .flatten()
+                .map(str::to_string);
             let hint = suggestion
                 .as_ref()
                 .map(|s| format!(": did you mean `{s}`?"))
@@ -555,7 +564,6 @@ fn check_variables(doc: &mut PromptDocument) {
                 diagnostic = diagnostic.with_related(key, "input variables are declared here");
             }
             doc.diagnostics.push(diagnostic);
-            seen.push(var.name.clone());
         }
     }
     // Partials that see the root context may use any variable: leave unused ones to `check`,
@@ -563,11 +571,12 @@ fn check_variables(doc: &mut PromptDocument) {
     if doc.scan.uses_whole_context || doc.scan.partials.iter().any(|p| p.at_root && !p.has_context) {
         return;
     }
-    let used: Vec<&str> = doc.scan.variables.iter().map(|v| v.name.as_str()).collect();
-    let unused: Vec<String> = declared.iter().filter(|d| !used.contains(&d.as_str())).cloned().collect();
+    let used: HashSet<&str> = doc.scan.variables.iter().map(|v| v.name.as_str()).collect();
+    let unused: Vec<String> = declared.iter().filter(|d| !used.contains(d.as_str())).cloned().collect();
+    let keys = schema_key_spans(doc);
+    let fallback = doc.entry_span("input").map_or(Span::at(0), |(k, _)| k);
     for name in unused {
-        let span =
-            schema_key_span(doc, &name).unwrap_or_else(|| doc.entry_span("input").map_or(Span::at(0), |(k, _)| k));
+        let span = keys.get(name.as_str()).copied().unwrap_or(fallback);
         doc.diagnostics.push(Diagnostic::warning(
             Code::UnusedVariable,
             span,
@@ -576,22 +585,22 @@ fn check_variables(doc: &mut PromptDocument) {
     }
 }
 
-/// The span of an input-schema (or default) key naming `variable`.
-pub fn schema_key_span(doc: &PromptDocument, variable: &str) -> Option<Span> {
-    let root = doc.front_matter.as_ref()?.root.as_ref()?;
-    let (_, input) = root.get("input")?;
+/// The span of the input-schema (or default) key naming each variable, the schema's first.
+pub fn schema_key_spans(doc: &PromptDocument) -> HashMap<String, Span> {
+    let mut spans = HashMap::new();
+    let Some((_, input)) = doc.front_matter.as_ref().and_then(|f| f.root.as_ref()).and_then(|r| r.get("input")) else {
+        return spans;
+    };
     for section in ["schema", "default"] {
         let Some((_, node)) = input.get(section) else { continue };
         let node = node.get("properties").map_or(node, |(_, v)| v);
         for (key, _) in node.entries() {
             let text = key.as_key().unwrap_or_default();
             let bare = text.split('(').next().unwrap_or(text).trim_end_matches('?');
-            if bare == variable {
-                return Some(key.span);
-            }
+            spans.entry(bare.to_string()).or_insert(key.span);
         }
     }
-    None
+    spans
 }
 
 #[cfg(test)]
@@ -606,5 +615,37 @@ mod tests {
             assert_eq!(doc.model(), Some("./m.gguf"), "{newline:?}");
             assert_eq!(&text[doc.body_span.start..doc.body_span.end], "Hi {{name}}", "{newline:?}");
         }
+    }
+
+    #[test]
+    fn undefined_and_unused_variables_point_at_their_own_names() {
+        let text = "---\ninput:\n  schema:\n    title: string\n    body?: string, the text\n    spare(array): string\n---\n{{titel}} {{titel}} {{zzz}} {{body}}";
+        let doc = parse(text, None);
+        let messages: Vec<(&str, &str)> = doc
+            .diagnostics
+            .iter()
+            .filter(|d| matches!(d.code, Code::UndefinedVariable | Code::UnusedVariable))
+            .map(|d| (&text[d.span.start..d.span.end], d.message.as_str()))
+            .collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        // In the file's order: the schema's keys, then the template's names (each once).
+        assert!(messages[0].0 == "title" && messages[0].1.contains("`title` is never used"), "{messages:?}");
+        assert!(messages[1].0 == "spare(array)" && messages[1].1.contains("`spare`"), "{messages:?}");
+        assert!(messages[2].0 == "titel" && messages[2].1.contains("did you mean `title`"), "{messages:?}");
+        assert!(messages[3].0 == "zzz" && messages[3].1.contains("add it to `input.schema`"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_generated_file_with_many_undefined_names_is_checked_without_comparing_each_with_all() {
+        let declared: String = (0..500).map(|i| format!("    name{i}: string\n")).collect();
+        let used: String = (0..500).map(|i| format!("{{{{name{i}x}}}}")).collect();
+        let text = format!("---\ninput:\n  schema:\n{declared}---\n{used}");
+        let doc = parse(&text, None);
+        let undefined: Vec<&Diagnostic> =
+            doc.diagnostics.iter().filter(|d| d.code == Code::UndefinedVariable).collect();
+        assert_eq!(undefined.len(), 500);
+        let suggested = undefined.iter().filter(|d| d.message.contains("did you mean")).count();
+        assert_eq!(suggested, MAX_SUGGESTED);
+        assert_eq!(doc.diagnostics.iter().filter(|d| d.code == Code::UnusedVariable).count(), 500);
     }
 }

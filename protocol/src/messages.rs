@@ -102,27 +102,35 @@ pub const SECTION_MARKER: &str = "<<<dotprompt:section";
 
 /// Splits `text` at markers starting with one of `prefixes` and ending at the next `>>>`.
 /// Yields (is_marker, piece); pieces that are only whitespace are dropped, as the reference does.
+/// Each prefix's next place is remembered and searched again only once the split has passed
+/// it, so the text is scanned once per prefix however many markers it holds.
 fn split_markers<'a>(text: &'a str, prefixes: &[&str], mut emit: impl FnMut(bool, &'a str)) {
-    let mut rest = text;
     let mut push = |is_marker: bool, piece: &'a str| {
         if !piece.trim().is_empty() {
             emit(is_marker, piece);
         }
     };
+    let mut start = 0;
+    let mut next: Vec<Option<usize>> = prefixes.iter().map(|p| text.find(p)).collect();
     loop {
-        let next = prefixes.iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min_by_key(|(i, _)| *i);
-        let Some((at, prefix)) = next else {
-            push(false, rest);
+        for (at, prefix) in next.iter_mut().zip(prefixes) {
+            if at.is_some_and(|i| i < start) {
+                *at = text[start..].find(prefix).map(|i| start + i);
+            }
+        }
+        let earliest = next.iter().zip(prefixes).filter_map(|(at, p)| at.map(|i| (i, *p))).min_by_key(|(i, _)| *i);
+        let Some((at, prefix)) = earliest else {
+            push(false, &text[start..]);
             return;
         };
-        let Some(close) = rest[at + prefix.len()..].find(">>>") else {
-            push(false, rest);
+        let Some(close) = text[at + prefix.len()..].find(">>>") else {
+            push(false, &text[start..]);
             return;
         };
         let end = at + prefix.len() + close;
-        push(false, &rest[..at]);
-        push(true, &rest[at..end]);
-        rest = &rest[end + 3..];
+        push(false, &text[start..at]);
+        push(true, &text[at..end]);
+        start = end + 3;
     }
 }
 
@@ -233,6 +241,60 @@ mod tests {
         let messages = to_messages("<<<dotprompt:role:system>>>s<<<dotprompt:role:user>>>u", &history);
         let roles: Vec<_> = messages.iter().map(|m| m.role).collect();
         assert_eq!(roles, [Role::System, Role::Model, Role::User]);
+    }
+
+    /// The split as first written: every prefix searched again from each marker on.
+    fn split_by_rescanning(text: &str, prefixes: &[&str]) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        let mut push = |m: bool, p: &str| {
+            if !p.trim().is_empty() {
+                out.push((m, p.to_string()));
+            }
+        };
+        loop {
+            let next = prefixes.iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min_by_key(|(i, _)| *i);
+            let Some((at, prefix)) = next else { break push(false, rest) };
+            let Some(close) = rest[at + prefix.len()..].find(">>>") else { break push(false, rest) };
+            let end = at + prefix.len() + close;
+            push(false, &rest[..at]);
+            push(true, &rest[at..end]);
+            rest = &rest[end + 3..];
+        }
+        out
+    }
+
+    #[test]
+    fn markers_split_as_a_fresh_search_from_each_marker_would() {
+        // Markers inside markers, unclosed ones, one prefix far behind the other, blank pieces.
+        let pieces = [
+            "<<<dotprompt:role:user>>>",
+            "<<<dotprompt:history>>>",
+            "<<<dotprompt:role:<<<dotprompt:history>>>",
+            "text ",
+            " ",
+            ">>>",
+            "<<<dotprompt:role:",
+            "<<<dotprompt:history",
+        ];
+        let prefixes = [ROLE_MARKER, HISTORY_MARKER.trim_end_matches(">>>")];
+        let mut state = 7u64;
+        for _ in 0..400 {
+            let mut text = String::new();
+            for _ in 0..(state % 12) {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut split = Vec::new();
+            split_markers(&text, &prefixes, |m, p| split.push((m, p.to_string())));
+            assert_eq!(split, split_by_rescanning(&text, &prefixes), "{text:?}");
+        }
+        // Thousands of role markers and a history marker only at the end.
+        let text = format!("{}<<<dotprompt:history>>>", "<<<dotprompt:role:user>>>x".repeat(5000));
+        let messages = to_messages(&text, &[]);
+        assert_eq!(messages.len(), 5000);
+        assert!(messages.iter().all(|m| m.role == Role::User && m.text() == "x"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! template reads at the root scope, and which partials it includes. It never fails: problems
 //! become diagnostics, and the scan is linear with bounded nesting so any input is safe.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic, Severity};
@@ -608,8 +610,44 @@ struct OpenBlock {
     /// Whether the block changes the context (`each`, `with`, unknown helpers): root variables
     /// are not visible inside without `@root` or `../`.
     changes_scope: bool,
-    locals: Vec<String>,
+    /// How many block parameters were in scope before this block's own.
+    locals_from: usize,
     index: usize,
+}
+
+/// The block parameters in scope (`as |item i|` of every open block), kept as blocks open and
+/// close instead of gathered again for every mustache, and looked up in constant time.
+#[derive(Default)]
+struct Locals<'a> {
+    names: Vec<&'a str>,
+    counts: HashMap<&'a str, usize>,
+}
+
+impl<'a> Locals<'a> {
+    /// Brings `params` into scope; returns the mark to [`Locals::truncate`] to when the block closes.
+    fn open(&mut self, params: &'a [String]) -> usize {
+        let mark = self.names.len();
+        for name in params {
+            self.names.push(name);
+            *self.counts.entry(name).or_default() += 1;
+        }
+        mark
+    }
+
+    fn truncate(&mut self, mark: usize) {
+        for name in self.names.drain(mark.min(self.names.len())..) {
+            if let Some(count) = self.counts.get_mut(name) {
+                *count -= 1;
+                if *count == 0 {
+                    self.counts.remove(name);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.counts.contains_key(name)
+    }
 }
 
 fn analyze_blocks(scan: &mut TemplateScan) {
@@ -617,10 +655,9 @@ fn analyze_blocks(scan: &mut TemplateScan) {
     let mut blocks = Vec::new();
     let mut diagnostics = Vec::new();
     let mut refs = Refs::default();
+    let mut locals = Locals::default();
     for mustache in &scan.mustaches {
         let scoped = stack.iter().filter(|b| b.changes_scope).count();
-        let owned_locals: Vec<String> = stack.iter().flat_map(|b| b.locals.iter().cloned()).collect();
-        let locals: Vec<&str> = owned_locals.iter().map(String::as_str).collect();
         match mustache.kind {
             MustacheKind::Comment | MustacheKind::Escaped => {}
             MustacheKind::Expression | MustacheKind::Triple => {
@@ -702,7 +739,7 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                     name,
                     open: mustache.span,
                     changes_scope,
-                    locals: expr.block_params.clone(),
+                    locals_from: locals.open(&expr.block_params),
                     index,
                 });
             }
@@ -711,7 +748,9 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                 match stack.last() {
                     Some(open) if open.name == name => {
                         blocks[open.index].close = Some(mustache.span);
-                        stack.pop();
+                        if let Some(open) = stack.pop() {
+                            locals.truncate(open.locals_from);
+                        }
                     }
                     Some(open) => {
                         let message =
@@ -729,6 +768,7 @@ fn analyze_blocks(scan: &mut TemplateScan) {
                             }
                             if let Some(open) = stack.pop() {
                                 blocks[open.index].close = Some(mustache.span);
+                                locals.truncate(open.locals_from);
                             }
                         }
                     }
@@ -788,7 +828,7 @@ impl Refs {
         scan.uses_whole_context = self.uses_whole_context;
     }
 
-    fn expression(&mut self, expr: &Expr, scoped: usize, locals: &[&str], diagnostics: &mut Vec<Diagnostic>) {
+    fn expression(&mut self, expr: &Expr, scoped: usize, locals: &Locals, diagnostics: &mut Vec<Diagnostic>) {
         if expr.is_helper_call() {
             let name = expr.head_name().unwrap_or("");
             if expr.head_name().is_some() && !is_known_helper(name) && !name.starts_with('@') {
@@ -829,7 +869,7 @@ impl Refs {
         }
     }
 
-    fn partial(&mut self, expr: &Expr, span: Span, scoped: usize, locals: &[&str], diagnostics: &mut Vec<Diagnostic>) {
+    fn partial(&mut self, expr: &Expr, span: Span, scoped: usize, locals: &Locals, diagnostics: &mut Vec<Diagnostic>) {
         if let Some(context) = expr.params.first() {
             self.value(context, scoped, locals, diagnostics);
         }
@@ -850,7 +890,7 @@ impl Refs {
         });
     }
 
-    fn value(&mut self, term: &Term, scoped: usize, locals: &[&str], diagnostics: &mut Vec<Diagnostic>) {
+    fn value(&mut self, term: &Term, scoped: usize, locals: &Locals, diagnostics: &mut Vec<Diagnostic>) {
         match term {
             Term::Literal { .. } => {}
             Term::SubExpression { expr, .. } => self.expression(expr, scoped, locals, diagnostics),
@@ -884,7 +924,7 @@ impl Refs {
                         }
                     }
                     Some(name) => {
-                        if scoped > 0 || locals.contains(&name.as_str()) {
+                        if scoped > 0 || locals.contains(&name) {
                             return;
                         }
                         self.variables.push(VariableRef { name, path: path.to_string(), span: *span });
@@ -940,6 +980,28 @@ mod tests {
         assert_eq!(scan.roles, [("user".to_string(), Span::new(7, 13))]);
         assert!(!scan.uses_whole_context);
         assert_eq!(scan.blocks.len(), 2);
+    }
+
+    #[test]
+    fn block_parameters_leave_scope_with_their_block_even_when_names_repeat() {
+        // `{{else}}` of `each` reads the enclosing context, where only the block parameters
+        // tell a local from an input variable.
+        let src = "{{#each a as |x|}}{{else}}{{#each b as |x|}}{{else}}{{/each}}{{x}}{{/each}}{{x}}";
+        let scan = scan(src);
+        assert!(scan.diagnostics.is_empty(), "{:?}", scan.diagnostics);
+        assert_eq!(names(&scan), ["a", "b", "x"]);
+        assert_eq!(&src[scan.variables[2].span.start..], "x}}");
+        // A block closed by recovering from a mismatched close takes its parameters along.
+        let scan = super::scan("{{#each a as |y|}}{{else}}{{#if c}}{{y}}{{/each}}{{y}}");
+        assert_eq!(names(&scan), ["a", "c", "y"]);
+        assert!(scan.diagnostics.iter().any(|d| d.code == Code::UnclosedBlock));
+        // Many parameters and many references: each looked up once.
+        let params: Vec<String> = (0..3000).map(|i| format!("p{i}")).collect();
+        let body: String = (0..3000).map(|i| format!("{{{{p{i}}}}}{{{{q{i}}}}}")).collect();
+        let src = format!("{{{{#each a as |{}|}}}}{{{{else}}}}{body}{{{{/each}}}}", params.join(" "));
+        let scan = super::scan(&src);
+        assert_eq!(scan.variables.len(), 3001);
+        assert!(scan.variables[1..].iter().all(|v| v.name.starts_with('q')));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use reprompt_protocol::settings::Task;
 
 use crate::engine::model::{Mode, Weights};
 use crate::engine::runtime::{Runtime, RuntimeOptions};
+use crate::engine::tokenizer::literal;
 use crate::engine::{DeviceChoice, store};
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +154,8 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         bail!("{} needs the 16-shot SST-2 train.tsv and dev.tsv", args.data.display());
     }
     let demos: Vec<(String, usize)> = [0, 16, 1, 17].iter().map(|&i| train[i].clone()).collect();
-    let contexts: Vec<String> = dev[..32].iter().map(|(s, _)| sst2_context(&demos, s)).collect();
+    // The data is read from a user's path: its text is marked literal like any dataset's.
+    let contexts: Vec<String> = dev[..32].iter().map(|(s, _)| literal(&sst2_context(&demos, s))).collect();
     let choices = vec![" great".to_string(), " terrible".to_string()];
     let mut per_example = Vec::new();
     let mut correct = 0;

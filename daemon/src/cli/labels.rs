@@ -48,7 +48,11 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let evaluator = Evaluator::new(engine, None);
     let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
     let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true, &[])? else {
-        anyhow::bail!("{} is not a classification prompt with `reprompt.labels`", args.file.display());
+        anyhow::bail!(
+            "{}: no label words to rank (ranking needs a classification prompt with `reprompt.labels`, at most 12 \
+             of them, and training examples of each)",
+            args.file.display()
+        );
     };
     if ranking.cue_added {
         eprintln!(

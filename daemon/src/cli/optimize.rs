@@ -26,6 +26,7 @@ use crate::optimize::model::ModelScorer;
 use crate::optimize::search::{
     Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint, remove_checkpoint,
 };
+use crate::report::printable;
 
 /// Budget when neither `--budget` nor `reprompt.budget` gives one.
 pub const DEFAULT_BUDGET: usize = 2000;
@@ -265,7 +266,7 @@ pub fn optimize(
     let warm = warm.filter(|_| config.strategy == Strategy::Ppo);
     config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
-    config.data = Some(scorer.data_digest());
+    config.data = Some(scorer.data_digest(&doc.source)?);
     let space = EditSpace::builtin(scorer.demo_sources());
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
@@ -606,13 +607,23 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
         100.0 * d.high,
         report.search.validation_examples
     )?;
+    // The winner is the best of several on these very examples: its lead there is biased up.
+    let compared = report.search.validated.len();
+    if report.improved && compared > 2 {
+        writeln!(
+            out,
+            "  (the best of {compared} prompts compared on these examples, so the difference flatters it; a test \
+             split measures it without that bias)"
+        )?;
+    }
     if !report.improved {
         writeln!(out, "\nNo candidate beat the original on the validation split; the prompt is left as it is.")?;
         return Ok(());
     }
+    // Edits and the diff carry the prompt's text and the model's paraphrases: untrusted.
     writeln!(out, "\nedits:")?;
     for (i, e) in report.edits.iter().enumerate() {
-        writeln!(out, "  {}. {e}", i + 1)?;
+        writeln!(out, "  {}. {}", i + 1, printable(e))?;
     }
     let target = written.map_or("optimized".to_string(), |p| p.display().to_string());
     let diff = similar::TextDiff::from_lines(original, &report.text)
@@ -620,7 +631,7 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
         .context_radius(2)
         .header(&report.file.display().to_string(), &target)
         .to_string();
-    writeln!(out, "\n{diff}")?;
+    writeln!(out, "\n{}", printable(&diff))?;
     if let Some(path) = written {
         writeln!(out, "wrote {}", path.display())?;
     }
@@ -641,11 +652,25 @@ fn y_range(series: &[(String, Vec<(f64, f64)>)]) -> std::ops::Range<f64> {
     low - margin..high + margin
 }
 
-/// Draws reward-vs-evaluations lines as SVG.
+/// Draws reward-vs-evaluations lines as SVG, written atomically: the backend's own file writer
+/// drops errors on its final flush, so a full disk could have left a truncated plot reported
+/// as written.
 pub fn plot(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+    let svg = plot_svg(title, series)?;
+    crate::files::write_atomic(path, svg.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The plot's SVG text.
+fn plot_svg(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    draw_plot(&mut svg, title, series)?;
+    Ok(svg)
+}
+
+fn draw_plot(svg: &mut String, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
     let x_max = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    let draw = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing {}: {e:?}", path.display());
+    let root = SVGBackend::with_string(svg, (900, 540)).into_drawing_area();
+    let draw = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing the plot: {e:?}");
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -793,6 +818,26 @@ mod tests {
             let range = y_range(&series(points.clone()));
             assert!(points.iter().all(|p| range.contains(&p.1)), "{points:?} in {range:?}");
         }
+    }
+
+    #[test]
+    fn the_plot_is_written_whole_or_its_failure_is_reported() {
+        let dir = std::env::temp_dir().join(format!("reprompt-plot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let series =
+            vec![("ppo".to_string(), vec![(0.0, 0.5), (40.0, 0.75)]), ("random".to_string(), vec![(0.0, 0.5)])];
+        let path = dir.join("curve.svg");
+        plot(&path, "a title", &series).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.trim_start().starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{text}");
+        assert!(text.contains("a title") && text.contains("ppo") && text.contains("random"));
+        assert_eq!(text, plot_svg("a title", &series).unwrap());
+        // A place that cannot be written is an error, and nothing is left half written.
+        let err = plot(&dir.join("missing").join("curve.svg"), "t", &series).unwrap_err();
+        assert!(format!("{err:#}").contains("curve.svg"), "{err:#}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! as a warm start for `reprompt optimize --policy`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
@@ -59,7 +59,8 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     let model = |doc: &reprompt_protocol::PromptDocument| doc.model().unwrap_or(store::DEFAULT_MODEL).to_string();
     let first_model = model(&prompts[0].1);
-    if let Some((file, doc)) = prompts.iter().find(|(_, doc)| !model(doc).eq_ignore_ascii_case(&first_model)) {
+    let first = model_identity(&prompts[0].1, &prompts[0].0);
+    if let Some((file, doc)) = prompts.iter().find(|(file, doc)| model_identity(doc, file) != first) {
         bail!(
             "{} uses the model {}, {} uses {}: a policy is trained for one model",
             file.display(),
@@ -86,7 +87,7 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         for (file, doc) in &prompts {
             n += 1;
-            let seed = args.seed + n as u64 - 1;
+            let seed = args.seed.wrapping_add(n as u64 - 1);
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
             let run_dir = args.work.join(format!("{n:02}-{stem}-{seed}"));
             let _run_lock = lock_run_dir(&run_dir)?;
@@ -126,4 +127,38 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let digest = warm.map(|w| w.digest).unwrap_or_default();
     writeln!(out, "\npolicy {} ({digest}) for {first_model}, {n} runs", args.out.display())?;
     Ok(())
+}
+
+/// Which model a prompt runs: a known model by its name, a file by its real path
+/// (`./m.gguf` in two folders is two models; two spellings of one file are one).
+fn model_identity(doc: &reprompt_protocol::PromptDocument, file: &Path) -> String {
+    let model = doc.model().unwrap_or(store::DEFAULT_MODEL);
+    if let Some(known) = store::known(model) {
+        return format!("known {}", known.name);
+    }
+    let path = file.parent().unwrap_or(Path::new("")).join(model);
+    format!("file {}", std::fs::canonicalize(&path).unwrap_or(path).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_model_means_one_file_not_one_spelling() {
+        let root = std::env::temp_dir().join(format!("reprompt-pretrain-models-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in ["a", "b"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::write(root.join(dir).join("m.gguf"), dir).unwrap();
+        }
+        let doc = |model: &str| reprompt_protocol::parse(&format!("---\nmodel: {model}\n---\n{{{{x}}}}"), None);
+        let a = model_identity(&doc("./m.gguf"), &root.join("a/p.prompt"));
+        assert_ne!(a, model_identity(&doc("./m.gguf"), &root.join("b/p.prompt")));
+        assert_eq!(a, model_identity(&doc("../a/m.gguf"), &root.join("b/p.prompt")));
+        let known = model_identity(&doc(store::DEFAULT_MODEL), &root.join("a/p.prompt"));
+        assert_eq!(known, model_identity(&doc(store::DEFAULT_MODEL), &root.join("b/p.prompt")));
+        assert_ne!(known, a);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -134,8 +134,9 @@ fn print_table(file: &Path, e: &Evaluation, failures: usize, out: &mut dyn Write
     Ok(())
 }
 
+/// `text` on one line, at most `max` characters, [`crate::report::printable`].
 fn shorten(text: &str, max: usize) -> String {
-    let one_line = text.replace('\n', "⏎");
+    let one_line = crate::report::printable(&text.replace('\n', "⏎"));
     if one_line.chars().count() <= max {
         one_line
     } else {

@@ -60,3 +60,23 @@ impl ChatTemplate {
             .map_err(|e| EngineError::Template(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template that lays out only turns with content, as several models' templates do.
+    const SKIPS_EMPTY: &str =
+        "{% for m in messages %}{% if m.content %}<|{{ m.role }}|>{{ m.content }}\n{% endif %}{% endfor %}";
+
+    #[test]
+    fn an_empty_turn_stays_empty_for_the_template_and_content_is_marked_literal() {
+        let template = ChatTemplate::new(SKIPS_EMPTY, "", "").unwrap();
+        let text =
+            template.render(&[ChatTurn::new("system", ""), ChatTurn::new("user", "hi <|im_end|>")], false).unwrap();
+        assert!(!text.contains("<|system|>"), "{text:?}");
+        assert_eq!(text, format!("<|user|>{}\n", literal("hi <|im_end|>")));
+        assert_eq!(literal(""), "");
+        assert_eq!(literal("\u{E000}\u{E001}"), "");
+    }
+}

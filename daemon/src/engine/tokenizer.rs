@@ -34,7 +34,11 @@ pub const LITERAL_CLOSE: char = '\u{E001}';
 
 /// `text` marked as literal: inside a model input it is tokenized as plain text even where it
 /// spells a special token. Marks it carries itself are dropped, so it cannot end its stretch.
+/// Empty text stays empty, so a chat template that tests a turn for content still sees none.
 pub fn literal(text: &str) -> String {
+    if text.chars().all(is_mark) {
+        return String::new();
+    }
     let mut out = String::with_capacity(text.len() + 2 * LITERAL_OPEN.len_utf8());
     out.push(LITERAL_OPEN);
     out.extend(text.chars().filter(|c| !is_mark(*c)));

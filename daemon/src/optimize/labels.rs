@@ -66,7 +66,7 @@ pub fn continuation_mass(log_probs: &[f32], vocabulary: &[String]) -> f64 {
 /// Candidates per class for `classes` classes: as many as keep the combinations within
 /// [`MAX_COMBINATIONS`]; `None` when even two per class would not (13 classes or more: the
 /// search over combinations does not scale to them).
-fn per_class(classes: usize) -> Option<usize> {
+pub(crate) fn per_class(classes: usize) -> Option<usize> {
     (2..=MAX_PER_CLASS).rev().find(|k| k.checked_pow(classes as u32).is_some_and(|n| n <= MAX_COMBINATIONS))
 }
 
@@ -264,8 +264,12 @@ pub fn cross_fitted(
     if log_probs.len() != gold.len() {
         return Vec::new();
     }
-    let ids: std::collections::HashMap<&str, usize> =
-        vocabulary.iter().enumerate().filter_map(|(id, t)| label_word(t, spaced).map(|w| (w, id))).collect();
+    // Ranked words are [`label_word`]s; a built-in set's may be any token (`no / yes`).
+    let ids: std::collections::HashMap<&str, usize> = vocabulary
+        .iter()
+        .enumerate()
+        .filter_map(|(id, t)| if spaced { t.strip_prefix(' ') } else { Some(t.as_str()) }.map(|w| (w, id)))
+        .collect();
     let rank = |rows: &[usize]| -> Option<Vec<Vec<String>>> {
         let lp: Vec<Vec<f32>> = rows.iter().map(|&i| log_probs[i].clone()).collect();
         let g: Vec<usize> = rows.iter().map(|&i| gold[i]).collect();
@@ -369,6 +373,23 @@ mod tests {
 
     fn vocab(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn built_in_sets_of_short_words_are_judged_too() {
+        // ` no` / ` yes` are no candidates of a ranking (too short), but a built-in set they
+        // make is compared like any other.
+        let gold: Vec<usize> = (0..32).map(|i| i % 2).collect();
+        let rows: Vec<Vec<f32>> = gold
+            .iter()
+            .map(|&g| if g == 0 { vec![-0.5, -2.0, -1.0, -1.2] } else { vec![-2.0, -0.5, -1.2, -1.0] })
+            .collect();
+        let fixed = [vocab(&["no", "yes"]), vocab(&["bad", "good"])];
+        let screened = cross_fitted(&rows, &gold, 2, &vocab(&[" no", " yes", " bad", " good"]), true, &[], &fixed);
+        let yes_no = screened.iter().find(|s| s.words == [vec!["no".to_string()], vec!["yes".to_string()]]);
+        assert_eq!(yes_no.map(|s| s.accuracy), Some(1.0), "{screened:?}");
+        assert!(screened.iter().any(|s| s.words == [vec!["bad".to_string()], vec!["good".to_string()]]));
+        assert!(screened.iter().filter(|s| s.ranked).all(|s| s.words.iter().flatten().all(|w| w.len() >= 3)));
     }
 
     #[test]

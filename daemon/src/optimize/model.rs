@@ -9,7 +9,7 @@ use reprompt_protocol::dataset::Dataset;
 use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 
-use super::edits::DemoSource;
+use super::edits::{DemoSource, EditSpace};
 use super::labels::{
     FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, Screened, continuation_mass, cross_fitted, label_word, rank_label_sets,
 };
@@ -41,8 +41,8 @@ pub struct LabelRanking {
     /// added `Answer:` cue.
     pub cue_added: bool,
     /// The ranking's labelling and each of the fixed sets asked for, judged out of sample
-    /// ([`cross_fitted`]).
-    pub screened: Vec<Screened>,
+    /// ([`cross_fitted`]: those that could be); `None` where no fixed sets were asked for.
+    pub screened: Option<Vec<Screened>>,
 }
 
 /// Scores prompt variants of the file at `path` with the task model.
@@ -100,9 +100,19 @@ impl<'e> ModelScorer<'e> {
         Ok(Self::with_splits(evaluator, path, train, validation, 0))
     }
 
-    /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits.
-    pub fn data_digest(&self) -> String {
-        super::search::data_digest(&self.train.hash, &self.validation.hash)
+    /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits, this model
+    /// and device, the partials `original` includes and the built-in edit banks: what a
+    /// checkpoint's scores were measured with, so a run resumes only where they still hold.
+    pub fn data_digest(&mut self, original: &str) -> Result<String> {
+        let key = self.prepare(original)?;
+        let banks = serde_json::to_string(&EditSpace::builtin(Vec::new())).unwrap_or_default();
+        let scoring = serde_json::json!({
+            "model": self.evaluator.model_id,
+            "device": format!("{:?}", self.evaluator.engine.device),
+            "rendering": self.prepared[&key].render_hash,
+            "edit banks": reprompt_protocol::hash::sha256_hex(banks.as_bytes()),
+        });
+        Ok(super::search::data_digest(&self.train.hash, &self.validation.hash, &scoring.to_string()))
     }
 
     /// The training examples as demonstration sources.
@@ -149,7 +159,14 @@ impl<'e> ModelScorer<'e> {
         let prepared = &self.prepared[&key];
         let gold: Option<Vec<usize>> = self.train.examples.iter().map(|e| e.label).collect();
         let (Task::Classify, Some(gold)) = (prepared.task, gold) else { return Ok(None) };
-        if prepared.labels.len() < 2 || gold.is_empty() {
+        // What the ranking would refuse after the model ran (a class without a training
+        // example, too many classes) is refused before it runs, so it costs nothing.
+        let classes = prepared.labels.len();
+        if classes < 2
+            || gold.is_empty()
+            || super::labels::per_class(classes).is_none()
+            || (0..classes).any(|c| !gold.contains(&c))
+        {
             return Ok(None);
         }
         let engine = &self.evaluator.engine;
@@ -161,13 +178,25 @@ impl<'e> ModelScorer<'e> {
         if cue_added && !add_cue {
             return Ok(None);
         }
-        for context in contexts.iter_mut().filter(|c| answer_after(c, "x") == "x") {
-            context.push_str("Answer:");
+        // Every context gets the cue when one needs it, so the ranking reads one distribution.
+        if cue_added {
+            for context in &mut contexts {
+                if answer_after(context, "x") != "x" {
+                    context.push('\n');
+                }
+                context.push_str("Answer:");
+            }
         }
         // Only the columns of tokens that are words: the whole distribution of every example
         // would not fit in memory for large splits.
-        let columns: Vec<usize> =
-            (0..self.vocabulary.len()).filter(|&id| label_word(&self.vocabulary[id], true).is_some()).collect();
+        // A built-in set's words are columns too, though too short to be ranked (`no / yes`).
+        let fixed_words: BTreeSet<&str> = fixed.iter().flatten().map(String::as_str).collect();
+        let columns: Vec<usize> = (0..self.vocabulary.len())
+            .filter(|&id| {
+                let token = &self.vocabulary[id];
+                label_word(token, true).is_some() || token.strip_prefix(' ').is_some_and(|w| fixed_words.contains(w))
+            })
+            .collect();
         let mut log_probs = Vec::with_capacity(contexts.len());
         for chunk in contexts.chunks(32) {
             for row in engine.next_token_logprobs(chunk.to_vec()).map_err(failed)? {
@@ -175,7 +204,6 @@ impl<'e> ModelScorer<'e> {
             }
         }
         let vocabulary: Vec<String> = columns.iter().map(|&id| self.vocabulary[id].clone()).collect();
-        let classes = prepared.labels.len();
         // Word fragments (`apolog`, `congrat`) are tokens too; each word of the sets is
         // checked once, and sets are ranked again without the fragments found.
         let mut fragments: Vec<String> = Vec::new();
@@ -185,11 +213,8 @@ impl<'e> ModelScorer<'e> {
             let new: BTreeSet<String> =
                 sets.iter().flat_map(|s| s.words.iter()).filter(|w| !checked.contains(*w)).cloned().collect();
             if new.is_empty() {
-                let screened = if fixed.is_empty() {
-                    Vec::new()
-                } else {
-                    cross_fitted(&log_probs, &gold, classes, &vocabulary, true, &fragments, fixed)
-                };
+                let screened = (!fixed.is_empty())
+                    .then(|| cross_fitted(&log_probs, &gold, classes, &vocabulary, true, &fragments, fixed));
                 return Ok(Some(LabelRanking { sets, cue_added, screened }));
             }
             for (word, is) in new.iter().zip(self.fragments(&new)?) {

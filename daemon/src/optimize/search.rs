@@ -37,8 +37,32 @@ pub struct Outcome {
     pub probabilities: Vec<f64>,
 }
 
-/// The template step's ranking: the ranked sets, and the labellings judged out of sample.
-pub type TemplateRanking = (Vec<Vec<String>>, Vec<labels::Screened>);
+/// Bound of the scores a search keeps (see [`Outcome::finite`]).
+const SCORE_BOUND: f64 = 1e12;
+
+impl Outcome {
+    /// The outcome with finite numbers: a reward can be −∞ (a `logprob` part where the model
+    /// gives the gold words no probability) or NaN (that times a weight of 0), which would
+    /// sort unpredictably at the gate and make the checkpoint unreadable (JSON has no
+    /// infinities). Scores and signals are clamped to ±[`SCORE_BOUND`], NaN counting as the
+    /// worst; a probability that is not a number as 0.
+    pub fn finite(mut self) -> Self {
+        let bound = |x: f64| if x.is_nan() { -SCORE_BOUND } else { x.clamp(-SCORE_BOUND, SCORE_BOUND) };
+        self.score = bound(self.score);
+        self.signal = bound(self.signal);
+        for p in &mut self.probabilities {
+            if !p.is_finite() {
+                *p = 0.0;
+            }
+        }
+        self
+    }
+}
+
+/// The template step's ranking: the ranked sets, and the labellings judged out of sample
+/// (`None` where nothing was to be judged: no fixed sets, or a scorer that cannot judge;
+/// `Some` without the sets that could not be).
+pub type TemplateRanking = (Vec<Vec<String>>, Option<Vec<labels::Screened>>);
 
 /// What the search needs from the world: scores of prompt texts on examples of a split, and
 /// feature vectors for texts.
@@ -84,7 +108,7 @@ pub trait Scorer {
     /// sample ([`labels::cross_fitted`]); none of the latter by default. Costs what
     /// `rank_labels` costs.
     fn rank_template(&mut self, text: &str, keep: usize, _fixed: &[Vec<String>]) -> Result<Option<TemplateRanking>> {
-        Ok(self.rank_labels(text, keep)?.map(|sets| (sets, Vec::new())))
+        Ok(self.rank_labels(text, keep)?.map(|sets| (sets, None)))
     }
 }
 
@@ -142,7 +166,9 @@ pub struct SearchConfig {
     /// a new cue ([`answer_context`]), at most [`MAX_RANKINGS`] times; each ranking offers
     /// several words per label ([`labels::word_groups`]), or, where they make no group, this
     /// many of its best sets; with it the edit space offers bare completion prompts. 4 by
-    /// default; 0 turns it all off (and is what a checkpoint from before it existed reads as).
+    /// default; 0 turns the ranking off (and is what a checkpoint from before it existed reads
+    /// as): with calibration on, the bare template is still scored, with the author's own
+    /// words (their lean is what calibration fixes).
     #[serde(default)]
     pub ranked_labels: usize,
     pub ppo: PpoConfig,
@@ -592,13 +618,14 @@ fn add_label_sets(space: &mut EditSpace, sets: &[Vec<String>]) {
     add_sets(&mut space.label_sets, sets);
 }
 
-/// What [`SearchConfig::data`] holds: a digest of the two splits' content digests and of the
-/// scoring's version ([`crate::eval::evaluate::EVAL_VERSION`]): results scored by other rules
-/// are not resumed.
-pub fn data_digest(train_hash: &str, validation_hash: &str) -> String {
+/// What [`SearchConfig::data`] holds: a digest of the two splits' content digests, of the
+/// scoring's version ([`crate::eval::evaluate::EVAL_VERSION`]) and of `scoring`, what else the
+/// scores depend on (the scorer's model, device, partials, built-in edit banks): results
+/// scored by other rules, another model or other partials are not resumed.
+pub fn data_digest(train_hash: &str, validation_hash: &str, scoring: &str) -> String {
     let version = crate::eval::evaluate::EVAL_VERSION;
     reprompt_protocol::hash::sha256_hex(
-        format!("scoring {version}\ntrain {train_hash}\nvalidation {validation_hash}\n").as_bytes(),
+        format!("scoring {version}\ntrain {train_hash}\nvalidation {validation_hash}\n{scoring}").as_bytes(),
     )
 }
 
@@ -737,12 +764,15 @@ fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Screened> {
 }
 
 /// Whether a ranking's words do clearly better out of sample than the best built-in set they
-/// were judged against ([`labels::clearly_better`]: by more than a standard error); true where
-/// nothing was judged. Words ranked on 32 examples and only as good as `negative / positive`
-/// there have been fitted to those examples: they look best on them and worse elsewhere.
-fn ranked_holds_up(screened: &[labels::Screened]) -> bool {
-    let Some(fixed) = best_fixed(screened) else { return true };
-    screened.iter().any(|s| s.ranked && labels::clearly_better(s, fixed))
+/// were judged against ([`labels::clearly_better`]: by more than a standard error). Words
+/// ranked on 32 examples and only as good as `negative / positive` there have been fitted to
+/// those examples: they look best on them and worse elsewhere. Where nothing was to be judged
+/// (`None`: calibration off) they hold; where no built-in set could be judged (a split too
+/// small to fit offsets on its halves), they do not: unchecked, they would win the search's
+/// training comparisons by their fit alone.
+fn ranked_holds_up(screened: Option<&[labels::Screened]>) -> bool {
+    let Some(screened) = screened else { return true };
+    best_fixed(screened).is_some_and(|fixed| screened.iter().any(|s| s.ranked && labels::clearly_better(s, fixed)))
 }
 
 /// The cue the author's own words name: the last of `cues` (they go from generic to
@@ -781,16 +811,19 @@ fn normalized(mut v: Vec<f32>) -> Vec<f32> {
 impl<'a> Search<'a> {
     /// A fresh search from the author's prompt `original`.
     pub fn new(original: &str, config: SearchConfig, space: EditSpace, scorer: &'a mut dyn Scorer) -> Result<Self> {
-        let validation = scorer.split_len(Split::Validation);
-        if scorer.split_len(Split::Train) == 0 || validation == 0 {
+        let (train, validation) = (scorer.split_len(Split::Train), scorer.split_len(Split::Validation));
+        if train == 0 || validation == 0 {
             return Err(OptimizeError::Input("optimizing needs training and validation examples".into()));
         }
+        // The original scored on both splits is the least a run reports (its train score
+        // would otherwise be unknown, and nothing could be compared with it).
         let per_example = scorer.evaluations_per_example(original)?.max(1);
-        if config.budget < validation * per_example {
-            let each = if per_example > 1 { format!(" ({per_example} evaluations each)") } else { String::new() };
+        let least = (train + validation).saturating_mul(per_example);
+        if config.budget < least {
+            let each = if per_example > 1 { format!(", {per_example} evaluations each") } else { String::new() };
             return Err(OptimizeError::Input(format!(
-                "a budget of {} evaluations cannot score even the original on the {validation} validation \
-                 examples{each}",
+                "a budget of {} evaluations cannot score even the original on the {train} training and {validation} \
+                 validation examples ({least}{each})",
                 config.budget
             )));
         }
@@ -1068,7 +1101,7 @@ impl<'a> Search<'a> {
                 _ => &mut record.train,
             };
             for (i, outcome) in missing.into_iter().zip(results) {
-                slots[i] = Some(outcome);
+                slots[i] = Some(outcome.finite());
             }
             self.note_curve();
         }
@@ -1253,7 +1286,7 @@ impl<'a> Search<'a> {
         };
         self.state.spent += cost;
         self.state.rankings += 1;
-        if ranked_holds_up(&screened) {
+        if ranked_holds_up(screened.as_deref()) {
             let (sets, groups) = ranked_offers(sets, keep);
             self.offer_ranked(&sets, groups);
         }
@@ -1320,14 +1353,15 @@ impl<'a> Search<'a> {
             return Ok(());
         };
         if !self.state.config.calibrate {
-            screened.clear();
+            screened = None;
         }
         self.state.spent += n;
         let (sets, groups) = ranked_offers(sets, keep);
         // Ranked words that do not clearly beat every built-in set out of sample stay out of
         // the edit space: on the training examples they would still look best, and win the
         // search's comparisons.
-        let holds_up = ranked_holds_up(&screened);
+        let holds_up = ranked_holds_up(screened.as_deref());
+        let screened = screened.unwrap_or_default();
         if holds_up {
             self.offer_ranked(&sets, groups.clone());
         }
@@ -1351,8 +1385,12 @@ impl<'a> Search<'a> {
             } else {
                 Edit::LabelGroups(best.words.clone())
             }];
+        } else if !holds_up {
+            // Nothing could be judged: the template keeps the author's own words.
+            steps.clear();
         }
-        if let Some(start) = screened.iter().find(|s| best.is_none_or(|b| b.words == s.words))
+        if !steps.is_empty()
+            && let Some(start) = screened.iter().find(|s| best.is_none_or(|b| b.words == s.words))
             && start.bias.iter().any(|b| b.abs() >= 0.05)
         {
             steps.push(Edit::LabelBias(start.bias.clone()));
@@ -1732,8 +1770,11 @@ impl<'a> Search<'a> {
         self.state.strategy.current = Some(current.clone());
         let text = self.state.records[&current].text.clone();
         let mut options = self.candidates(&text)?;
+        // The calibration stays whatever the sample, as for the other strategies ([`Search::candidates`]).
+        let calibration = options.pop_if(|(e, _)| matches!(e, Edit::LabelBias(_)));
         self.rng.shuffle(&mut options);
         options.truncate(self.state.config.width);
+        options.extend(calibration);
         let batch = self.sample_minibatch();
         let limit = self.search_budget_left();
         let Some(base) = self.scores(&current, Split::Train, &batch, limit)? else { return Ok(()) };
@@ -1808,12 +1849,13 @@ impl<'a> Search<'a> {
         let db = parse(&tb, None);
         let mut text = ta.clone();
         let mut lineage = self.state.records[a].lineage.clone();
-        let mut apply = |text: &mut String, edit: Edit, space: &EditSpace| {
+        // Whether the edit applied (a refused one changes nothing).
+        let mut apply = |text: &mut String, edit: Edit, space: &EditSpace| -> bool {
             let doc = parse(text, None);
-            if let Ok(t) = edits::apply_checked(&doc, &edit, space) {
-                lineage.push(edit.describe(&doc.source));
-                *text = t;
-            }
+            let Ok(t) = edits::apply_checked(&doc, &edit, space) else { return false };
+            lineage.push(edit.describe(&doc.source));
+            *text = t;
+            true
         };
         let words = &db.settings.label_words;
         if let Some(labels) = db.settings.labels.as_ref().filter(|_| parse(&text, None).settings.label_words != *words)
@@ -1823,9 +1865,11 @@ impl<'a> Search<'a> {
             } else {
                 Edit::Labels(labels.value.clone())
             };
-            apply(&mut text, edit, &self.space);
-            // New words drop the old offsets; `b`'s were fitted to these words.
-            if let Some(bias) = &db.settings.label_bias {
+            // New words drop the old offsets; `b`'s were fitted to these words, so they come
+            // along only where the words did.
+            if apply(&mut text, edit, &self.space)
+                && let Some(bias) = &db.settings.label_bias
+            {
                 apply(&mut text, Edit::LabelBias(bias.value.clone()), &self.space);
             }
         }
@@ -2292,14 +2336,16 @@ mod tests {
     fn a_checkpoint_of_other_data_is_not_resumed() {
         let dir = std::env::temp_dir().join(format!("reprompt-search-data-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = SearchConfig { data: Some(data_digest("a", "b")), ..config(Strategy::Random, 600) };
+        let cfg = SearchConfig { data: Some(data_digest("a", "b", "model m")), ..config(Strategy::Random, 600) };
         let mut scorer = Planted { scored: 0, adversarial_validation: false };
         let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
         assert_eq!(first.run(Some(&dir), Some(2), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
         drop(first);
         assert!(Search::checkpoint_matches(&dir, EXAMPLE, &cfg));
-        let edited = SearchConfig { data: Some(data_digest("a", "c")), ..cfg.clone() };
+        let edited = SearchConfig { data: Some(data_digest("a", "c", "model m")), ..cfg.clone() };
         assert!(!Search::checkpoint_matches(&dir, EXAMPLE, &edited), "validation data edited");
+        let other_model = SearchConfig { data: Some(data_digest("a", "b", "model n")), ..cfg.clone() };
+        assert!(!Search::checkpoint_matches(&dir, EXAMPLE, &other_model), "another model");
         let mut scorer = Planted { scored: 0, adversarial_validation: false };
         let err = Search::load(&dir, EXAMPLE, &edited, space(), &mut scorer).err().expect("refused").to_string();
         assert!(err.contains("data"), "{err}");
@@ -2326,6 +2372,57 @@ mod tests {
         fn feature_dim(&self) -> usize {
             self.0.feature_dim()
         }
+    }
+
+    /// [`Planted`] whose reward is not a number on one example and whose signal is −∞ on
+    /// another (a `logprob` reward where the model gives the gold words no probability).
+    struct Unbounded(Planted);
+
+    impl Scorer for Unbounded {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            let mut out = self.0.score(text, split, indices)?;
+            for (o, &i) in out.iter_mut().zip(indices) {
+                match i {
+                    0 => o.score = f64::NAN,
+                    1 => o.signal = f64::NEG_INFINITY,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.0.split_len(split)
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.0.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.0.feature_dim()
+        }
+    }
+
+    #[test]
+    fn scores_that_are_not_finite_are_kept_finite_and_the_checkpoint_stays_readable() {
+        let dir = std::env::temp_dir().join(format!("reprompt-search-nan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = config(Strategy::Random, 600);
+        let mut scorer = Unbounded(Planted { scored: 0, adversarial_validation: false });
+        let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
+        assert_eq!(first.run(Some(&dir), Some(2), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
+        let state = first.state.clone();
+        drop(first);
+        let outcomes = state.records.values().flat_map(|r| r.train.iter().chain(&r.validation).flatten());
+        assert!(outcomes.clone().all(|o| o.score.is_finite() && o.signal.is_finite()));
+        assert!(
+            outcomes.clone().any(|o| o.score == -SCORE_BOUND) && outcomes.clone().any(|o| o.signal == -SCORE_BOUND)
+        );
+        assert!(Search::checkpoint_matches(&dir, EXAMPLE, &cfg), "the checkpoint reads back");
+        let mut scorer = Unbounded(Planted { scored: 0, adversarial_validation: false });
+        let mut resumed = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap();
+        let result = resumed.run(Some(&dir), None, &mut |_| {}).unwrap().unwrap();
+        assert!(result.best_validation.is_finite() && result.original_validation.is_finite());
+        drop(resumed);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// [`Planted`] with a reward that costs three task-model evaluations an example (a
@@ -2361,10 +2458,12 @@ mod tests {
             assert!(result.evaluations <= 1200, "{strategy:?} spent {}", result.evaluations);
             assert!(result.evaluations > 1000, "{strategy:?} left {} unspent", 1200 - result.evaluations);
         }
-        // The original's validation (16 examples) needs 48.
+        // The original on both splits (16 + 24 examples) needs 120.
         let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
-        let err = Search::new(EXAMPLE, config(Strategy::Ppo, 47), space(), &mut scorer).err().expect("refused");
-        assert!(err.to_string().contains("3 evaluations each"), "{err}");
+        let err = Search::new(EXAMPLE, config(Strategy::Ppo, 119), space(), &mut scorer).err().expect("refused");
+        assert!(err.to_string().contains("(120, 3 evaluations each)"), "{err}");
+        let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
+        assert!(Search::new(EXAMPLE, config(Strategy::Ppo, 120), space(), &mut scorer).is_ok());
     }
 
     #[test]
@@ -2639,6 +2738,29 @@ mod tests {
     }
 
     #[test]
+    fn greedy_tries_the_calibration_whatever_its_sample_of_the_other_edits() {
+        for seed in 0..10 {
+            let mut scorer = Leaning { scored: 0 };
+            let cfg = SearchConfig { seed, width: 2, twins: false, ..config(Strategy::Greedy, 1500) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            let original = search.record(EXAMPLE, Vec::new());
+            let all: Vec<usize> = (0..32).collect();
+            search.scores(&original, Split::Train, &all, usize::MAX).unwrap().unwrap();
+            search.state.strategy.current = Some(original);
+            search.greedy_iteration().unwrap();
+            let calibrated = search
+                .state
+                .records
+                .values()
+                .find(|r| r.lineage.last().is_some_and(|l| l.starts_with("calibrate the labels")))
+                .unwrap_or_else(|| panic!("seed {seed}: no calibration tried"));
+            assert!(calibrated.train.iter().any(Option::is_some), "seed {seed}: scored on the minibatch");
+            // It wins: the leaning prompt's calibration is the step greedy takes.
+            assert_eq!(search.state.strategy.current.as_deref(), Some(key(&calibrated.text).as_str()), "seed {seed}");
+        }
+    }
+
+    #[test]
     fn the_gate_has_the_few_best_to_choose_from_not_the_best_alone() {
         // In the Leaning world nothing but a calibration beats the author's prompt; with the
         // best alone as the bar, few prompts reach the whole training split. With the fourth
@@ -2658,7 +2780,7 @@ mod tests {
 
     #[test]
     fn tiny_budgets_are_never_exceeded() {
-        for budget in [16, 17, 40, 100, 333] {
+        for budget in [40, 41, 57, 100, 333] {
             for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
                 let (result, scored) = run(strategy, budget, false);
                 assert!(scored <= budget, "{strategy:?} spent {scored} of {budget}");
@@ -2666,7 +2788,9 @@ mod tests {
             }
         }
         let mut scorer = Planted { scored: 0, adversarial_validation: false };
-        assert!(Search::new(EXAMPLE, config(Strategy::Ppo, 15), space(), &mut scorer).is_err());
+        // Less than the original on both splits (16 + 24) is refused, saying what it takes.
+        let err = Search::new(EXAMPLE, config(Strategy::Ppo, 39), space(), &mut scorer).err().expect("refused");
+        assert!(err.to_string().contains("(40)"), "{err}");
     }
 
     #[test]
@@ -2885,7 +3009,8 @@ mod tests {
     }
 
     /// The ranking world whose template step also judges labellings out of sample: the ranked
-    /// group at `group`, the fixed sets at 0.7 except `negative / positive` at `posneg`.
+    /// group at `group`, the fixed sets at 0.7 except `negative / positive` at `posneg`;
+    /// nothing judged where `posneg` is negative (a split too small to fit offsets on).
     struct Screening {
         ranking: Ranking,
         group: f64,
@@ -2914,7 +3039,10 @@ mod tests {
             let Some(sets) = self.ranking.rank_labels(text, keep)? else { return Ok(None) };
             let group = vec![vec!["dreadful".to_string(), "sad".into()], vec!["superb".into(), "glad".into()]];
             if fixed.is_empty() {
-                return Ok(Some((sets, Vec::new())));
+                return Ok(Some((sets, None)));
+            }
+            if self.posneg < 0.0 {
+                return Ok(Some((sets, Some(Vec::new()))));
             }
             // Per-example hits: the first examples right, so a higher accuracy is a superset.
             let hits = |accuracy: f64| -> Vec<f64> {
@@ -2938,7 +3066,7 @@ mod tests {
                     hits: hits(accuracy),
                 });
             }
-            Ok(Some((sets, screened)))
+            Ok(Some((sets, Some(screened))))
         }
     }
 
@@ -2993,6 +3121,13 @@ mod tests {
         let (record, state, fixed) = template(0.6, 0.8, false);
         assert!(fixed.is_empty() && state.template_screen.is_empty());
         assert_eq!(record.lineage[1..], ["label words dreadful, sad / superb, glad"]);
+        // Built-in sets given but none judged: the ranked words are unchecked, so they neither
+        // start the template (the author's words do) nor join the edit space.
+        let (record, state, fixed) = template(0.9, -1.0, true);
+        assert_eq!(fixed.len(), 6);
+        assert!(record.lineage[1..].is_empty(), "{:?}", record.lineage);
+        assert!(state.ranked_groups.is_empty() && state.ranked_labels.is_empty());
+        assert!(state.records.values().all(|r| !r.text.contains("dreadful")));
     }
 
     #[test]
