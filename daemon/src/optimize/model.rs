@@ -143,8 +143,10 @@ impl<'e> ModelScorer<'e> {
     /// training split, best first, with their training accuracy ([`rank_label_sets`]), and
     /// whether an `Answer:` cue had to be added for the ranking (then the accuracies are of the
     /// prompt with that cue, not as written); `None` for a prompt that is not a
-    /// classification with labels, or, unless `add_cue`, for one whose answer starts a line or
-    /// a chat turn.
+    /// classification with labels, for a training split without a gold label on every
+    /// example, without an example of every class or with more classes than the ranking
+    /// takes ([`per_class`](super::labels::per_class)) — refused before the model runs — or,
+    /// unless `add_cue`, for one whose answer starts a line or a chat turn.
     /// With `fixed` sets (one word per label each), the ranking's labelling and those sets are
     /// also compared out of sample on the same distributions, at no further cost.
     pub fn label_ranking(
@@ -187,16 +189,7 @@ impl<'e> ModelScorer<'e> {
                 context.push_str("Answer:");
             }
         }
-        // Only the columns of tokens that are words: the whole distribution of every example
-        // would not fit in memory for large splits.
-        // A built-in set's words are columns too, though too short to be ranked (`no / yes`).
-        let fixed_words: BTreeSet<&str> = fixed.iter().flatten().map(String::as_str).collect();
-        let columns: Vec<usize> = (0..self.vocabulary.len())
-            .filter(|&id| {
-                let token = &self.vocabulary[id];
-                label_word(token, true).is_some() || token.strip_prefix(' ').is_some_and(|w| fixed_words.contains(w))
-            })
-            .collect();
+        let columns = ranking_columns(&self.vocabulary, fixed);
         let mut log_probs = Vec::with_capacity(contexts.len());
         for chunk in contexts.chunks(32) {
             for row in engine.next_token_logprobs(chunk.to_vec()).map_err(failed)? {
@@ -368,9 +361,32 @@ pub fn clean_paraphrase(original: &str, generated: &str) -> Option<String> {
     (ends && sentences == 0 && len_ok && plain && new && shared >= 0.2).then(|| text.to_string())
 }
 
+/// The token ids a label ranking reads the next-token distributions at: the tokens that are
+/// words ([`label_word`]; the whole distribution of every example would not fit in memory for
+/// large splits), and the words of the built-in `fixed` sets, though too short to be ranked
+/// (`no / yes`), so that those sets are judged too.
+fn ranking_columns(vocabulary: &[String], fixed: &[Vec<String>]) -> Vec<usize> {
+    let fixed_words: BTreeSet<&str> = fixed.iter().flatten().map(String::as_str).collect();
+    (0..vocabulary.len())
+        .filter(|&id| {
+            let token = &vocabulary[id];
+            label_word(token, true).is_some() || token.strip_prefix(' ').is_some_and(|w| fixed_words.contains(w))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ranking_reads_word_tokens_and_the_built_in_sets_short_words() {
+        let vocabulary: Vec<String> = [" no", " yes", " great", "ing", " ok", " the", "no"].map(String::from).to_vec();
+        assert_eq!(ranking_columns(&vocabulary, &[]), vec![1, 2]);
+        let fixed = vec![vec!["no".to_string(), "yes".to_string()], vec!["bad".to_string(), "ok".to_string()]];
+        // The short words of the sets join, spaced only; fragments and function words stay out.
+        assert_eq!(ranking_columns(&vocabulary, &fixed), vec![0, 1, 2, 4]);
+    }
 
     #[test]
     fn paraphrases_are_filtered_to_single_plain_sentences() {

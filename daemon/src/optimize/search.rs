@@ -152,7 +152,8 @@ pub struct SearchConfig {
     /// Prompts the gate re-scores on the whole validation split, best by train first; a
     /// prompt and its calibrations count as one (a calibration's results come free).
     pub top_k: usize,
-    /// Candidates per greedy step; population size of evolution.
+    /// Sampled candidates per greedy step (the calibration, where there is one, is tried
+    /// besides); population size of evolution.
     pub width: usize,
     /// Probability that an episode starts from the best prompt so far instead of the author's.
     pub elite_start: f32,
@@ -477,7 +478,9 @@ impl Family {
         let accuracy = crate::eval::rewards::accuracy(predicted, gold);
         let gap = crate::eval::rewards::gap(&probabilities, gold);
         let score = self.reward.iter().map(|(name, w)| w * if name == "accuracy" { accuracy } else { gap }).sum();
-        Outcome { score, signal: gap, probabilities }
+        // Bounded like the scorer's outcomes, whatever the source (rebiasing refuses
+        // probabilities that are not finite: a safeguard, so no recorded result ever is).
+        Outcome { score, signal: gap, probabilities }.finite()
     }
 }
 
@@ -1770,11 +1773,15 @@ impl<'a> Search<'a> {
         self.state.strategy.current = Some(current.clone());
         let text = self.state.records[&current].text.clone();
         let mut options = self.candidates(&text)?;
-        // The calibration stays whatever the sample, as for the other strategies ([`Search::candidates`]).
+        // The calibration stays whatever the sample, as for the other strategies ([`Search::candidates`]),
+        // and goes first: its results mostly come free from the current prompt's, and a budget
+        // that runs out within the step (or a tie) does not pass it over.
         let calibration = options.pop_if(|(e, _)| matches!(e, Edit::LabelBias(_)));
         self.rng.shuffle(&mut options);
         options.truncate(self.state.config.width);
-        options.extend(calibration);
+        if let Some(c) = calibration {
+            options.insert(0, c);
+        }
         let batch = self.sample_minibatch();
         let limit = self.search_budget_left();
         let Some(base) = self.scores(&current, Split::Train, &batch, limit)? else { return Ok(()) };
@@ -2425,6 +2432,14 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn results_derived_from_another_calibration_are_kept_finite_too() {
+        let family = Family { base: String::new(), bias: vec![0.0, 0.0], reward: vec![("gap".into(), 1.0)] };
+        let outcome = family.outcome(vec![f64::NAN, 0.5], 0);
+        assert_eq!((outcome.score, outcome.signal), (-SCORE_BOUND, -SCORE_BOUND));
+        assert_eq!(outcome.probabilities, vec![0.0, 0.5]);
+    }
+
     /// [`Planted`] with a reward that costs three task-model evaluations an example (a
     /// generation's answer, its likelihood and more, say).
     struct Costly(Planted);
@@ -2739,13 +2754,19 @@ mod tests {
 
     #[test]
     fn greedy_tries_the_calibration_whatever_its_sample_of_the_other_edits() {
-        for seed in 0..10 {
+        // Also with the search's budget spent: the calibration, scored from the current
+        // prompt's results for free, comes before the edits that would cost evaluations.
+        for (seed, spent) in (0..10).flat_map(|seed| [(seed, false), (seed, true)]) {
             let mut scorer = Leaning { scored: 0 };
             let cfg = SearchConfig { seed, width: 2, twins: false, ..config(Strategy::Greedy, 1500) };
             let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
             let original = search.record(EXAMPLE, Vec::new());
             let all: Vec<usize> = (0..32).collect();
             search.scores(&original, Split::Train, &all, usize::MAX).unwrap().unwrap();
+            if spent {
+                search.state.spent = search.state.config.budget - search.gate_reserve();
+                assert_eq!(search.search_budget_left(), 0);
+            }
             search.state.strategy.current = Some(original);
             search.greedy_iteration().unwrap();
             let calibrated = search
@@ -2753,10 +2774,11 @@ mod tests {
                 .records
                 .values()
                 .find(|r| r.lineage.last().is_some_and(|l| l.starts_with("calibrate the labels")))
-                .unwrap_or_else(|| panic!("seed {seed}: no calibration tried"));
-            assert!(calibrated.train.iter().any(Option::is_some), "seed {seed}: scored on the minibatch");
+                .unwrap_or_else(|| panic!("seed {seed} {spent}: no calibration tried"));
+            assert!(calibrated.train.iter().any(Option::is_some), "seed {seed} {spent}: scored on the minibatch");
             // It wins: the leaning prompt's calibration is the step greedy takes.
-            assert_eq!(search.state.strategy.current.as_deref(), Some(key(&calibrated.text).as_str()), "seed {seed}");
+            let took = search.state.strategy.current.as_deref();
+            assert_eq!(took, Some(key(&calibrated.text).as_str()), "seed {seed} {spent}");
         }
     }
 
