@@ -43,12 +43,65 @@ pub fn known(name: &str) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|m| m.name == name)
 }
 
-/// `$REPROMPT_CACHE_DIR`, else the platform cache directory + `reprompt`.
+/// `$REPROMPT_CACHE_DIR`, else the platform cache directory + `reprompt`, else (no home
+/// directory, as for some services) a directory in the temporary directory that this user
+/// alone can write ([`private_dir`]).
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("REPROMPT_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("reprompt")
+    if let Some(dir) = dirs::cache_dir() {
+        return dir.join("reprompt");
+    }
+    static FALLBACK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FALLBACK.get_or_init(|| private_dir(&std::env::temp_dir())).clone()
+}
+
+/// `parent/reprompt-cache`, made where missing, if this user alone can write it: the
+/// temporary directory is shared by every user of the machine, and a cache someone else can
+/// write would let them plant a model file or evaluation results. A directory of that name
+/// that is a link, belongs to someone else or that others may write is not used: this process
+/// gets a new directory of its own (nothing cached beyond the run) and says so.
+#[cfg(unix)]
+fn private_dir(parent: &Path) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let shared = parent.join("reprompt-cache");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&shared);
+    if owned_privately(&shared) {
+        return shared;
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let own = parent.join(format!("reprompt-cache-{}-{nanos}", std::process::id()));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&own);
+    eprintln!(
+        "warning: {} is not this user's alone; caching in {} for this run (set REPROMPT_CACHE_DIR to keep a cache)",
+        shared.display(),
+        own.display()
+    );
+    own
+}
+
+#[cfg(not(unix))]
+fn private_dir(parent: &Path) -> PathBuf {
+    parent.join("reprompt-cache")
+}
+
+/// Whether `dir` is a directory (not a link) that no one but its owner may write, and its
+/// owner is this process's user: the owner of a file made in it.
+#[cfg(unix)]
+fn owned_privately(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return false };
+    if !meta.is_dir() || meta.mode() & 0o022 != 0 {
+        return false;
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let probe = dir.join(format!(".owner-{}-{nanos}", std::process::id()));
+    let Ok(file) = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) else { return false };
+    let ours = file.metadata().map(|m| m.uid());
+    drop(file);
+    let _ = std::fs::remove_file(&probe);
+    ours.is_ok_and(|uid| uid == meta.uid())
 }
 
 pub fn models_dir() -> PathBuf {
@@ -272,6 +325,43 @@ mod tests {
         assert!(matches!(err, EngineError::Checksum { .. }), "{err}");
         assert!(!partial.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn without_a_home_the_cache_is_a_directory_only_this_user_can_write() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let root = std::env::temp_dir().join(format!("reprompt-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // Made where missing, for this user alone; used again by the next run.
+        let fresh = root.join("fresh");
+        std::fs::create_dir_all(&fresh).unwrap();
+        let dir = private_dir(&fresh);
+        assert_eq!(dir, fresh.join("reprompt-cache"));
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(private_dir(&fresh), dir);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the ownership probe is removed");
+        // One that others may write, or a link to elsewhere, is not used.
+        let open = root.join("open");
+        std::fs::create_dir_all(open.join("reprompt-cache")).unwrap();
+        std::fs::set_permissions(open.join("reprompt-cache"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let other = private_dir(&open);
+        assert_ne!(other, open.join("reprompt-cache"));
+        assert!(other.starts_with(&open) && other.is_dir());
+        assert_eq!(mode(&other), 0o700);
+        let linked = root.join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        symlink(&fresh, linked.join("reprompt-cache")).unwrap();
+        assert_ne!(private_dir(&linked), linked.join("reprompt-cache"));
+        // One that belongs to another user (where this test may hand it over: as root).
+        let theirs = root.join("theirs");
+        std::fs::create_dir_all(theirs.join("reprompt-cache")).unwrap();
+        std::fs::set_permissions(theirs.join("reprompt-cache"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        if std::os::unix::fs::chown(theirs.join("reprompt-cache"), Some(65534), Some(65534)).is_ok() {
+            assert_ne!(private_dir(&theirs), theirs.join("reprompt-cache"));
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
