@@ -2212,28 +2212,66 @@ mod tests {
         assert_eq!(search.state.strategy.rollbacks, 2);
     }
 
-    /// [`Planted`] with RLPrompt's gap scale: signals of ±200 at certainty.
-    struct GapScaled(Planted);
+    /// [`Planted`] with its outcomes changed by `alter` (an example's index and its outcome)
+    /// and `cost` task-model evaluations an example.
+    struct Altered {
+        planted: Planted,
+        cost: usize,
+        alter: fn(usize, &mut Outcome),
+    }
 
-    impl Scorer for GapScaled {
+    impl Altered {
+        fn new(cost: usize, alter: fn(usize, &mut Outcome)) -> Self {
+            Self { planted: Planted { scored: 0, adversarial_validation: false }, cost, alter }
+        }
+
+        /// RLPrompt's gap scale: signals of ±200 at certainty.
+        fn gap_scaled() -> Self {
+            Self::new(1, |_, o| o.signal *= 200.0)
+        }
+
+        /// A reward that is not a number on one example and a signal of −∞ on another (a
+        /// `logprob` reward where the model gives the gold words no probability).
+        fn unbounded() -> Self {
+            Self::new(1, |i, o| match i {
+                0 => o.score = f64::NAN,
+                1 => o.signal = f64::NEG_INFINITY,
+                _ => {}
+            })
+        }
+
+        /// A reward that costs three task-model evaluations an example (a generation's
+        /// answer, its likelihood and more, say).
+        fn costly() -> Self {
+            Self::new(3, |_, _| {})
+        }
+    }
+
+    impl Scorer for Altered {
         fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
-            let out = self.0.score(text, split, indices)?;
-            Ok(out.into_iter().map(|o| Outcome { signal: 200.0 * o.signal, ..o }).collect())
+            let mut out = self.planted.score(text, split, indices)?;
+            for (o, &i) in out.iter_mut().zip(indices) {
+                (self.alter)(i, o);
+            }
+            Ok(out)
         }
         fn split_len(&self, split: Split) -> usize {
-            self.0.split_len(split)
+            self.planted.split_len(split)
+        }
+        fn evaluations_per_example(&mut self, _text: &str) -> Result<usize> {
+            Ok(self.cost)
         }
         fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
-            self.0.embed(text)
+            self.planted.embed(text)
         }
         fn feature_dim(&self) -> usize {
-            self.0.feature_dim()
+            self.planted.feature_dim()
         }
     }
 
     #[test]
     fn the_policy_reads_a_gap_scale_signal_on_the_scale_of_its_other_inputs() {
-        let mut scorer = GapScaled(Planted { scored: 0, adversarial_validation: false });
+        let mut scorer = Altered::gap_scaled();
         let mut search = Search::new(EXAMPLE, config(Strategy::Ppo, 2_000), space(), &mut scorer).unwrap();
         search.record(EXAMPLE, Vec::new());
         let steps = search.episode(true).unwrap();
@@ -2381,39 +2419,12 @@ mod tests {
         }
     }
 
-    /// [`Planted`] whose reward is not a number on one example and whose signal is −∞ on
-    /// another (a `logprob` reward where the model gives the gold words no probability).
-    struct Unbounded(Planted);
-
-    impl Scorer for Unbounded {
-        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
-            let mut out = self.0.score(text, split, indices)?;
-            for (o, &i) in out.iter_mut().zip(indices) {
-                match i {
-                    0 => o.score = f64::NAN,
-                    1 => o.signal = f64::NEG_INFINITY,
-                    _ => {}
-                }
-            }
-            Ok(out)
-        }
-        fn split_len(&self, split: Split) -> usize {
-            self.0.split_len(split)
-        }
-        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
-            self.0.embed(text)
-        }
-        fn feature_dim(&self) -> usize {
-            self.0.feature_dim()
-        }
-    }
-
     #[test]
     fn scores_that_are_not_finite_are_kept_finite_and_the_checkpoint_stays_readable() {
         let dir = std::env::temp_dir().join(format!("reprompt-search-nan-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cfg = config(Strategy::Random, 600);
-        let mut scorer = Unbounded(Planted { scored: 0, adversarial_validation: false });
+        let mut scorer = Altered::unbounded();
         let mut first = Search::new(EXAMPLE, cfg.clone(), space(), &mut scorer).unwrap();
         assert_eq!(first.run(Some(&dir), Some(2), &mut |_| {}).unwrap(), Err(Stop::Interrupted));
         let state = first.state.clone();
@@ -2424,7 +2435,7 @@ mod tests {
             outcomes.clone().any(|o| o.score == -SCORE_BOUND) && outcomes.clone().any(|o| o.signal == -SCORE_BOUND)
         );
         assert!(Search::checkpoint_matches(&dir, EXAMPLE, &cfg), "the checkpoint reads back");
-        let mut scorer = Unbounded(Planted { scored: 0, adversarial_validation: false });
+        let mut scorer = Altered::unbounded();
         let mut resumed = Search::load(&dir, EXAMPLE, &cfg, space(), &mut scorer).unwrap();
         let result = resumed.run(Some(&dir), None, &mut |_| {}).unwrap().unwrap();
         assert!(result.best_validation.is_finite() && result.original_validation.is_finite());
@@ -2440,44 +2451,22 @@ mod tests {
         assert_eq!(outcome.probabilities, vec![0.0, 0.5]);
     }
 
-    /// [`Planted`] with a reward that costs three task-model evaluations an example (a
-    /// generation's answer, its likelihood and more, say).
-    struct Costly(Planted);
-
-    impl Scorer for Costly {
-        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
-            self.0.score(text, split, indices)
-        }
-        fn split_len(&self, split: Split) -> usize {
-            self.0.split_len(split)
-        }
-        fn evaluations_per_example(&mut self, _text: &str) -> Result<usize> {
-            Ok(3)
-        }
-        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
-            self.0.embed(text)
-        }
-        fn feature_dim(&self) -> usize {
-            self.0.feature_dim()
-        }
-    }
-
     #[test]
     fn examples_that_cost_several_evaluations_are_paid_in_full_within_the_budget() {
         for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
-            let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
+            let mut scorer = Altered::costly();
             let mut search = Search::new(EXAMPLE, config(strategy, 1200), space(), &mut scorer).unwrap();
             let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
             drop(search);
-            assert_eq!(result.evaluations, 3 * scorer.0.scored, "{strategy:?}: three per example");
+            assert_eq!(result.evaluations, 3 * scorer.planted.scored, "{strategy:?}: three per example");
             assert!(result.evaluations <= 1200, "{strategy:?} spent {}", result.evaluations);
             assert!(result.evaluations > 1000, "{strategy:?} left {} unspent", 1200 - result.evaluations);
         }
         // The original on both splits (16 + 24 examples) needs 120.
-        let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
+        let mut scorer = Altered::costly();
         let err = Search::new(EXAMPLE, config(Strategy::Ppo, 119), space(), &mut scorer).err().expect("refused");
         assert!(err.to_string().contains("(120, 3 evaluations each)"), "{err}");
-        let mut scorer = Costly(Planted { scored: 0, adversarial_validation: false });
+        let mut scorer = Altered::costly();
         assert!(Search::new(EXAMPLE, config(Strategy::Ppo, 120), space(), &mut scorer).is_ok());
     }
 
