@@ -70,8 +70,7 @@ fn private_dir(parent: &Path) -> PathBuf {
     if owned_privately(&shared) {
         return shared;
     }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let own = parent.join(format!("reprompt-cache-{}-{nanos}", std::process::id()));
+    let own = parent.join(unique_name("reprompt-cache"));
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&own);
     eprintln!(
         "warning: {} is not this user's alone; caching in {} for this run (set REPROMPT_CACHE_DIR to keep a cache)",
@@ -95,8 +94,7 @@ fn owned_privately(dir: &Path) -> bool {
     if !meta.is_dir() || meta.mode() & 0o022 != 0 {
         return false;
     }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let probe = dir.join(format!(".owner-{}-{nanos}", std::process::id()));
+    let probe = dir.join(unique_name(".owner"));
     let Ok(file) = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) else { return false };
     let ours = file.metadata().map(|m| m.uid());
     drop(file);
@@ -263,14 +261,21 @@ fn extract_verified(entry: &mut dyn Read, model: &KnownModel, partial: &Path) ->
     written
 }
 
+/// `prefix-PID-NANOS`: a name no other process picks, even one with this process's id in
+/// another container (the time differs).
+fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
 /// A new directory of this fetch's own in `dir`: never one another fetch uses (a process
 /// in another container sharing the cache can have this process's id), so nothing is removed
 /// to make it.
 fn download_dir(dir: &Path) -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let name = unique_name(".download");
     let mut attempt = 0u32;
     loop {
-        let path = dir.join(format!(".download-{}-{nanos}-{attempt}", std::process::id()));
+        let path = dir.join(format!("{name}-{attempt}"));
         match std::fs::create_dir(&path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 64 => attempt += 1,

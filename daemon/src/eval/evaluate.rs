@@ -261,8 +261,7 @@ pub fn model_id(path: &Path) -> String {
     if let Some(known) = store::KNOWN_MODELS.iter().find(|m| canonical(&store::model_path(m)) == path) {
         return format!("{}@{}", known.name, known.sha256);
     }
-    let path = path.as_path();
-    let meta = std::fs::metadata(path).ok();
+    let meta = std::fs::metadata(&path).ok();
     let modified =
         meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     format!("{}:{}:{}", path.display(), meta.map_or(0, |m| m.len()), modified.map_or(0, |d| d.as_secs()))
