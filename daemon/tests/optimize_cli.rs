@@ -149,7 +149,7 @@ fn a_prompt_without_a_validation_split_is_refused_before_the_model_loads() {
 }
 
 #[test]
-fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline() {
+fn the_benchmark_prints_one_row_per_run_with_the_manual_baseline_once_per_split() {
     let (dir, cache) = scratch("bench");
     let work = dir.join("work");
     let w = work.to_str().expect("utf-8 path");
@@ -158,6 +158,8 @@ fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline()
         "optimize",
         "--seeds",
         "13,21",
+        "--repeats",
+        "2",
         "--budget",
         "96",
         "--strategies",
@@ -174,11 +176,25 @@ fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline()
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table: Value = serde_json::from_slice(&out.stdout).expect("JSON table");
     let rows = table["rows"].as_array().expect("rows");
-    let names: Vec<(String, u64)> =
-        rows.iter().map(|r| (r["strategy"].as_str().unwrap().to_string(), r["seed"].as_u64().unwrap())).collect();
-    let expected: Vec<(String, u64)> = [13, 21]
+    let names: Vec<(String, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["strategy"].as_str().unwrap().to_string(),
+                r["seed"].as_u64().unwrap(),
+                r["search_seed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Per split: the author's prompt once, then each strategy with the split's own search seed
+    // and with a second one.
+    let expected: Vec<(String, u64, u64)> = [13, 21]
         .into_iter()
-        .flat_map(|s| ["manual", "random", "ppo"].into_iter().map(move |n| (n.to_string(), s)))
+        .flat_map(|s| {
+            [("manual", s), ("random", s), ("ppo", s), ("random", s + 1000), ("ppo", s + 1000)]
+                .into_iter()
+                .map(move |(n, search)| (n.to_string(), s, search))
+        })
         .collect();
     assert_eq!(names, expected);
     for row in rows {
@@ -190,14 +206,22 @@ fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline()
         assert!((0.0..=1.0).contains(&validation));
     }
     // The manual row is the author's prompt; a strategy never reports less on validation.
+    let runs = |name: &str, seed: u64| -> Vec<Value> {
+        rows.iter().filter(|r| r["strategy"] == name && r["seed"] == seed).cloned().collect()
+    };
     for seed in [13, 21] {
-        let of = |name: &str| rows.iter().find(|r| r["strategy"] == name && r["seed"] == seed).unwrap().clone();
-        let manual = of("manual")["validation"].as_f64().unwrap();
+        let manual = runs("manual", seed)[0]["validation"].as_f64().unwrap();
         for name in ["random", "ppo"] {
-            assert!(of(name)["validation"].as_f64().unwrap() >= manual);
+            assert!(runs(name, seed).iter().all(|r| r["validation"].as_f64().unwrap() >= manual));
+        }
+        // Each run kept its report in its own directory.
+        for dir in ["random", "ppo", "random-search-", "ppo-search-"] {
+            let dir = if dir.ends_with('-') { format!("{dir}{}", seed + 1000) } else { dir.to_string() };
+            assert!(work.join(format!("sst-2-{seed}/runs/{dir}/report.json")).is_file(), "{dir}");
         }
     }
-    // PPO against random, per seed: the difference of the two rows' test accuracies.
+    // PPO against random, per split: the difference of the two strategies' mean test accuracy
+    // over the split's runs.
     let paired = table["paired"].as_array().expect("paired");
     assert_eq!(paired.len(), 1, "{paired:?}");
     assert_eq!(paired[0]["strategy"], "random");
@@ -205,7 +229,8 @@ fn the_benchmark_prints_one_row_per_strategy_and_seed_with_the_manual_baseline()
     assert_eq!(per_seed.len(), 2);
     for (i, seed) in [13, 21].into_iter().enumerate() {
         let test = |name: &str| {
-            rows.iter().find(|r| r["strategy"] == name && r["seed"] == seed).unwrap()["test"].as_f64().unwrap()
+            let r = runs(name, seed);
+            r.iter().map(|r| r["test"].as_f64().unwrap()).sum::<f64>() / r.len() as f64
         };
         let difference = per_seed[i].as_f64().unwrap();
         assert!((difference - (test("ppo") - test("random"))).abs() < 1e-9, "{paired:?}");

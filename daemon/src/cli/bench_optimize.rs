@@ -32,6 +32,11 @@ pub struct OptimizeBenchArgs {
     /// Strategies to run, in order
     #[arg(long, value_enum, value_delimiter = ',', default_value = "random,greedy,evolution,ppo")]
     pub strategies: Vec<Strategy>,
+    /// Runs of each strategy per split, each with its own search seed: run r searches with
+    /// seed `split + 1000·r` (run 0 with the split's own seed, as a single run does), so the
+    /// table averages over the search's luck as well as over splits
+    #[arg(long, default_value_t = 1, value_parser = crate::cli::at_least_one)]
+    pub repeats: usize,
     /// Score only the first N test sentences (default: all 1821)
     #[arg(long, value_parser = crate::cli::at_least_one)]
     pub test_limit: Option<usize>,
@@ -66,8 +71,9 @@ pub struct OptimizeBenchArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
-    /// Print the table as JSON: {"rows": [{"strategy", "seed", "train", "validation", "test",
-    /// "evaluations", "seconds"}], "paired": [{"strategy", "per_seed", "mean", "low", "high"}]}
+    /// Print the table as JSON: {"rows": [{"strategy", "seed", "search_seed", "train",
+    /// "validation", "test", "evaluations", "seconds"}], "paired": [{"strategy", "per_seed",
+    /// "mean", "low", "high"}]}
     #[arg(long)]
     pub json: bool,
 }
@@ -76,7 +82,10 @@ pub struct OptimizeBenchArgs {
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub strategy: String,
+    /// The few-shot split.
     pub seed: u64,
+    /// The seed the search ran with (the split's own unless `--repeats` asked for more runs).
+    pub search_seed: u64,
     pub train: f64,
     pub validation: f64,
     pub test: Option<f64>,
@@ -89,22 +98,32 @@ pub struct Row {
 pub struct Paired {
     /// The baseline.
     pub strategy: String,
-    /// The difference on each seed, in the order of `--seeds`.
+    /// The difference on each split, in the order of `--seeds` (with `--repeats`, PPO's mean
+    /// over the split's runs minus the baseline's).
     pub per_seed: Vec<f64>,
-    /// The mean over seeds, with a 95% bootstrap interval over the test sentences every seed
-    /// scores (each sentence's difference averaged over the seeds: one sentence scored by
-    /// three seeds is one sample, not three). It says how sure these runs' difference is, not
-    /// how much another seed would move it.
+    /// The mean over splits, with a 95% bootstrap interval over the test sentences every split
+    /// scores (each sentence's result averaged over a strategy's runs: one sentence scored by
+    /// nine runs is one sample, not nine). It says how sure these runs' difference is, not how
+    /// much other splits or search seeds would move it.
     pub mean: f64,
     pub low: f64,
     pub high: f64,
 }
 
-/// PPO against every other strategy, from each run's per-sentence test scores (seed, strategy,
-/// scores); empty without PPO or without test scores.
+/// PPO against every other strategy, from each run's per-sentence test scores (split seed,
+/// strategy, scores; a split may hold several runs of a strategy); empty without PPO or without
+/// test scores.
 fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategies: &[Strategy]) -> Vec<Paired> {
-    let of = |seed: u64, strategy: Strategy| {
-        scores.iter().find(|(s, k, v)| *s == seed && *k == strategy && !v.is_empty()).map(|(.., v)| v)
+    // A strategy's runs on one split, as the score of each sentence averaged over the runs;
+    // none unless every run has scores for the same sentences.
+    let of = |seed: u64, strategy: Strategy| -> Option<Vec<f64>> {
+        let runs: Vec<&Vec<f64>> =
+            scores.iter().filter(|(s, k, _)| *s == seed && *k == strategy).map(|(.., v)| v).collect();
+        let n = runs.first()?.len();
+        if n == 0 || runs.iter().any(|v| v.len() != n) {
+            return None;
+        }
+        Some((0..n).map(|i| runs.iter().map(|v| v[i]).sum::<f64>() / runs.len() as f64).collect())
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     if !strategies.contains(&Strategy::Ppo) {
@@ -114,7 +133,7 @@ fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategi
         .iter()
         .filter(|&&s| s != Strategy::Ppo)
         .filter_map(|&baseline| {
-            let pairs: Vec<(&Vec<f64>, &Vec<f64>)> = seeds
+            let pairs: Vec<(Vec<f64>, Vec<f64>)> = seeds
                 .iter()
                 .map(|&seed| Some((of(seed, baseline)?, of(seed, Strategy::Ppo)?)))
                 .collect::<Option<_>>()
@@ -122,10 +141,10 @@ fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategi
                     !p.is_empty() && p.iter().all(|(b, q)| b.len() == p[0].0.len() && q.len() == b.len())
                 })?;
             let per_seed: Vec<f64> = pairs.iter().map(|(b, p)| mean(p) - mean(b)).collect();
-            // Every seed scores the same test sentences (one split, copied for each seed), so
-            // a sentence's results on the seeds are not independent samples: each strategy's
-            // score of a sentence is averaged over the seeds and the bootstrap resamples
-            // sentences. The mean is then that of the per-seed differences.
+            // Every split scores the same test sentences (one split, copied for each seed), so
+            // a sentence's results on the splits are not independent samples: each strategy's
+            // score of a sentence is averaged over the splits and the bootstrap resamples
+            // sentences. The mean is then that of the per-split differences.
             let n = pairs[0].0.len();
             let average = |side: usize| -> Vec<f64> {
                 (0..n)
@@ -144,6 +163,19 @@ fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategi
             })
         })
         .collect()
+}
+
+/// The seed run `repeat` (from 0) of a split searches with: the split's own for the first, as
+/// a single run does, so the default benchmark stays comparable with its earlier passes.
+fn search_seed(split: u64, repeat: usize) -> u64 {
+    split.wrapping_add(1000 * repeat as u64)
+}
+
+/// Where a run keeps its checkpoint and report: `runs/<strategy>` for the split's own search
+/// seed, `runs/<strategy>-search-<seed>` for the others.
+fn run_dir(work: &Path, split: u64, search: u64, strategy: Strategy) -> PathBuf {
+    let runs = work.join(format!("sst-2-{split}")).join("runs");
+    if search == split { runs.join(strategy.name()) } else { runs.join(format!("{}-search-{search}", strategy.name())) }
 }
 
 /// Lays out the example prompt with the seed's splits in `work/sst-2-<seed>/`.
@@ -199,22 +231,25 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         let evaluator = evaluator.as_ref().expect("opened above");
         let warm = WarmStart::resolve(&args.policy)?;
         let mut manual: Option<Row> = None;
-        for &strategy in &args.strategies {
+        let first = rows.len();
+        for (repeat, &strategy) in (0..args.repeats).flat_map(|r| args.strategies.iter().map(move |s| (r, s))) {
+            let search = search_seed(seed, repeat);
             let config = SearchConfig {
                 strategy,
                 budget: args.budget,
-                seed,
+                seed: search,
                 paraphrases: args.paraphrases,
                 ranked_labels: args.ranked_labels,
                 calibrate: !args.no_calibration,
                 twins: !args.no_twins,
                 ..SearchConfig::default()
             };
-            let run_dir = args.work.join(format!("sst-2-{seed}")).join("runs").join(strategy.name());
+            let run_dir = run_dir(&args.work, seed, search, strategy);
             // And each run's own directory, which `reprompt optimize --run-dir` might name.
             let _run_lock = lock_run_dir(&run_dir)?;
             let bar = progress_bar(args.budget, false);
-            bar.set_prefix(format!("seed {seed} {}", strategy.name()));
+            let label = if search == seed { format!("seed {seed}") } else { format!("seed {seed}/{search}") };
+            bar.set_prefix(format!("{label} {}", strategy.name()));
             let report: Report = optimize(
                 evaluator,
                 &doc,
@@ -235,6 +270,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             manual.get_or_insert(Row {
                 strategy: "manual".into(),
                 seed,
+                search_seed: seed,
                 train: o.train,
                 validation: o.validation,
                 test: o.test,
@@ -245,6 +281,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             let row = Row {
                 strategy: strategy.name().into(),
                 seed,
+                search_seed: search,
                 train: b.train,
                 validation: b.validation,
                 test: b.test,
@@ -252,7 +289,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 seconds: report.seconds,
             };
             eprintln!(
-                "seed {seed} {:<9} train {:.1}% validation {:.1}% test {} · {} evaluations · {:.0} s",
+                "{label} {:<9} train {:.1}% validation {:.1}% test {} · {} evaluations · {:.0} s",
                 row.strategy,
                 100.0 * row.train,
                 100.0 * row.validation,
@@ -265,8 +302,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             rows.push(row);
         }
         if let Some(m) = manual {
-            let at = rows.len() - args.strategies.len();
-            rows.insert(at, m);
+            rows.insert(first, m);
         }
     }
     // One line per strategy: the best train reward so far, averaged over seeds.
@@ -290,7 +326,12 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     std::fs::create_dir_all(&args.work)?;
     let plot_path = args.work.join("curves.svg");
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
-    plot(&plot_path, &format!("SST-2 16-shot, best train accuracy (mean of seeds {})", seeds.join(", ")), &series)?;
+    let runs = if args.repeats > 1 { format!(", {} search seeds each", args.repeats) } else { String::new() };
+    plot(
+        &plot_path,
+        &format!("SST-2 16-shot, best train accuracy (mean of seeds {}{runs})", seeds.join(", ")),
+        &series,
+    )?;
     let paired = paired_with_ppo(&test_scores, &args.seeds, &args.strategies);
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "rows": rows, "paired": paired }))?;
@@ -314,7 +355,7 @@ fn print_paired(paired: &[Paired], out: &mut dyn Write) -> anyhow::Result<()> {
         "PPO minus each baseline on test, paired over the same sentences (points; 95% interval over sentences):"
     )?;
     writeln!(out)?;
-    writeln!(out, "| | per seed | mean | 95% interval |")?;
+    writeln!(out, "| | per split | mean | 95% interval |")?;
     writeln!(out, "|---|---|---|---|")?;
     for p in paired {
         let per_seed: Vec<String> = p.per_seed.iter().map(|&d| points(d)).collect();
@@ -334,6 +375,9 @@ fn print_paired(paired: &[Paired], out: &mut dyn Write) -> anyhow::Result<()> {
 fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let pct = |x: f64| if x.is_finite() { format!("{:.1}", 100.0 * x) } else { "–".into() };
     writeln!(out, "SST-2 16-shot · budget {} evaluations per run · accuracy %", args.budget)?;
+    if args.repeats > 1 {
+        writeln!(out, "{} runs per strategy and split; seed column: split/search seed", args.repeats)?;
+    }
     writeln!(out)?;
     writeln!(out, "| strategy | seed | train | validation | test | evaluations | seconds |")?;
     writeln!(out, "|---|---|---|---|---|---|---|")?;
@@ -342,7 +386,7 @@ fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> a
             out,
             "| {} | {} | {} | {} | {} | {} | {:.0} |",
             r.strategy,
-            r.seed,
+            if r.search_seed == r.seed { r.seed.to_string() } else { format!("{}/{}", r.seed, r.search_seed) },
             pct(r.train),
             pct(r.validation),
             r.test.map_or("–".into(), pct),
@@ -422,5 +466,43 @@ mod tests {
         // the same mean and the same interval (pooled, it would shrink by about 1/√2).
         assert!((one.mean - 0.2).abs() < 1e-12 && (two.mean - 0.2).abs() < 1e-12);
         assert!((two.high - two.low - (one.high - one.low)).abs() < 1e-12, "{one:?} {two:?}");
+    }
+    #[test]
+    fn repeated_runs_of_a_split_are_averaged_before_the_splits_are() {
+        let ones = |hits: usize, n: usize| (0..n).map(|i| if i < hits { 1.0 } else { 0.0 }).collect::<Vec<f64>>();
+        let strategies = [Strategy::Random, Strategy::Ppo];
+        // Split 13: two runs each (PPO 0.8 and 0.6, random 0.5 and 0.5); split 21: one each.
+        let scores = vec![
+            (13, Strategy::Random, ones(5, 10)),
+            (13, Strategy::Ppo, ones(8, 10)),
+            (13, Strategy::Random, ones(5, 10)),
+            (13, Strategy::Ppo, ones(6, 10)),
+            (21, Strategy::Random, ones(7, 10)),
+            (21, Strategy::Ppo, ones(6, 10)),
+        ];
+        let paired = &paired_with_ppo(&scores, &[13, 21], &strategies)[0];
+        assert!((paired.per_seed[0] - 0.2).abs() < 1e-12 && (paired.per_seed[1] + 0.1).abs() < 1e-12, "{paired:?}");
+        // Each split counts once however many runs it holds: (0.2 − 0.1) / 2.
+        assert!((paired.mean - 0.05).abs() < 1e-12, "{paired:?}");
+        // A run without test scores, or scored on other sentences, leaves its split unpaired.
+        let mut short = scores.clone();
+        short.push((21, Strategy::Ppo, ones(3, 5)));
+        assert!(paired_with_ppo(&short, &[13, 21], &strategies).is_empty());
+        assert_eq!(paired_with_ppo(&short, &[13], &strategies).len(), 1);
+    }
+
+    #[test]
+    fn each_repeat_searches_with_its_own_seed_in_its_own_directory() {
+        let work = Path::new("w");
+        assert_eq!(search_seed(13, 0), 13, "the first run keeps the split's seed, as a single run does");
+        let seeds: Vec<u64> = (0..3).map(|r| search_seed(13, r)).collect();
+        assert_eq!(seeds, [13, 1013, 2013]);
+        // No two runs of one benchmark share a seed, even across splits.
+        let all: std::collections::HashSet<u64> =
+            [13, 21, 42].iter().flat_map(|&s| (0..5).map(move |r| search_seed(s, r))).collect();
+        assert_eq!(all.len(), 15);
+        assert_eq!(run_dir(work, 13, 13, Strategy::Ppo), Path::new("w/sst-2-13/runs/ppo"));
+        assert_eq!(run_dir(work, 13, 1013, Strategy::Ppo), Path::new("w/sst-2-13/runs/ppo-search-1013"));
+        assert_ne!(run_dir(work, 13, 1013, Strategy::Ppo), run_dir(work, 13, 1013, Strategy::Random));
     }
 }
