@@ -171,6 +171,12 @@ fn search_seed(split: u64, repeat: usize) -> u64 {
     split.wrapping_add(1000 * repeat as u64)
 }
 
+/// How the table and the progress name a run: its split, and the search seed where that is
+/// not the split's own (`13`, `13/1013`).
+fn run_label(split: u64, search: u64) -> String {
+    if search == split { split.to_string() } else { format!("{split}/{search}") }
+}
+
 /// Where a run keeps its checkpoint and report: `runs/<strategy>` for the split's own search
 /// seed, `runs/<strategy>-search-<seed>` for the others.
 fn run_dir(work: &Path, split: u64, search: u64, strategy: Strategy) -> PathBuf {
@@ -248,7 +254,7 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             // And each run's own directory, which `reprompt optimize --run-dir` might name.
             let _run_lock = lock_run_dir(&run_dir)?;
             let bar = progress_bar(args.budget, false);
-            let label = if search == seed { format!("seed {seed}") } else { format!("seed {seed}/{search}") };
+            let label = format!("seed {}", run_label(seed, search));
             bar.set_prefix(format!("{label} {}", strategy.name()));
             let report: Report = optimize(
                 evaluator,
@@ -386,7 +392,7 @@ fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> a
             out,
             "| {} | {} | {} | {} | {} | {} | {:.0} |",
             r.strategy,
-            if r.search_seed == r.seed { r.seed.to_string() } else { format!("{}/{}", r.seed, r.search_seed) },
+            run_label(r.seed, r.search_seed),
             pct(r.train),
             pct(r.validation),
             r.test.map_or("–".into(), pct),
@@ -504,5 +510,6 @@ mod tests {
         assert_eq!(run_dir(work, 13, 13, Strategy::Ppo), Path::new("w/sst-2-13/runs/ppo"));
         assert_eq!(run_dir(work, 13, 1013, Strategy::Ppo), Path::new("w/sst-2-13/runs/ppo-search-1013"));
         assert_ne!(run_dir(work, 13, 1013, Strategy::Ppo), run_dir(work, 13, 1013, Strategy::Random));
+        assert_eq!((run_label(13, 13), run_label(13, 1013)), ("13".to_string(), "13/1013".to_string()));
     }
 }
