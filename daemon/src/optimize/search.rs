@@ -3297,6 +3297,29 @@ mod tests {
     }
 
     #[test]
+    fn crossover_leaves_the_calibration_behind_when_the_words_do_not_come() {
+        let mut scorer = fresh_ranking();
+        let mut search = Search::new(EXAMPLE, config(Strategy::Evolution, 1500), space(), &mut scorer).unwrap();
+        // `b`'s words cannot be `a`'s (three labels for two ids), so its offsets, fitted to
+        // those words, must not land on `a`'s words, though two numbers would fit them.
+        let three = EXAMPLE.replace(
+            "reprompt.labels: [terrible, great]",
+            "reprompt.labels: [awful, fine, great]\nreprompt.label_bias: [0.0, 0.5]",
+        );
+        assert_ne!(three, EXAMPLE);
+        assert_eq!(parse(&three, None).settings.label_bias.map(|b| b.value), Some(vec![0.0, 0.5]));
+        let (a, b) = (search.record(EXAMPLE, Vec::new()), search.record(&three, Vec::new()));
+        assert!(search.crossover(&a, &b).is_none(), "nothing of b applies to a");
+        // Where the words do come, the offsets come with them.
+        let two = three.replace("[awful, fine, great]", "[awful, great]");
+        let b = search.record(&two, Vec::new());
+        let child = search.crossover(&a, &b).expect("a child");
+        let settings = parse(&search.state.records[&child].text, None).settings;
+        assert_eq!(settings.labels.map(|l| l.value), Some(vec!["awful".to_string(), "great".to_string()]));
+        assert_eq!(settings.label_bias.map(|b| b.value), Some(vec![0.0, 0.5]));
+    }
+
+    #[test]
     fn checkpoints_of_an_older_edit_space_are_not_resumed() {
         let mut scorer = fresh_ranking();
         let mut state = Search::new(EXAMPLE, config(Strategy::Greedy, 1500), space(), &mut scorer).unwrap().state;
