@@ -101,10 +101,11 @@ pub struct Paired {
     /// The difference on each split, in the order of `--seeds` (with `--repeats`, PPO's mean
     /// over the split's runs minus the baseline's).
     pub per_seed: Vec<f64>,
-    /// The mean over splits, with a 95% bootstrap interval over the test sentences every split
-    /// scores (each sentence's result averaged over a strategy's runs: one sentence scored by
-    /// nine runs is one sample, not nine). It says how sure these runs' difference is, not how
-    /// much other splits or search seeds would move it.
+    /// The mean over splits, with a 95% two-level bootstrap interval: each resample draws the
+    /// test sentences every split scores (once for all splits: one sentence scored on three
+    /// splits is one sample, not three) and, within each split, each strategy's runs. It covers
+    /// the test sentences and the searches' luck on these splits, not how much other splits
+    /// would move the difference; with one run per split it covers the sentences alone.
     pub mean: f64,
     pub low: f64,
     pub high: f64,
@@ -114,18 +115,14 @@ pub struct Paired {
 /// strategy, scores; a split may hold several runs of a strategy); empty without PPO or without
 /// test scores.
 fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategies: &[Strategy]) -> Vec<Paired> {
-    // A strategy's runs on one split, as the score of each sentence averaged over the runs;
-    // none unless every run has scores for the same sentences.
-    let of = |seed: u64, strategy: Strategy| -> Option<Vec<f64>> {
-        let runs: Vec<&Vec<f64>> =
-            scores.iter().filter(|(s, k, _)| *s == seed && *k == strategy).map(|(.., v)| v).collect();
-        let n = runs.first()?.len();
-        if n == 0 || runs.iter().any(|v| v.len() != n) {
-            return None;
-        }
-        Some((0..n).map(|i| runs.iter().map(|v| v[i]).sum::<f64>() / runs.len() as f64).collect())
+    // A strategy's runs on one split, each run's score of every test sentence; none unless
+    // there is a run and every run has scores.
+    type Runs = Vec<Vec<f64>>;
+    let of = |seed: u64, strategy: Strategy| -> Option<Runs> {
+        let runs: Vec<Vec<f64>> =
+            scores.iter().filter(|(s, k, _)| *s == seed && *k == strategy).map(|(.., v)| v.clone()).collect();
+        (!runs.is_empty() && runs.iter().all(|v| !v.is_empty())).then_some(runs)
     };
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     if !strategies.contains(&Strategy::Ppo) {
         return Vec::new();
     }
@@ -133,27 +130,24 @@ fn paired_with_ppo(scores: &[(u64, Strategy, Vec<f64>)], seeds: &[u64], strategi
         .iter()
         .filter(|&&s| s != Strategy::Ppo)
         .filter_map(|&baseline| {
-            let pairs: Vec<(Vec<f64>, Vec<f64>)> = seeds
+            let pairs: Vec<(Runs, Runs)> = seeds
                 .iter()
                 .map(|&seed| Some((of(seed, baseline)?, of(seed, Strategy::Ppo)?)))
                 .collect::<Option<_>>()
                 .filter(|p: &Vec<_>| {
-                    !p.is_empty() && p.iter().all(|(b, q)| b.len() == p[0].0.len() && q.len() == b.len())
+                    // Every run of every split scores the same test sentences, or none is paired.
+                    let n = p.first().map(|(b, _)| b[0].len());
+                    !p.is_empty() && p.iter().flat_map(|(b, q)| b.iter().chain(q)).all(|v| Some(v.len()) == n)
                 })?;
-            let per_seed: Vec<f64> = pairs.iter().map(|(b, p)| mean(p) - mean(b)).collect();
-            // Every split scores the same test sentences (one split, copied for each seed), so
-            // a sentence's results on the splits are not independent samples: each strategy's
-            // score of a sentence is averaged over the splits and the bootstrap resamples
-            // sentences. The mean is then that of the per-split differences.
-            let n = pairs[0].0.len();
-            let average = |side: usize| -> Vec<f64> {
-                (0..n)
-                    .map(|i| {
-                        pairs.iter().map(|(b, p)| if side == 0 { b[i] } else { p[i] }).sum::<f64>() / pairs.len() as f64
-                    })
-                    .collect()
+            let groups: Vec<stats::RunsOf> = pairs.iter().map(|(b, p)| (b.as_slice(), p.as_slice())).collect();
+            let accuracy = |runs: &[Vec<f64>]| {
+                runs.iter().map(|v| v.iter().sum::<f64>() / v.len() as f64).sum::<f64>() / runs.len() as f64
             };
-            let pooled = stats::paired_difference(&average(0), &average(1));
+            let per_seed: Vec<f64> = pairs.iter().map(|(b, p)| accuracy(p) - accuracy(b)).collect();
+            // Every split scores the same test sentences (one split, copied for each seed), so
+            // a resample draws the sentences once for all splits; within each split it draws
+            // each strategy's runs, so the interval covers the search's luck as well.
+            let pooled = stats::paired_difference_over_runs(&groups, 7);
             Some(Paired {
                 strategy: baseline.name().to_string(),
                 per_seed,
@@ -358,7 +352,8 @@ fn print_paired(paired: &[Paired], out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "PPO minus each baseline on test, paired over the same sentences (points; 95% interval over sentences):"
+        "PPO minus each baseline on test, paired over the same sentences (points; 95% interval over the \
+         sentences and each strategy's runs):"
     )?;
     writeln!(out)?;
     writeln!(out, "| | per split | mean | 95% interval |")?;

@@ -37,9 +37,17 @@ pub fn bootstrap(values: &[f64], seed: u64) -> Interval {
     }
     let mean = values.iter().sum::<f64>() / n as f64;
     let mut rng = Rng::new(seed);
-    let mut means: Vec<f64> = (0..1000).map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64).collect();
-    means.sort_by(f64::total_cmp);
-    Interval { mean, low: means[25], high: means[974] }
+    let means: Vec<f64> =
+        (0..RESAMPLES).map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64).collect();
+    percentiles(mean, means)
+}
+
+const RESAMPLES: usize = 1000;
+
+/// The mean with the 2.5th and 97.5th percentiles of its resampled values.
+fn percentiles(mean: f64, mut resampled: Vec<f64>) -> Interval {
+    resampled.sort_by(f64::total_cmp);
+    Interval { mean, low: resampled[RESAMPLES / 40], high: resampled[RESAMPLES - RESAMPLES / 40 - 1] }
 }
 
 /// Whether every value is 0 or 1 (then Wilson applies).
@@ -62,6 +70,55 @@ pub fn paired_difference(a: &[f64], b: &[f64]) -> Interval {
     debug_assert_eq!(a.len(), b.len(), "a paired difference pairs every example");
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
     bootstrap(&diffs, 7)
+}
+
+/// Runs of two sides on one group of examples: `(a, b)`, each run one score per example.
+pub type RunsOf<'a> = (&'a [Vec<f64>], &'a [Vec<f64>]);
+
+/// The difference `b − a` of searches that were each run several times: per group, the mean
+/// of b's runs minus the mean of a's, averaged over the groups, with a two-level bootstrap
+/// interval. Each resample draws the examples once (every group scores the same examples, so
+/// they are not independent across groups) and, in every group, each side's runs with
+/// replacement; the groups themselves are fixed. The interval thus covers both how the
+/// examples fall and how lucky each run was, where one level alone understates the
+/// uncertainty. With one run per side everywhere it is `paired_difference` of the
+/// group-averaged scores. Every run scores the same `n > 0` examples and no side is empty.
+pub fn paired_difference_over_runs(groups: &[RunsOf], seed: u64) -> Interval {
+    let n = groups.first().and_then(|(a, _)| a.first()).map_or(0, Vec::len);
+    let mut runs = groups.iter().flat_map(|(a, b)| a.iter().chain(b.iter()));
+    if n == 0 || groups.iter().any(|(a, b)| a.is_empty() || b.is_empty()) || runs.any(|r| r.len() != n) {
+        debug_assert!(false, "every run scores the same examples");
+        return Interval { mean: 0.0, low: 0.0, high: 0.0 };
+    }
+    let every: Vec<usize> = (0..n).collect();
+    let mean = groups.iter().map(|(a, b)| side_mean(b, &every, None) - side_mean(a, &every, None)).sum::<f64>()
+        / groups.len() as f64;
+    let mut rng = Rng::new(seed);
+    let resampled: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            let examples: Vec<usize> = (0..n).map(|_| rng.below(n)).collect();
+            let mut total = 0.0;
+            for (a, b) in groups {
+                let a = side_mean(a, &examples, Some(&mut rng));
+                total += side_mean(b, &examples, Some(&mut rng)) - a;
+            }
+            total / groups.len() as f64
+        })
+        .collect();
+    percentiles(mean, resampled)
+}
+
+/// The mean score of a side's runs on `examples`: each run once, or as many runs drawn with
+/// replacement (a lone run is kept without a draw, so one run per side resamples as
+/// `paired_difference` does).
+fn side_mean(runs: &[Vec<f64>], examples: &[usize], rng: Option<&mut Rng>) -> f64 {
+    let m = runs.len();
+    let picks: Vec<usize> = match rng {
+        Some(rng) if m > 1 => (0..m).map(|_| rng.below(m)).collect(),
+        _ => (0..m).collect(),
+    };
+    let score = |run: &Vec<f64>| examples.iter().map(|&i| run[i]).sum::<f64>() / examples.len() as f64;
+    picks.iter().map(|&k| score(&runs[k])).sum::<f64>() / m as f64
 }
 
 /// RLPrompt's stabilisation: z-scores of rewards across the prompts of one batch
@@ -93,6 +150,38 @@ mod tests {
         let z = z_scores(&[1.0, 2.0, 3.0]);
         // mean 2, population std sqrt(2/3) = 0.8165
         assert!((z[0] + 1.2245).abs() < 1e-3 && z[1].abs() < 1e-9 && (z[2] - 1.2245).abs() < 1e-3, "{z:?}");
+    }
+
+    #[test]
+    fn one_run_a_side_resamples_as_the_paired_difference_of_the_averaged_groups() {
+        let run = |seed: u64| -> Vec<f64> {
+            let mut rng = Rng::new(seed);
+            (0..40).map(|_| if rng.below(10) < 7 { 1.0 } else { 0.0 }).collect()
+        };
+        let (a1, b1, a2, b2) = (vec![run(1)], vec![run(2)], vec![run(3)], vec![run(4)]);
+        let over_runs = paired_difference_over_runs(&[(&a1, &b1), (&a2, &b2)], 7);
+        let average = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| (p + q) / 2.0).collect::<Vec<f64>>();
+        let plain = paired_difference(&average(&a1[0], &a2[0]), &average(&b1[0], &b2[0]));
+        for (x, y) in [(over_runs.mean, plain.mean), (over_runs.low, plain.low), (over_runs.high, plain.high)] {
+            assert!((x - y).abs() < 1e-12, "{over_runs:?} {plain:?}");
+        }
+    }
+
+    #[test]
+    fn runs_that_disagree_widen_the_interval_beyond_the_examples_alone() {
+        let n = 200;
+        let hits = |k: usize| (0..n).map(|i| if i < k { 1.0 } else { 0.0 }).collect::<Vec<f64>>();
+        // b's runs average 0.75 either way; a's are all 0.70. Steady runs know the difference
+        // up to the examples; runs at 0.65, 0.65 and 0.95 could have gone either way.
+        let a = vec![hits(140), hits(140), hits(140)];
+        let (steady_runs, spread_runs) = (vec![hits(150), hits(150), hits(150)], vec![hits(130), hits(130), hits(190)]);
+        let steady = paired_difference_over_runs(&[(&a, &steady_runs)], 3);
+        let spread = paired_difference_over_runs(&[(&a, &spread_runs)], 3);
+        assert!((steady.mean - 0.05).abs() < 1e-12 && (spread.mean - 0.05).abs() < 1e-12);
+        assert!(steady.low > 0.0, "the same 10 extra examples in every run: {steady:?}");
+        assert!(spread.high - spread.low > 3.0 * (steady.high - steady.low), "{steady:?} {spread:?}");
+        assert!(spread.low < 0.0 && spread.high > 0.1, "{spread:?}");
+        assert_eq!(spread, paired_difference_over_runs(&[(&a, &spread_runs)], 3), "seeded: reproducible");
     }
 
     #[test]
