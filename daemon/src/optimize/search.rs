@@ -593,6 +593,27 @@ fn signal_feature(signal: f64) -> f32 {
     (signal / SIGNAL_SCALE).tanh() as f32
 }
 
+/// The minibatch's mean score as a state feature: as it is within [−1, 1] (accuracy, F1, any
+/// score in [0, 1]), beyond it compressed as `±(1 + ln |x|)`, so a perplexity of 1000 reads
+/// 7.9 and the −10¹² of a clamped −∞ log-probability 28.6 instead of drowning the other
+/// inputs and saturating the networks' tanh units. Continuous with its slope at ±1,
+/// monotone, so larger scores still read larger; not a number reads 0.
+fn score_feature(score: f64) -> f32 {
+    if score.is_nan() {
+        0.0
+    } else if score.abs() <= 1.0 {
+        score as f32
+    } else {
+        (score.signum() * (1.0 + score.abs().min(f64::MAX).ln())) as f32
+    }
+}
+
+/// The seed of PPO's own random stream (weights, minibatch shuffles): the search's seed in
+/// another domain, so the two streams are not the same numbers.
+fn ppo_seed(search_seed: u64) -> u64 {
+    search_seed ^ 0x7070_6f2d_706f_6c69
+}
+
 /// Mean score and mean signal of a prompt's outcomes: what the strategies compare.
 fn score_and_signal(outcomes: &[Outcome]) -> (f64, f64) {
     (mean(outcomes.iter().map(|o| o.score)), mean(outcomes.iter().map(|o| o.signal)))
@@ -856,8 +877,10 @@ impl<'a> Search<'a> {
         let mut search = Self::from_state(state, space, scorer)?;
         if search.state.config.strategy == Strategy::Ppo {
             let dims = search.dims();
-            search.ppo =
-                Some(Ppo::new(dims, PpoConfig { seed: search.state.config.seed, ..search.state.config.ppo.clone() })?);
+            search.ppo = Some(Ppo::new(
+                dims,
+                PpoConfig { seed: ppo_seed(search.state.config.seed), ..search.state.config.ppo.clone() },
+            )?);
         }
         Ok(search)
     }
@@ -1575,7 +1598,7 @@ impl<'a> Search<'a> {
                 let mut s = self.feature(&text)?;
                 s.push(t as f32 / config.episode_len as f32);
                 s.push(signal_feature(mean(parent_out.iter().map(|o| o.signal))));
-                s.push(mean(parent_out.iter().map(|o| o.score)) as f32);
+                s.push(score_feature(mean(parent_out.iter().map(|o| o.score))));
                 let doc = self.doc(&text).clone();
                 let dims = self.dims();
                 let mut cands = Vec::with_capacity(options.len());
@@ -1705,12 +1728,14 @@ impl<'a> Search<'a> {
             })
             .collect();
         let Some(ppo) = self.ppo.as_mut() else { return Err(OptimizeError::Input("no policy".into())) };
+        // The weights that searched this batch: the ones a check vouches for, not their update.
+        let searcher = ppo.snapshot()?;
         if batch.iter().map(Vec::len).sum::<usize>() > 0 {
             ppo.update(&batch)?;
         }
         let updates = ppo.updates();
         if updates > 0 && updates % self.state.config.anchor_every.max(1) as u64 == 0 {
-            self.anchor_check()?;
+            self.anchor_check(&searcher)?;
         }
         Ok(())
     }
@@ -1725,9 +1750,11 @@ impl<'a> Search<'a> {
 
     /// StablePrompt's anchor: the best prompt the policy found since the last check (and not
     /// judged before) is scored on validation. Below the anchor's by more than the tolerance, the policy rolls back to
-    /// the anchor; at or above it, the policy becomes the anchor with that score; in between
-    /// both stay. Nothing found since (no new prompt scored on all of train) decides nothing.
-    fn anchor_check(&mut self) -> Result<()> {
+    /// the anchor; at or above it, `searcher` — the weights that found it, the policy before
+    /// its latest update, which no check has seen act — becomes the anchor with that score
+    /// (the policy itself goes on from its update); in between both stay. Nothing found since
+    /// (no new prompt scored on all of train) decides nothing.
+    fn anchor_check(&mut self, searcher: &PolicySnapshot) -> Result<()> {
         let now = self.state.spent;
         let Some(best) = self.best_found_since(self.state.strategy.anchor_mark) else {
             self.state.strategy.anchor_mark = now;
@@ -1752,7 +1779,7 @@ impl<'a> Search<'a> {
             (AnchorDecision::Keep, _) => {}
             _ => {
                 let dims = ppo.dims();
-                self.anchor = Some(PolicyNet::from_snapshot(dims, ppo.config().hidden, &ppo.snapshot()?)?);
+                self.anchor = Some(PolicyNet::from_snapshot(dims, ppo.config().hidden, searcher)?);
                 self.state.strategy.anchor_validation = Some(validation);
             }
         }
@@ -2170,10 +2197,11 @@ mod tests {
         // Validation favours the author's prompt, train the planted words.
         let mut scorer = Planted { scored: 0, adversarial_validation: true };
         let mut search = Search::new(EXAMPLE, config(Strategy::Ppo, 10_000), space(), &mut scorer).unwrap();
+        let searcher = search.ppo.as_ref().unwrap().snapshot().unwrap();
         let train: Vec<usize> = (0..24).collect();
         let original = search.record(EXAMPLE, Vec::new());
         search.scores(&original, Split::Train, &train, usize::MAX).unwrap().unwrap();
-        search.anchor_check().unwrap();
+        search.anchor_check(&searcher).unwrap();
         assert_eq!(search.state.strategy.anchor_validation, Some(1.0), "the first check sets the anchor");
         assert!(search.anchor.is_some());
 
@@ -2182,7 +2210,7 @@ mod tests {
         let k = search.record(&better, vec!["label words negative / positive".into()]);
         search.scores(&k, Split::Train, &train, usize::MAX).unwrap().unwrap();
         assert_eq!(search.best_by(Split::Train).map(|(b, _)| b.clone()), Some(k.clone()));
-        search.anchor_check().unwrap();
+        search.anchor_check(&searcher).unwrap();
         assert_eq!(search.state.strategy.rollbacks, 1);
         assert_eq!(search.state.strategy.anchor_validation, Some(1.0), "the anchor keeps its score");
 
@@ -2191,7 +2219,7 @@ mod tests {
         // very mark of the last check (as a free calibration recorded right before it is).
         let spent = search.state.spent;
         search.state.records.get_mut(&k).unwrap().found_at = search.state.strategy.anchor_mark;
-        search.anchor_check().unwrap();
+        search.anchor_check(&searcher).unwrap();
         assert_eq!(search.state.strategy.rollbacks, 1);
         assert_eq!(search.state.spent, spent);
 
@@ -2203,11 +2231,11 @@ mod tests {
         let (mark, budget) = (search.state.strategy.anchor_mark, search.state.config.budget);
         search.state.config.budget = search.state.spent + search.gate_reserve() + 8;
         assert_eq!(search.search_budget_left(), 8, "less than the 16 validation examples");
-        search.anchor_check().unwrap();
+        search.anchor_check(&searcher).unwrap();
         assert_eq!(search.state.strategy.anchor_mark, mark);
         assert!(!search.state.strategy.anchor_judged.contains(&k3));
         search.state.config.budget = budget;
-        search.anchor_check().unwrap();
+        search.anchor_check(&searcher).unwrap();
         assert!(search.state.strategy.anchor_judged.contains(&k3));
         assert_eq!(search.state.strategy.rollbacks, 2);
     }
@@ -2267,6 +2295,64 @@ mod tests {
         fn feature_dim(&self) -> usize {
             self.planted.feature_dim()
         }
+    }
+
+    /// Every weight of a snapshot, in name order.
+    fn flat(snapshot: &PolicySnapshot) -> Vec<f32> {
+        snapshot.params.values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_check_that_advances_anchors_the_policy_that_found_the_prompt_not_its_update() {
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        let config = SearchConfig { anchor_every: 1, ..config(Strategy::Ppo, 10_000) };
+        let mut search = Search::new(EXAMPLE, config, space(), &mut scorer).unwrap();
+        // A prompt scored on all of train, for the check to judge whatever the episodes find.
+        let train: Vec<usize> = (0..24).collect();
+        let original = search.record(EXAMPLE, Vec::new());
+        search.scores(&original, Split::Train, &train, usize::MAX).unwrap().unwrap();
+        let searcher = flat(&search.ppo.as_ref().unwrap().snapshot().unwrap());
+        search.ppo_iteration().unwrap();
+        assert_eq!(search.ppo.as_ref().unwrap().updates(), 1);
+        assert!(search.state.strategy.anchor_validation.is_some(), "the first check sets the anchor");
+        let anchor = flat(&search.anchor.as_ref().expect("anchored").snapshot().unwrap());
+        let updated = flat(&search.ppo.as_ref().unwrap().snapshot().unwrap());
+        assert_ne!(updated, searcher, "the update moved the policy");
+        assert_eq!(anchor, searcher, "the anchor is the policy the check saw act");
+    }
+
+    #[test]
+    fn the_score_reads_as_it_is_within_one_and_compressed_beyond() {
+        for x in [-1.0, -0.25, 0.0, 0.5, 1.0] {
+            assert_eq!(score_feature(x), x as f32);
+        }
+        assert!((score_feature(1000.0) - 7.9078).abs() < 1e-3);
+        assert!((score_feature(-1e12) + 28.631).abs() < 1e-2);
+        assert_eq!(score_feature(f64::NAN), 0.0);
+        assert!(score_feature(f64::INFINITY).is_finite() && score_feature(f64::NEG_INFINITY).is_finite());
+        // Monotone and without a jump at ±1.
+        let xs: Vec<f64> = (-4000..=4000).map(|i| i as f64 / 100.0).collect();
+        assert!(xs.windows(2).all(|w| score_feature(w[0]) < score_feature(w[1])));
+        assert!((score_feature(1.0 + 1e-9) - 1.0).abs() < 1e-6 && (score_feature(-1.0 - 1e-9) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ppo_draws_its_weights_from_a_stream_of_its_own() {
+        for seed in [0, 5, 13, 21, 42, 1013, u64::MAX] {
+            let mut search = Rng::new(seed);
+            let mut ppo = Rng::new(ppo_seed(seed));
+            let a: std::collections::BTreeSet<u64> = (0..256).map(|_| search.next_u64()).collect();
+            assert!((0..256).all(|_| !a.contains(&ppo.next_u64())), "seed {seed}: the streams share numbers");
+        }
+        // And a search's policy starts from the PPO stream's weights, not the search's.
+        let mut scorer = Planted { scored: 0, adversarial_validation: false };
+        let search = Search::new(EXAMPLE, config(Strategy::Ppo, 1_000), space(), &mut scorer).unwrap();
+        let ppo = search.ppo.as_ref().unwrap();
+        let weights =
+            |seed| flat(&Ppo::new(ppo.dims(), PpoConfig { seed, ..ppo.config().clone() }).unwrap().snapshot().unwrap());
+        let own = flat(&ppo.snapshot().unwrap());
+        assert_eq!(own, weights(ppo_seed(5)));
+        assert_ne!(own, weights(5));
     }
 
     #[test]
