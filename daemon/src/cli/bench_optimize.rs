@@ -200,6 +200,11 @@ fn prepare_seed(root: &Path, work: &Path, seed: u64) -> anyhow::Result<PathBuf> 
     Ok(prompt)
 }
 
+/// The first value that comes again later in `values`.
+fn repeated<T: PartialEq + Copy>(values: &[T]) -> Option<T> {
+    values.iter().enumerate().find(|(i, v)| values[i + 1..].contains(v)).map(|(_, v)| *v)
+}
+
 /// Best-so-far train reward at each of `points` evenly spaced evaluation counts.
 fn on_grid(curve: &[CurvePoint], budget: usize, points: usize) -> Vec<Option<f64>> {
     (0..=points)
@@ -213,6 +218,13 @@ fn on_grid(curve: &[CurvePoint], budget: usize, points: usize) -> Vec<Option<f64
 pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.task != "sst-2" {
         bail!("unknown benchmark task `{}` (known: sst-2)", args.task);
+    }
+    // A split or strategy named twice would count its runs twice in the means and intervals.
+    if let Some(seed) = repeated(&args.seeds) {
+        bail!("--seeds names split {seed} more than once");
+    }
+    if let Some(strategy) = repeated(&args.strategies) {
+        bail!("--strategies names {} more than once", strategy.name());
     }
     // One benchmark at a time in a work directory: they would share its runs' checkpoints.
     let _lock = lock_run_dir(&args.work)?;
@@ -421,6 +433,21 @@ fn print_table(rows: &[Row], args: &OptimizeBenchArgs, out: &mut dyn Write) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_or_strategy_named_twice_is_refused() {
+        assert_eq!(repeated(&[13u64, 21, 42]), None);
+        assert_eq!(repeated(&[13u64, 21, 13]), Some(13));
+        assert_eq!(repeated(&[Strategy::Random, Strategy::Ppo, Strategy::Ppo]), Some(Strategy::Ppo));
+        let args = <OptimizeBenchArgs as clap::FromArgMatches>::from_arg_matches(
+            &<OptimizeBenchArgs as clap::Args>::augment_args(clap::Command::new("bench"))
+                .try_get_matches_from(["bench", "--seeds", "13,21,13", "--work", "/nonexistent/reprompt-bench"])
+                .unwrap(),
+        )
+        .unwrap();
+        let err = run(&args, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("split 13 more than once"), "{err}");
+    }
 
     #[test]
     fn ppo_is_compared_with_each_baseline_seed_by_seed_over_the_same_sentences() {

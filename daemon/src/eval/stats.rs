@@ -67,7 +67,7 @@ pub fn interval(values: &[f64]) -> (Interval, &'static str) {
 
 /// Paired difference `b − a` over the same examples, with its bootstrap interval.
 pub fn paired_difference(a: &[f64], b: &[f64]) -> Interval {
-    debug_assert_eq!(a.len(), b.len(), "a paired difference pairs every example");
+    assert_eq!(a.len(), b.len(), "a paired difference pairs every example");
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
     bootstrap(&diffs, 7)
 }
@@ -82,14 +82,15 @@ pub type RunsOf<'a> = (&'a [Vec<f64>], &'a [Vec<f64>]);
 /// replacement; the groups themselves are fixed. The interval thus covers both how the
 /// examples fall and how lucky each run was, where one level alone understates the
 /// uncertainty. With one run per side everywhere it is `paired_difference` of the
-/// group-averaged scores. Every run scores the same `n > 0` examples and no side is empty.
+/// group-averaged scores. A side's `m > 1` runs are resampled with their spread around their
+/// mean widened by `√(m / (m − 1))`: drawn as they are, m runs show a spread of their mean
+/// (m − 1)/m of the unbiased one, a third too little with three runs.
+/// Every run scores the same `n > 0` examples and no side is empty.
 pub fn paired_difference_over_runs(groups: &[RunsOf], seed: u64) -> Interval {
     let n = groups.first().and_then(|(a, _)| a.first()).map_or(0, Vec::len);
     let mut runs = groups.iter().flat_map(|(a, b)| a.iter().chain(b.iter()));
-    if n == 0 || groups.iter().any(|(a, b)| a.is_empty() || b.is_empty()) || runs.any(|r| r.len() != n) {
-        debug_assert!(false, "every run scores the same examples");
-        return Interval { mean: 0.0, low: 0.0, high: 0.0 };
-    }
+    let uneven = groups.iter().any(|(a, b)| a.is_empty() || b.is_empty()) || runs.any(|r| r.len() != n);
+    assert!(n > 0 && !uneven, "every run of every side scores the same examples");
     let every: Vec<usize> = (0..n).collect();
     let mean = groups.iter().map(|(a, b)| side_mean(b, &every, None) - side_mean(a, &every, None)).sum::<f64>()
         / groups.len() as f64;
@@ -109,16 +110,20 @@ pub fn paired_difference_over_runs(groups: &[RunsOf], seed: u64) -> Interval {
 }
 
 /// The mean score of a side's runs on `examples`: each run once, or as many runs drawn with
-/// replacement (a lone run is kept without a draw, so one run per side resamples as
-/// `paired_difference` does).
+/// replacement, their mean's distance from all runs' mean widened by `√(m / (m − 1))` (a
+/// lone run is kept without a draw, so one run per side resamples as `paired_difference` does).
 fn side_mean(runs: &[Vec<f64>], examples: &[usize], rng: Option<&mut Rng>) -> f64 {
     let m = runs.len();
-    let picks: Vec<usize> = match rng {
-        Some(rng) if m > 1 => (0..m).map(|_| rng.below(m)).collect(),
-        _ => (0..m).collect(),
-    };
-    let score = |run: &Vec<f64>| examples.iter().map(|&i| run[i]).sum::<f64>() / examples.len() as f64;
-    picks.iter().map(|&k| score(&runs[k])).sum::<f64>() / m as f64
+    let scores: Vec<f64> =
+        runs.iter().map(|run| examples.iter().map(|&i| run[i]).sum::<f64>() / examples.len() as f64).collect();
+    let all = scores.iter().sum::<f64>() / m as f64;
+    match rng {
+        Some(rng) if m > 1 => {
+            let drawn = (0..m).map(|_| scores[rng.below(m)]).sum::<f64>() / m as f64;
+            all + (m as f64 / (m - 1) as f64).sqrt() * (drawn - all)
+        }
+        _ => all,
+    }
 }
 
 /// RLPrompt's stabilisation: z-scores of rewards across the prompts of one batch
@@ -182,6 +187,32 @@ mod tests {
         assert!(spread.high - spread.low > 3.0 * (steady.high - steady.low), "{steady:?} {spread:?}");
         assert!(spread.low < 0.0 && spread.high > 0.1, "{spread:?}");
         assert_eq!(spread, paired_difference_over_runs(&[(&a, &spread_runs)], 3), "seeded: reproducible");
+    }
+
+    #[test]
+    fn three_runs_are_resampled_with_their_unbiased_spread() {
+        // Runs that score 0.6, 0.7 and 0.8 on every example: only the runs move the mean.
+        // Their mean's unbiased spread is √(1.5) times what drawing them as they are shows, so
+        // the extreme draws (all three 0.6, or all 0.8: 1 in 27 each, about the 2.5th
+        // percentile) lie 0.1·√1.5 from the mean, not 0.1: the interval is wider than ±0.1,
+        // the most that drawing the runs as they are could give.
+        let n = 50;
+        let a: Vec<Vec<f64>> = [0.6, 0.7, 0.8].iter().map(|&x| vec![x; n]).collect();
+        let b = vec![vec![0.7; n]];
+        let d = paired_difference_over_runs(&[(&a, &b)], 11);
+        let widened = 0.1 * 1.5f64.sqrt();
+        assert!(d.mean.abs() < 1e-12, "{d:?}");
+        assert!(d.low >= -widened - 1e-9 && d.high <= widened + 1e-9, "{d:?}");
+        assert!((d.high - widened).abs() < 1e-9 || (d.low + widened).abs() < 1e-9, "{d:?}");
+        assert!(d.high - d.low > 0.2, "{d:?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "same examples")]
+    fn runs_of_different_lengths_are_refused() {
+        let a = vec![vec![1.0; 5]];
+        let b = vec![vec![1.0; 4]];
+        paired_difference_over_runs(&[(&a, &b)], 1);
     }
 
     #[test]
