@@ -1711,7 +1711,8 @@ impl<'a> Search<'a> {
                 episodes.push(steps);
             }
         }
-        // Step rewards z-scored across the batch (RLPrompt's stabilisation); Stop earns 0.
+        // Step rewards z-scored across the batch (RLPrompt's stabilisation); Stop's raw reward
+        // is 0, so it earns what any step that changed nothing does, −mean / std.
         let raw: Vec<f64> = episodes.iter().flatten().map(|(_, r)| *r).collect();
         let z = stats::z_scores(&raw);
         let mut zs = z.into_iter();
