@@ -1729,13 +1729,15 @@ impl<'a> Search<'a> {
             })
             .collect();
         let Some(ppo) = self.ppo.as_mut() else { return Err(OptimizeError::Input("no policy".into())) };
+        let learns = batch.iter().map(Vec::len).sum::<usize>() > 0;
+        let updates = ppo.updates() + u64::from(learns);
+        let check = updates > 0 && updates % self.state.config.anchor_every.max(1) as u64 == 0;
         // The weights that searched this batch: the ones a check vouches for, not their update.
-        let searcher = ppo.snapshot()?;
-        if batch.iter().map(Vec::len).sum::<usize>() > 0 {
+        let searcher = if check { Some(ppo.snapshot()?) } else { None };
+        if learns {
             ppo.update(&batch)?;
         }
-        let updates = ppo.updates();
-        if updates > 0 && updates % self.state.config.anchor_every.max(1) as u64 == 0 {
+        if let Some(searcher) = searcher {
             self.anchor_check(&searcher)?;
         }
         Ok(())
@@ -2298,9 +2300,14 @@ mod tests {
         }
     }
 
+    /// A tensor's values, flattened.
+    fn values(t: &candle_core::Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
     /// Every weight of a snapshot, in name order.
     fn flat(snapshot: &PolicySnapshot) -> Vec<f32> {
-        snapshot.params.values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+        snapshot.params.values().flat_map(values).collect()
     }
 
     #[test]
@@ -2989,9 +2996,7 @@ mod tests {
                 search.warm_start(w).unwrap();
                 let now = search.policy().unwrap().unwrap();
                 for (name, t) in &w.params {
-                    let same = now.params[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                        == t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    assert!(same, "{name} differs from the warm start");
+                    assert!(values(&now.params[name]) == values(t), "{name} differs from the warm start");
                 }
             }
             search.run(None, None, &mut |_| {}).unwrap().unwrap();
