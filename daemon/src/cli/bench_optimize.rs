@@ -11,7 +11,8 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::optimize::{
-    PolicyChoice, Report, WarmStart, lock_run_dir, optimize, plot, progress_bar, read_prompt, show_progress,
+    EditOptions, PolicyChoice, Report, WarmStart, lock_run_dir, optimize, plot, progress_bar, read_prompt,
+    show_progress,
 };
 use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
@@ -40,22 +41,8 @@ pub struct OptimizeBenchArgs {
     /// Score only the first N test sentences (default: all 1821)
     #[arg(long, value_parser = crate::cli::at_least_one)]
     pub test_limit: Option<usize>,
-    /// Paraphrases sampled per instruction sentence (0: none)
-    #[arg(long, default_value_t = 2)]
-    pub paraphrases: usize,
-    /// Label words ranked by the task model on the training examples (LM-BFF; costs one
-    /// evaluation per training example): each ranking offers 8 words per label, or where they
-    /// make no group this many of its best sets; 0: only the built-in sets
-    #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
-    pub ranked_labels: usize,
-    /// Do not offer the calibration edit (`reprompt.label_bias` fitted to the prompt's answers on
-    /// training examples)
-    #[arg(long)]
-    pub no_calibration: bool,
-    /// Do not record each whole-train prompt's calibration beside it (its calibrated twin,
-    /// scored from its results without the model)
-    #[arg(long)]
-    pub no_twins: bool,
+    #[command(flatten)]
+    pub edits: EditOptions,
     /// Repository root (where `examples/` and `bench/data/` are)
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
@@ -246,16 +233,12 @@ pub fn run(args: &OptimizeBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         let first = rows.len();
         for (repeat, &strategy) in (0..args.repeats).flat_map(|r| args.strategies.iter().map(move |s| (r, s))) {
             let search = search_seed(seed, repeat);
-            let config = SearchConfig {
+            let config = args.edits.apply(SearchConfig {
                 strategy,
                 budget: args.budget,
                 seed: search,
-                paraphrases: args.paraphrases,
-                ranked_labels: args.ranked_labels,
-                calibrate: !args.no_calibration,
-                twins: !args.no_twins,
                 ..SearchConfig::default()
-            };
+            });
             let run_dir = run_dir(&args.work, seed, search, strategy);
             // And each run's own directory, which `reprompt optimize --run-dir` might name.
             let _run_lock = lock_run_dir(&run_dir)?;

@@ -31,6 +31,40 @@ use crate::report::printable;
 /// Budget when neither `--budget` nor `reprompt.budget` gives one.
 pub const DEFAULT_BUDGET: usize = 2000;
 
+/// What the search may edit and how: the options `optimize` and `bench optimize` share.
+#[derive(Debug, clap::Args)]
+pub struct EditOptions {
+    /// Paraphrases sampled from the task model per instruction sentence (0: none)
+    #[arg(long, default_value_t = 2)]
+    pub paraphrases: usize,
+    /// Label words ranked by the task model on the training examples (LM-BFF; costs one
+    /// evaluation per training example): each ranking offers 8 words per label, or where they
+    /// make no group this many of its best sets; 0: only the built-in sets
+    #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
+    pub ranked_labels: usize,
+    /// Do not offer the calibration edit (`reprompt.label_bias` fitted to the prompt's answers on
+    /// training examples)
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// Do not record each whole-train prompt's calibration beside it (its calibrated twin,
+    /// scored from its results without the model)
+    #[arg(long)]
+    pub no_twins: bool,
+}
+
+impl EditOptions {
+    /// `config` with these options.
+    pub fn apply(&self, config: SearchConfig) -> SearchConfig {
+        SearchConfig {
+            paraphrases: self.paraphrases,
+            ranked_labels: self.ranked_labels,
+            calibrate: !self.no_calibration,
+            twins: !self.no_twins,
+            ..config
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct OptimizeArgs {
     /// The `.prompt` file to optimize
@@ -67,22 +101,8 @@ pub struct OptimizeArgs {
     /// Score only the first N test examples
     #[arg(long, value_parser = crate::cli::at_least_one)]
     pub test_limit: Option<usize>,
-    /// Paraphrases sampled from the task model per instruction sentence (0: none)
-    #[arg(long, default_value_t = 2)]
-    pub paraphrases: usize,
-    /// Label words ranked by the task model on the training examples (LM-BFF; costs one
-    /// evaluation per training example): each ranking offers 8 words per label, or where they
-    /// make no group this many of its best sets; 0: only the built-in sets
-    #[arg(long, default_value_t = SearchConfig::default().ranked_labels)]
-    pub ranked_labels: usize,
-    /// Do not offer the calibration edit (`reprompt.label_bias` fitted to the prompt's answers on
-    /// training examples)
-    #[arg(long)]
-    pub no_calibration: bool,
-    /// Do not record each whole-train prompt's calibration beside it (its calibrated twin,
-    /// scored from its results without the model)
-    #[arg(long)]
-    pub no_twins: bool,
+    #[command(flatten)]
+    pub edits: EditOptions,
     /// Where PPO's policy starts: `none` (freshly initialised) or a policy file written by
     /// `reprompt pretrain` (pre-trained on other prompts for the same model)
     #[arg(long, default_value = "none")]
@@ -374,17 +394,13 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     check_target(&target, &text, &args.file)?;
     let before = claim_target(&target, &args.file, &text, args.force)?;
     let budget = args.budget.or(doc.settings.budget.map(|b| b as usize)).unwrap_or(DEFAULT_BUDGET);
-    let config = SearchConfig {
+    let config = args.edits.apply(SearchConfig {
         strategy: args.strategy,
         budget,
         seed: args.seed,
-        paraphrases: args.paraphrases,
-        ranked_labels: args.ranked_labels,
         replay_bonus: args.replay_bonus,
-        calibrate: !args.no_calibration,
-        twins: !args.no_twins,
         ..SearchConfig::default()
-    };
+    });
     let warm = WarmStart::resolve(&args.policy)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.file, args.strategy, args.seed));
     let _lock = lock_run_dir(&run_dir)?;
