@@ -220,6 +220,37 @@ impl Scorer for Leaning {
     }
 }
 
+/// [`Leaning`] with validation results that carry no label probabilities: nothing can be
+/// derived from them for another calibration.
+pub(super) struct Opaque(pub(super) Leaning);
+
+impl Scorer for Opaque {
+    fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+        let mut outcomes = self.0.score(text, split, indices)?;
+        if split == Split::Validation {
+            for o in &mut outcomes {
+                o.probabilities.clear();
+            }
+        }
+        Ok(outcomes)
+    }
+    fn split_len(&self, split: Split) -> usize {
+        self.0.split_len(split)
+    }
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+        self.0.embed(text)
+    }
+    fn feature_dim(&self) -> usize {
+        self.0.feature_dim()
+    }
+    fn train_labels(&self) -> Vec<Option<usize>> {
+        self.0.train_labels()
+    }
+    fn validation_labels(&self) -> Vec<Option<usize>> {
+        self.0.validation_labels()
+    }
+}
+
 /// Mean planted quality of every prompt a search looked at: how well its policy steers.
 pub(super) fn visited_quality(search: &Search) -> f64 {
     mean(search.state.records.values().map(|r| Planted::quality(&r.text)))

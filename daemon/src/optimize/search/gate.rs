@@ -27,22 +27,23 @@ impl Search<'_> {
             .filter_map(|(k, r)| r.full_mean(Split::Train).map(|m| (k.clone(), m, r.full_signal(Split::Train))))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
-        // A prompt and its calibrations take one place: a calibration of a prompt validated
-        // here (its twin) is scored from its results, free, and compared anyway, and the
-        // budget kept for the gate goes to the next prompt down. Places are counted by family,
-        // not by what was spent, so a finished run resumed ends at the same gate.
+        // A prompt and its calibrations take one place, and one place's budget: a calibration
+        // of a prompt validated here (its twin; the original's family has its place from the
+        // start) is compared where its results come free from that prompt's, and is not paid
+        // for where they cannot, so the budget kept for the gate goes to the next prompt down.
+        // Places are counted by family, not by what was spent, so a finished run resumed ends
+        // at the same gate.
         let original_base = self.family_base(&original);
         let mut places = HashSet::new();
         for (k, _, _) in ranked {
             if places.len() >= self.state.config.top_k {
                 break;
             }
-            let limit = self.budget_left();
-            if self.scores(&k, Split::Validation, &all, limit)?.is_some() {
-                let family = self.family_base(&k);
-                if family != original_base {
-                    places.insert(family);
-                }
+            let family = self.family_base(&k);
+            let placed = family == original_base || places.contains(&family);
+            let limit = if placed { 0 } else { self.budget_left() };
+            if self.scores(&k, Split::Validation, &all, limit)?.is_some() && !placed {
+                places.insert(family);
             }
             progress(&self.progress("validation"));
         }
@@ -100,6 +101,8 @@ impl Search<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::optimize::search::fixture::*;
     use crate::optimize::search::{SearchConfig, Strategy};
@@ -136,6 +139,43 @@ mod tests {
         // top_k families validated: a calibration of a validated prompt comes free and takes
         // no place.
         assert_eq!(validated.len(), top_k, "{validated:?}");
+    }
+
+    #[test]
+    fn a_calibration_the_gate_cannot_score_free_takes_no_budget_from_the_next_family() {
+        // Validation results without label probabilities: a calibration's cannot be derived
+        // from its sibling's, so each would cost the model as much as a new family.
+        let mut scorer = Opaque(Leaning { scored: 0 });
+        let cfg = config(Strategy::Random, 1500);
+        let (top_k, budget) = (cfg.top_k, cfg.budget);
+        let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+        search.run(None, None, &mut |_| {}).unwrap().unwrap();
+        assert!(search.state.spent <= budget);
+        let original = search.state.original_key.clone();
+        let original_base = search.family_base(&original);
+        let keys: Vec<String> = search.state.records.keys().cloned().collect();
+        let (mut families, mut validated) = (HashSet::new(), BTreeMap::<String, usize>::new());
+        let mut twins = 0;
+        for k in keys {
+            let record = &search.state.records[&k];
+            let (whole_train, whole_validation) =
+                (record.full_mean(Split::Train).is_some(), record.full_mean(Split::Validation).is_some());
+            let base = search.family_base(&k);
+            twins += usize::from(whole_train && base != k);
+            if whole_validation {
+                *validated.entry(base.clone()).or_default() += 1;
+            }
+            if whole_train && base != original_base {
+                families.insert(base);
+            }
+        }
+        assert!(twins > 0, "no calibrated prompt competed");
+        assert!(families.len() > top_k, "{} families scored on all of train", families.len());
+        // Each family was paid for once: the original alone in its own, one prompt in each of
+        // top_k others.
+        assert_eq!(validated.remove(&original_base), Some(1));
+        assert_eq!(validated.len(), top_k, "{validated:?}");
+        assert!(validated.values().all(|&n| n == 1), "{validated:?}");
     }
 
     #[test]
