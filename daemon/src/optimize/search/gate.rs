@@ -29,18 +29,18 @@ impl Search<'_> {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
         // A prompt and its calibrations take one place, and one place's budget: a calibration
         // of a prompt validated here (its twin; the original's family has its place from the
-        // start) is compared where its results come free from that prompt's, and is not paid
-        // for where they cannot, so the budget kept for the gate goes to the next prompt down.
-        // Places are counted by family, not by what was spent, so a finished run resumed ends
-        // at the same gate.
+        // start) is compared wherever it ranks, where its results come free from that
+        // prompt's, and is not paid for where they cannot, so the budget kept for the gate
+        // goes to the next family down. Places are counted by family, not by what was spent,
+        // so a finished run resumed ends at the same gate.
         let original_base = self.family_base(&original);
         let mut places = HashSet::new();
         for (k, _, _) in ranked {
-            if places.len() >= self.state.config.top_k {
-                break;
-            }
             let family = self.family_base(&k);
             let placed = family == original_base || places.contains(&family);
+            if !placed && places.len() >= self.state.config.top_k {
+                continue;
+            }
             let limit = if placed { 0 } else { self.budget_left() };
             if self.scores(&k, Split::Validation, &all, limit)?.is_some() && !placed {
                 places.insert(family);
@@ -139,6 +139,19 @@ mod tests {
         // top_k families validated: a calibration of a validated prompt comes free and takes
         // no place.
         assert_eq!(validated.len(), top_k, "{validated:?}");
+        // And is compared wherever it ranks, below the last place too.
+        validated.insert(original_base);
+        let mut compared = 0;
+        let keys: Vec<String> = search.state.records.keys().cloned().collect();
+        for k in keys {
+            let in_validated = validated.contains(&search.family_base(&k));
+            let record = &search.state.records[&k];
+            if record.full_mean(Split::Train).is_some() && in_validated {
+                assert!(record.full_mean(Split::Validation).is_some(), "{k} left out: {}", record.text);
+                compared += 1;
+            }
+        }
+        assert!(compared > top_k + 1, "{compared} prompts of the validated families");
     }
 
     #[test]
