@@ -105,35 +105,50 @@ mod tests {
 
     use super::*;
     use crate::optimize::search::fixture::*;
-    use crate::optimize::search::{SearchConfig, Strategy};
+    use crate::optimize::search::{Scorer, SearchConfig, Strategy};
 
-    #[test]
-    fn the_gate_validates_top_k_families_and_their_calibrations_take_no_place() {
-        let mut scorer = Leaning { scored: 0 };
+    /// A recorded prompt after a run: its key, its calibration family, whether it was scored
+    /// on all of train and on all of validation.
+    struct Seen {
+        key: String,
+        family: String,
+        train: bool,
+        validation: bool,
+    }
+
+    /// A random search of 1500 evaluations with `scorer`, within its budget: the original's
+    /// family, the gate's `top_k` and every prompt recorded.
+    fn gated(scorer: &mut dyn Scorer) -> (String, usize, Vec<Seen>) {
         let cfg = config(Strategy::Random, 1500);
         let (top_k, budget) = (cfg.top_k, cfg.budget);
-        let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+        let mut search = Search::new(EXAMPLE, cfg, space(), scorer).unwrap();
         search.run(None, None, &mut |_| {}).unwrap().unwrap();
         assert!(search.state.spent <= budget);
         let original = search.state.original_key.clone();
         let original_base = search.family_base(&original);
-        let whole: Vec<String> = search
-            .state
-            .records
-            .iter()
-            .filter(|(_, r)| r.full_mean(Split::Train).is_some())
-            .map(|(k, _)| k.clone())
+        let keys: Vec<String> = search.state.records.keys().cloned().collect();
+        let seen = keys
+            .into_iter()
+            .map(|key| {
+                let family = search.family_base(&key);
+                let record = &search.state.records[&key];
+                let train = record.full_mean(Split::Train).is_some();
+                let validation = record.full_mean(Split::Validation).is_some();
+                Seen { key, family, train, validation }
+            })
             .collect();
+        (original_base, top_k, seen)
+    }
+
+    #[test]
+    fn the_gate_validates_top_k_families_and_their_calibrations_take_no_place() {
+        let (original_base, top_k, seen) = gated(&mut Leaning { scored: 0 });
         let (mut families, mut validated) = (HashSet::new(), HashSet::new());
-        for k in whole {
-            let b = search.family_base(&k);
-            if b == original_base {
-                continue;
+        for p in seen.iter().filter(|p| p.train && p.family != original_base) {
+            if p.validation {
+                validated.insert(p.family.clone());
             }
-            if search.state.records[&k].full_mean(Split::Validation).is_some() {
-                validated.insert(b.clone());
-            }
-            families.insert(b);
+            families.insert(p.family.clone());
         }
         assert!(families.len() > top_k, "{} families scored on all of train", families.len());
         // top_k families validated: a calibration of a validated prompt comes free and takes
@@ -141,49 +156,27 @@ mod tests {
         assert_eq!(validated.len(), top_k, "{validated:?}");
         // And is compared wherever it ranks, below the last place too.
         validated.insert(original_base);
-        let mut compared = 0;
-        let keys: Vec<String> = search.state.records.keys().cloned().collect();
-        for k in keys {
-            let in_validated = validated.contains(&search.family_base(&k));
-            let record = &search.state.records[&k];
-            if record.full_mean(Split::Train).is_some() && in_validated {
-                assert!(record.full_mean(Split::Validation).is_some(), "{k} left out: {}", record.text);
-                compared += 1;
-            }
+        let kin: Vec<&Seen> = seen.iter().filter(|p| p.train && validated.contains(&p.family)).collect();
+        for p in &kin {
+            assert!(p.validation, "{} left out", p.key);
         }
-        assert!(compared > top_k + 1, "{compared} prompts of the validated families");
+        assert!(kin.len() > top_k + 1, "{} prompts of the validated families", kin.len());
     }
 
     #[test]
     fn a_calibration_the_gate_cannot_score_free_takes_no_budget_from_the_next_family() {
         // Validation results without label probabilities: a calibration's cannot be derived
         // from its sibling's, so each would cost the model as much as a new family.
-        let mut scorer = Opaque(Leaning { scored: 0 });
-        let cfg = config(Strategy::Random, 1500);
-        let (top_k, budget) = (cfg.top_k, cfg.budget);
-        let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
-        search.run(None, None, &mut |_| {}).unwrap().unwrap();
-        assert!(search.state.spent <= budget);
-        let original = search.state.original_key.clone();
-        let original_base = search.family_base(&original);
-        let keys: Vec<String> = search.state.records.keys().cloned().collect();
-        let (mut families, mut validated) = (HashSet::new(), BTreeMap::<String, usize>::new());
-        let mut twins = 0;
-        for k in keys {
-            let record = &search.state.records[&k];
-            let (whole_train, whole_validation) =
-                (record.full_mean(Split::Train).is_some(), record.full_mean(Split::Validation).is_some());
-            let base = search.family_base(&k);
-            twins += usize::from(whole_train && base != k);
-            if whole_validation {
-                *validated.entry(base.clone()).or_default() += 1;
-            }
-            if whole_train && base != original_base {
-                families.insert(base);
-            }
-        }
+        let (original_base, top_k, seen) = gated(&mut Opaque(Leaning { scored: 0 }));
+        let twins = seen.iter().filter(|p| p.train && p.family != p.key).count();
         assert!(twins > 0, "no calibrated prompt competed");
+        let families: HashSet<&String> =
+            seen.iter().filter(|p| p.train && p.family != original_base).map(|p| &p.family).collect();
         assert!(families.len() > top_k, "{} families scored on all of train", families.len());
+        let mut validated = BTreeMap::<&String, usize>::new();
+        for p in seen.iter().filter(|p| p.validation) {
+            *validated.entry(&p.family).or_default() += 1;
+        }
         // Each family was paid for once: the original alone in its own, one prompt in each of
         // top_k others.
         assert_eq!(validated.remove(&original_base), Some(1));
