@@ -7,7 +7,7 @@ use crate::optimize::{PolicyNet, PolicySnapshot, Result};
 
 /// What an anchor check does with the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum AnchorDecision {
+enum AnchorDecision {
     /// Back to the anchor's weights.
     RollBack,
     /// Neither rolled back nor the new anchor.
@@ -20,7 +20,7 @@ pub(super) enum AnchorDecision {
 /// below it by more than 1.5 examples of the `n` rolls back; in between is noise on a small
 /// split, and nothing changes. An example is worth `spread`, the range its score takes (1
 /// for accuracy; hundreds for the gap reward).
-pub(super) fn anchor_decision(anchor: Option<f64>, validation: f64, n: usize, spread: f64) -> AnchorDecision {
+fn anchor_decision(anchor: Option<f64>, validation: f64, n: usize, spread: f64) -> AnchorDecision {
     let tolerance = 1.5 * spread / n.max(1) as f64;
     match anchor {
         None => AnchorDecision::Advance,
@@ -32,7 +32,7 @@ pub(super) fn anchor_decision(anchor: Option<f64>, validation: f64, n: usize, sp
 
 /// The range of the examples' scores in `outcomes` (1 where they are all equal): what one
 /// example can move a mean by, on the reward's own scale.
-pub(super) fn score_spread(outcomes: &[Outcome]) -> f64 {
+fn score_spread(outcomes: &[Outcome]) -> f64 {
     let (low, high) =
         outcomes.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), o| (l.min(o.score), h.max(o.score)));
     let spread = high - low;
@@ -43,7 +43,7 @@ impl Search<'_> {
     /// The best prompt by train (the same order as [`Search::best_by`]) among those first
     /// scored at or after `mark` evaluations and not judged by an anchor check yet (a free
     /// calibration recorded right before a check is found at its mark, and could come again).
-    pub(super) fn best_found_since(&self, mark: usize) -> Option<String> {
+    fn best_found_since(&self, mark: usize) -> Option<String> {
         let judged = &self.state.strategy.anchor_judged;
         self.best_where(Split::Train, |k, r| r.found_at >= mark && !judged.contains(k)).map(|(k, _)| k.clone())
     }

@@ -9,9 +9,9 @@ use crate::files::sync_dir;
 use crate::optimize::edits::EditSpace;
 use crate::optimize::{OptimizeError, PolicyNet, Ppo, Result, Rng};
 
-pub(super) const STATE_FILE: &str = "search.json";
-pub(super) const PPO_DIR: &str = "ppo";
-pub(super) const ANCHOR_FILE: &str = "anchor.safetensors";
+const STATE_FILE: &str = "search.json";
+const PPO_DIR: &str = "ppo";
+const ANCHOR_FILE: &str = "anchor.safetensors";
 
 /// What [`SearchConfig::data`] holds: a digest of the two splits' content digests, of the
 /// scoring's version ([`crate::eval::evaluate::EVAL_VERSION`]) and of `scoring`, what else the
@@ -26,13 +26,13 @@ pub fn data_digest(train_hash: &str, validation_hash: &str, scoring: &str) -> St
 
 /// Where [`Search::save`] writes the next checkpoint (`DIR.new`) and puts the one it replaces
 /// (`DIR.old`) while it swaps them; `None` for a path without a name of its own (`/`, `..`).
-pub(super) fn checkpoint_siblings(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+fn checkpoint_siblings(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let name = dir.file_name()?.to_string_lossy().into_owned();
     Some((dir.with_file_name(format!("{name}.new")), dir.with_file_name(format!("{name}.old"))))
 }
 
 /// Flushes every file under `dir` to the disk, then the directories' entries.
-pub(super) fn sync_tree(dir: &Path) -> std::io::Result<()> {
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
@@ -46,7 +46,7 @@ pub(super) fn sync_tree(dir: &Path) -> std::io::Result<()> {
 
 /// Removes a checkpoint directory, its `search.json` first: a removal cut short never leaves
 /// a part that reads as a whole checkpoint.
-pub(super) fn remove_checkpoint_dir(dir: &Path) -> std::io::Result<()> {
+fn remove_checkpoint_dir(dir: &Path) -> std::io::Result<()> {
     if !dir.exists() {
         return Ok(());
     }
@@ -90,7 +90,7 @@ pub fn remove_checkpoint(dir: &Path) -> std::io::Result<()> {
 
 /// Whether this reprompt resumes a checkpoint's state: format 3 only. Format 2 had one edit kind
 /// fewer (no calibration), so its policy does not fit; format 1 also ranked single label sets.
-pub(super) fn resumable(state: &SearchState) -> std::result::Result<(), String> {
+fn resumable(state: &SearchState) -> std::result::Result<(), String> {
     match state.format {
         3 => Ok(()),
         1 | 2 => Err("it was written by an older reprompt with a smaller edit space; remove it or pick another \

@@ -61,12 +61,12 @@ impl Replay {
 }
 
 /// Scale of the minibatch signal as a state feature: the gap reward's (±200 at certainty).
-pub(super) const SIGNAL_SCALE: f64 = 100.0;
+const SIGNAL_SCALE: f64 = 100.0;
 
 /// The minibatch signal as a state feature, squashed into (−1, 1): unscaled, a gap of tens
 /// drowns the other inputs (unit-length embeddings, fractions, scores in [0, 1]) and saturates
 /// the networks' tanh units, so every candidate looks alike.
-pub(super) fn signal_feature(signal: f64) -> f32 {
+fn signal_feature(signal: f64) -> f32 {
     (signal / SIGNAL_SCALE).tanh() as f32
 }
 
@@ -75,7 +75,7 @@ pub(super) fn signal_feature(signal: f64) -> f32 {
 /// 7.9 and the −10¹² of a clamped −∞ log-probability 28.6 instead of drowning the other
 /// inputs and saturating the networks' tanh units. Continuous with its slope at ±1,
 /// monotone, so larger scores still read larger; not a number reads 0.
-pub(super) fn score_feature(score: f64) -> f32 {
+fn score_feature(score: f64) -> f32 {
     if score.is_nan() {
         0.0
     } else if score.abs() <= 1.0 {
@@ -191,7 +191,7 @@ impl Search<'_> {
     /// scored on the whole split, and the gate from having anything else to validate.
     /// A prompt and its calibrations count as one place (with twins, each whole-train prompt
     /// has one beside it), as they do at the gate.
-    pub(super) fn enters_top_on(&mut self, outcomes: &[Outcome], batch: &[usize]) -> bool {
+    fn enters_top_on(&mut self, outcomes: &[Outcome], batch: &[usize]) -> bool {
         let mut whole: Vec<(String, f64, f64, usize)> = self
             .state
             .records

@@ -9,18 +9,18 @@ use crate::optimize::Result;
 use crate::optimize::edits::{self, Edit, EditSpace, find_demos};
 
 impl Search<'_> {
-    pub(super) fn full_train(&mut self, k: &str) -> Result<Option<f64>> {
+    fn full_train(&mut self, k: &str) -> Result<Option<f64>> {
         let all: Vec<usize> = (0..self.scorer.split_len(Split::Train)).collect();
         let limit = self.search_budget_left();
         Ok(self.scores(k, Split::Train, &all, limit)?.map(|o| mean(o.iter().map(|x| x.score))))
     }
 
-    pub(super) fn fitness(&self, k: &str) -> (f64, f64) {
+    fn fitness(&self, k: &str) -> (f64, f64) {
         let r = &self.state.records[k];
         (r.full_mean(Split::Train).unwrap_or(f64::NEG_INFINITY), r.full_signal(Split::Train))
     }
 
-    pub(super) fn tournament(&mut self) -> String {
+    fn tournament(&mut self) -> String {
         let pop = &self.state.strategy.population;
         let a = pop[self.rng.below(pop.len())].clone();
         let b = pop[self.rng.below(pop.len())].clone();
@@ -29,7 +29,7 @@ impl Search<'_> {
     }
 
     /// A random edit of `parent`, recorded.
-    pub(super) fn mutate(&mut self, parent: &str) -> Result<Option<String>> {
+    fn mutate(&mut self, parent: &str) -> Result<Option<String>> {
         let text = self.state.records[parent].text.clone();
         let options = self.candidates(&text)?;
         if options.is_empty() {
@@ -44,7 +44,7 @@ impl Search<'_> {
 
     /// Crossover: `a` takes `b`'s label words with their calibration, layout and the
     /// demonstrations it lacks. Words `a` already has stay as they are, calibration included.
-    pub(super) fn crossover(&mut self, a: &str, b: &str) -> Option<String> {
+    fn crossover(&mut self, a: &str, b: &str) -> Option<String> {
         let (ta, tb) = (self.state.records[a].text.clone(), self.state.records[b].text.clone());
         let db = parse(&tb, None);
         let mut text = ta.clone();

@@ -20,7 +20,7 @@ pub const MAX_RANKINGS: usize = 4;
 /// `keep` sets. Not both: a single pair is the best of hundreds on the few training examples,
 /// so it wins the search's training comparisons by its chance fit; on the development splits
 /// the search then left the group (84.1 / 81.0% held out) for such pairs (73.0%).
-pub(super) fn ranked_offers(mut sets: Vec<Vec<String>>, keep: usize) -> (Vec<Vec<String>>, Option<Vec<Vec<String>>>) {
+fn ranked_offers(mut sets: Vec<Vec<String>>, keep: usize) -> (Vec<Vec<String>>, Option<Vec<Vec<String>>>) {
     match labels::word_groups(&sets, labels::GROUP_WORDS) {
         Some(groups) => (Vec::new(), Some(groups)),
         None => {
@@ -32,7 +32,7 @@ pub(super) fn ranked_offers(mut sets: Vec<Vec<String>>, keep: usize) -> (Vec<Vec
 
 /// The built-in set that does best out of sample among those a ranking was judged against
 /// ([`labels::cross_fitted`]); the first of equals.
-pub(super) fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Screened> {
+fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Screened> {
     screened.iter().filter(|s| !s.ranked).fold(None, |best, s| match best {
         Some(b) if s.accuracy <= b.accuracy => Some(b),
         _ => Some(s),
@@ -46,7 +46,7 @@ pub(super) fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Scree
 /// (`None`: calibration off) they hold; where no built-in set could be judged (a split too
 /// small to fit offsets on its halves), they do not: unchecked, they would win the search's
 /// training comparisons by their fit alone.
-pub(super) fn ranked_holds_up(screened: Option<&[labels::Screened]>) -> bool {
+fn ranked_holds_up(screened: Option<&[labels::Screened]>) -> bool {
     let Some(screened) = screened else { return true };
     best_fixed(screened).is_some_and(|fixed| screened.iter().any(|s| s.ranked && labels::clearly_better(s, fixed)))
 }
@@ -111,7 +111,7 @@ impl Search<'_> {
 
     /// With calibration on, the built-in label sets a ranking at `text` is judged against out of
     /// sample ([`labels::cross_fitted`]); none without.
-    pub(super) fn fixed_label_sets(&mut self, text: &str) -> Vec<Vec<String>> {
+    fn fixed_label_sets(&mut self, text: &str) -> Vec<Vec<String>> {
         if !self.state.config.calibrate {
             return Vec::new();
         }
@@ -120,7 +120,7 @@ impl Search<'_> {
     }
 
     /// Puts a ranking's sets and groups into the edit space and the state.
-    pub(super) fn offer_ranked(&mut self, sets: &[Vec<String>], groups: Option<Vec<Vec<String>>>) {
+    fn offer_ranked(&mut self, sets: &[Vec<String>], groups: Option<Vec<Vec<String>>>) {
         add_label_sets(&mut self.space, sets);
         add_sets(&mut self.state.ranked_labels, sets);
         if let Some(groups) = groups {

@@ -77,6 +77,11 @@ impl Search<'_> {
         if !missing.is_empty() {
             missing = self.rebias(k, split, missing);
         }
+        if limit == 0 && !missing.is_empty() {
+            // Nothing to pay with (the gate's calibrations of placed families): no need to
+            // ask the scorer what an example costs.
+            return Ok(None);
+        }
         let text = self.state.records[k].text.clone();
         let cost = if missing.is_empty() { 0 } else { missing.len() * self.scorer.evaluations_per_example(&text)? };
         if cost > limit {
@@ -110,7 +115,7 @@ impl Search<'_> {
     /// training results, all from `k`'s, free. A twin is filled directly ([`Search::rebias`]), never through
     /// [`Search::scores`], so it gets no twin of its own; one that cannot be filled whole (an
     /// example without a gold label or without probabilities) is not kept.
-    pub(super) fn add_twin(&mut self, k: &str) -> Result<()> {
+    fn add_twin(&mut self, k: &str) -> Result<()> {
         if self.family(k).is_none() {
             return Ok(());
         }
@@ -151,7 +156,7 @@ impl Search<'_> {
     }
 
     /// The gold label ids of a split's examples (empty where the scorer has none).
-    pub(super) fn gold_of(&self, split: Split) -> &[Option<usize>] {
+    fn gold_of(&self, split: Split) -> &[Option<usize>] {
         match split {
             Split::Validation => &self.gold_validation,
             _ => &self.gold,
