@@ -35,7 +35,7 @@ pub const DEFAULT_BUDGET: usize = 2000;
 #[derive(Debug, clap::Args)]
 pub struct EditOptions {
     /// Paraphrases sampled from the task model per instruction sentence (0: none)
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = SearchConfig::default().paraphrases)]
     pub paraphrases: usize,
     /// Label words ranked by the task model on the training examples (LM-BFF; costs one
     /// evaluation per training example): each ranking offers 8 words per label, or where they

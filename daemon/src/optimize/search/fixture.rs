@@ -2,8 +2,8 @@
 
 use super::*;
 
-pub(super) use crate::optimize::edits::DemoSource;
-pub(super) use serde_json::{Map, Value};
+use crate::optimize::edits::DemoSource;
+use serde_json::{Map, Value};
 
 pub(super) const EXAMPLE: &str = include_str!("../../../../examples/sentiment/sentiment.prompt");
 
