@@ -1,8 +1,8 @@
 //! `reprompt optimize` as a user runs it: the real binary and model on a copy of the example
 //! prompt with a tiny budget — the budget holds, the report, plot and checkpoint are written,
-//! the offered prompt is valid with the same variables, a second run resumes the first, and
-//! a run of other settings replaces its checkpoint; `pretrain` writes a policy that a later run
-//! starts from.
+//! the offered prompt is valid with the same variables, a second run resumes the first, a
+//! refused command keeps it, and a run of other settings replaces its checkpoint; `pretrain`
+//! writes a policy that a later run starts from.
 
 mod common;
 
@@ -106,6 +106,14 @@ fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
     };
     assert_eq!(timeless(&second["search"]), timeless(&report["search"]));
     assert_eq!(second["search"]["seconds"], report["search"]["seconds"], "a finished run's time is kept");
+    // A command refused before it starts (a budget below what the original's scores cost)
+    // keeps the finished run it would have replaced.
+    let state = std::fs::read(run_dir.join("checkpoint/search.json")).expect("checkpoint");
+    let refused = reprompt(&["optimize", p, "--budget", "10", "--seed", "3", "--run-dir", r, "--json"], &cache);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("cannot score even the original") && !stderr.contains("starting over"), "{stderr}");
+    assert_eq!(std::fs::read(run_dir.join("checkpoint/search.json")).expect("checkpoint kept"), state);
     // Another seed is another run: it replaces the checkpoint instead of resuming it.
     let other = ["optimize", p, "--budget", "64", "--seed", "4", "--run-dir", r, "--no-test", "--json"];
     let replaced = reprompt(&other, &cache);

@@ -290,19 +290,15 @@ pub fn optimize(
     let space = EditSpace::builtin(scorer.demo_sources());
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
+    // First finishes a save a killed run cut short, then looks at what is there: an edited
+    // prompt, other data or other settings make another run, which starts over.
+    let mut other = false;
     if let Some(dir) = &checkpoint {
-        // First finishes a save a killed run cut short, then looks at what is there: an edited
-        // prompt, other data or other settings make another run, which starts over.
         recover_checkpoint(dir).with_context(|| format!("recovering the checkpoint in {}", dir.display()))?;
-        let other = Search::has_checkpoint(dir) && !Search::checkpoint_matches(dir, &text, &config);
-        if other {
-            eprintln!("{} holds a run of another prompt text, data, settings or scoring: starting over", dir.display());
-        }
-        if fresh || other {
-            remove_checkpoint(dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
+        other = Search::has_checkpoint(dir) && !Search::checkpoint_matches(dir, &text, &config);
     }
-    let resuming = checkpoint.as_deref().is_some_and(Search::has_checkpoint);
+    let replaced = fresh || other;
+    let resuming = !replaced && checkpoint.as_deref().is_some_and(Search::has_checkpoint);
     let (result, paraphrase_calls) = {
         let mut search = if let Some(dir) = checkpoint.as_deref().filter(|_| resuming) {
             eprintln!("resuming the run checkpointed in {}", dir.display());
@@ -314,6 +310,17 @@ pub fn optimize(
             }
             search
         };
+        // The checkpoint it replaces goes only once the new run has passed its checks (its
+        // budget, its policy): a command refused keeps the run it would have replaced.
+        if let Some(dir) = checkpoint.as_deref().filter(|_| replaced) {
+            if other {
+                eprintln!(
+                    "{} holds a run of another prompt text, data, settings or scoring: starting over",
+                    dir.display()
+                );
+            }
+            remove_checkpoint(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
         let result = match search.run(checkpoint.as_deref(), None, progress)? {
             Ok(result) => result,
             Err(stop) => bail!("the search stopped early: {stop:?}"),
