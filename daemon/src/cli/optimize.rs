@@ -24,7 +24,8 @@ use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
 use crate::optimize::model::ModelScorer;
 use crate::optimize::search::{
-    Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint, remove_checkpoint,
+    IDLE_ROUNDS, Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint,
+    remove_checkpoint,
 };
 use crate::report::printable;
 
@@ -572,6 +573,26 @@ fn pct(x: f64) -> String {
     if x.is_finite() { format!("{:.1}%", 100.0 * x) } else { "–".into() }
 }
 
+/// Why a run left part of its budget unspent, when that says something: nothing new was
+/// reachable, or more than a tenth of it is left (so a larger budget is asked for knowingly).
+fn unspent_note(result: &SearchResult) -> Option<String> {
+    let unspent = result.budget.saturating_sub(result.evaluations);
+    if unspent > 0 && result.exhausted {
+        Some(format!(
+            "{unspent} evaluations unspent: the search scored nothing new in its last {IDLE_ROUNDS} rounds (nothing new \
+             was reachable)"
+        ))
+    } else if unspent * 10 > result.budget {
+        Some(format!(
+            "{unspent} evaluations unspent: {} of the budget are held back to validate the best prompts, and the \
+             search stops once the rest cannot pay another minibatch (a larger --budget searches further)",
+            result.gate_reserve
+        ))
+    } else {
+        None
+    }
+}
+
 fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
@@ -584,6 +605,9 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
         report.seconds,
         report.search.prompts_seen
     )?;
+    if let Some(note) = unspent_note(&report.search) {
+        writeln!(out, "{note}")?;
+    }
     if report.search.derived > 0 {
         writeln!(
             out,
@@ -861,6 +885,26 @@ mod tests {
         assert!(format!("{err:#}").contains("curve.svg"), "{err:#}");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_budget_left_unspent_says_why_when_it_matters() {
+        // A search's result as `reprompt optimize --json` wrote it (the example, budget 150).
+        let mut result: SearchResult =
+            serde_json::from_str(include_str!("../../tests/fixtures/search-result.json")).expect("a result");
+        result.budget = 2000;
+        result.gate_reserve = 160;
+        result.evaluations = 1965;
+        assert_eq!(unspent_note(&result), None, "35 left of 2000 is the last step's change");
+        result.evaluations = 1700;
+        let note = unspent_note(&result).expect("300 left");
+        assert!(note.starts_with("300 evaluations unspent: 160 of the budget are held back"), "{note}");
+        result.exhausted = true;
+        result.evaluations = 1990;
+        let note = unspent_note(&result).expect("nothing new was reachable");
+        assert!(note.starts_with("10 evaluations unspent: the search scored nothing new"), "{note}");
+        result.evaluations = 2000;
+        assert_eq!(unspent_note(&result), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{Outcome, Progress, Search, SearchResult, Validated, mean};
+use super::{IDLE_ROUNDS, Outcome, Progress, Search, SearchResult, Validated, mean};
 use crate::eval::Split;
 use crate::eval::stats;
 use crate::optimize::{OptimizeError, Result};
@@ -96,6 +96,8 @@ impl Search<'_> {
             ranked_groups: self.state.ranked_groups.clone(),
             template_screen: self.state.template_screen.clone(),
             derived: self.state.derived,
+            gate_reserve: self.gate_reserve(),
+            exhausted: self.state.strategy.idle >= IDLE_ROUNDS,
         })
     }
 }

@@ -457,7 +457,19 @@ pub struct SearchResult {
     /// Results scored from another calibration of the same prompt, free of the budget.
     #[serde(default)]
     pub derived: usize,
+    /// Evaluations held back from the search for the gate's validations; what the gate does
+    /// not need of them is left unspent.
+    #[serde(default)]
+    pub gate_reserve: usize,
+    /// Whether the search ended because [`IDLE_ROUNDS`] rounds in a row scored nothing new
+    /// (else its share of the budget could no longer pay a minibatch).
+    #[serde(default)]
+    pub exhausted: bool,
 }
+
+/// Rounds in a row that score nothing new, by the model or from a calibration's results,
+/// after which a search ends: nothing new is reachable.
+pub const IDLE_ROUNDS: usize = 20;
 
 /// Why a search ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -839,7 +851,7 @@ impl<'a> Search<'a> {
             self.state.strategy.idle = if now == before { self.state.strategy.idle + 1 } else { 0 };
             // Done when too little budget is left for a minibatch, or nothing new is reachable.
             let minibatch = self.state.config.minibatch.max(1) * self.per_example;
-            if self.search_budget_left() < minibatch || self.state.strategy.idle >= 20 {
+            if self.search_budget_left() < minibatch || self.state.strategy.idle >= IDLE_ROUNDS {
                 self.state.done = true;
             }
             progress(&self.progress("search"));
@@ -912,6 +924,25 @@ mod tests {
         assert!(err.to_string().contains("(120, 3 evaluations each)"), "{err}");
         let mut scorer = Altered::costly();
         assert!(Search::new(EXAMPLE, config(Strategy::Ppo, 120), space(), &mut scorer).is_ok());
+    }
+
+    #[test]
+    fn a_result_says_what_was_held_back_for_the_gate_and_whether_nothing_new_was_left() {
+        // Budget-bound: the gate's reserve is the original and top_k prompts on validation.
+        let (result, _) = run(Strategy::Random, 1200, false);
+        assert!(!result.exhausted, "{result:?}");
+        assert_eq!(result.gate_reserve, (SearchConfig::default().top_k + 1) * 16);
+        assert!(result.evaluations > 1200 - result.gate_reserve - 8, "the search's share ran out: {result:?}");
+        // An edit space with nothing to add, and no label words ranked, leaves a few deletions
+        // and template steps to score: the search runs out of new prompts long before the budget.
+        for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
+            let mut scorer = Planted { scored: 0, adversarial_validation: false };
+            let config = SearchConfig { ranked_labels: 0, ..config(strategy, 100_000) };
+            let mut search = Search::new(EXAMPLE, config, EditSpace::default(), &mut scorer).unwrap();
+            let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            assert!(result.exhausted, "{strategy:?}: {result:?}");
+            assert!(result.evaluations < 100_000 - result.gate_reserve, "{strategy:?} spent {}", result.evaluations);
+        }
     }
 
     #[test]
