@@ -476,6 +476,9 @@ pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<
             source.display()
         )
     };
+    if target.is_dir() {
+        anyhow::bail!("cannot write the optimized prompt to {}: it is a directory (name the file)", target.display());
+    }
     let doc = parse(text, Some(target));
     if let Some(e) = check_document(&doc, target).into_iter().find(|d| d.severity == Severity::Error) {
         return Err(refuse(&e.message));
@@ -849,6 +852,9 @@ mod tests {
         assert!(err.contains("not the file it was scored on"), "{err}");
         // In place is always fine.
         check_target(&source, &text, &source).unwrap();
+        // A directory is no file to write.
+        let err = check_target(&beside, &text, &source).unwrap_err().to_string();
+        assert!(err.contains("it is a directory"), "{err}");
 
         // An invalid prompt is refused too.
         let broken = text.replacen("{{sentence}}", "{{#if}}", 1);
