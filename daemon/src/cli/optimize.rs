@@ -467,7 +467,7 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// Refuses `target` as the place of the prompt `text` read from `source` (which has no errors:
 /// [`read_prompt`]) where the files it names relative to itself (data, partials, a model file)
 /// are not found from there, or where its data would be other files than the ones it was
-/// scored on.
+/// scored on, and where it names a directory.
 pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<()> {
     let refuse = |why: &str| {
         anyhow::anyhow!(
