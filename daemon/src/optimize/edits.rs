@@ -63,6 +63,17 @@ pub enum Edit {
     LabelBias(Vec<f64>),
 }
 
+/// Whether `edit` gives `doc` the very answer words it has (a relabelling that would only
+/// re-quote `reprompt.labels` and drop its calibration): no edit worth offering or taking.
+pub fn keeps_labels(doc: &PromptDocument, edit: &Edit) -> bool {
+    let words = match edit {
+        Edit::Labels(words) => words.iter().map(|w| vec![w.clone()]).collect(),
+        Edit::LabelGroups(groups) => groups.clone(),
+        _ => return false,
+    };
+    doc.settings.labels.is_some() && words == doc.settings.label_words
+}
+
 impl Edit {
     /// A small stable id per edit kind (policy features).
     pub fn kind(&self) -> usize {
@@ -982,17 +993,10 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
     let in_demo = |s: &Span| demos.iter().any(|d| s.start < d.span.end && s.end > d.span.start);
     let prose: Vec<Span> = sentences(doc).into_iter().filter(|s| !in_demo(s)).collect();
     if let Some(labels) = &doc.settings.labels {
-        let one_word_each = doc.settings.label_words.iter().all(|g| g.len() == 1);
-        for set in space.label_sets.iter().filter(|s| s.len() == labels.value.len()) {
-            if *set != labels.value || !one_word_each {
-                edits.push(Edit::Labels(set.clone()));
-            }
-        }
-        for groups in space.label_groups.iter().filter(|g| g.len() == labels.value.len()) {
-            if *groups != doc.settings.label_words {
-                edits.push(Edit::LabelGroups(groups.clone()));
-            }
-        }
+        let sets = space.label_sets.iter().filter(|s| s.len() == labels.value.len()).cloned().map(Edit::Labels);
+        let groups =
+            space.label_groups.iter().filter(|g| g.len() == labels.value.len()).cloned().map(Edit::LabelGroups);
+        edits.extend(sets.chain(groups).filter(|edit| !keeps_labels(doc, edit)));
     }
     edits.push(Edit::Format(match doc.settings.format {
         Format::Chat => Format::Plain,

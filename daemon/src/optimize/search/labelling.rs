@@ -7,7 +7,7 @@ use reprompt_protocol::PromptDocument;
 use super::{Search, add_label_sets, add_sets};
 use crate::eval::Split;
 use crate::optimize::Result;
-use crate::optimize::edits::{Edit, apply_checked};
+use crate::optimize::edits::{Edit, apply_checked, keeps_labels};
 use crate::optimize::labels;
 
 /// Most label rankings per run at the best prompt so far
@@ -215,6 +215,10 @@ impl Search<'_> {
         let mut text = text;
         for step in steps {
             let current = self.doc(&text).clone();
+            // The author's own words, where they do best, are kept as written.
+            if keeps_labels(&current, &step) {
+                continue;
+            }
             if let Ok(next) = apply_checked(&current, &step, &self.space) {
                 lineage.push(step.describe(&current.source));
                 text = next;
@@ -271,6 +275,11 @@ mod tests {
         // neither: the same world judges them there).
         assert!(state.ranked_groups.is_empty() && state.ranked_labels.is_empty());
         assert!(state.records.values().all(|r| !r.text.contains("dreadful")));
+        // Where the author's own words do best, they stay as written, calibrated: no
+        // relabelling to the same words (it would only re-quote them).
+        let (record, _, _) = template(0.6, 0.5, true);
+        assert_eq!(record.lineage[1..], ["calibrate the labels: label bias [0, -0.5]"]);
+        assert!(record.text.contains("reprompt.labels: [terrible, great]\n"), "{}", record.text);
         // A tie goes to the built-in set (one-standard-error rule): the ranked words stay out.
         let (record, state, _) = template(0.8, 0.8, true);
         assert_eq!(record.lineage[1], "label words negative / positive");
