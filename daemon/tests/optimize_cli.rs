@@ -1,8 +1,8 @@
 //! `reprompt optimize` as a user runs it: the real binary and model on a copy of the example
 //! prompt with a tiny budget — the budget holds, the report, plot and checkpoint are written,
 //! the offered prompt is valid with the same variables, a second run resumes the first, a
-//! refused command keeps it, and a run of other settings replaces its checkpoint; `pretrain`
-//! writes a policy that a later run starts from.
+//! refused command keeps it, and a run of other settings replaces its checkpoint; a bad test
+//! split is found before the search; `pretrain` writes a policy that a later run starts from.
 
 mod common;
 
@@ -318,5 +318,28 @@ fn pretrain_writes_a_policy_that_optimize_starts_from() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_problem_in_the_test_split_is_found_before_the_search_spends_anything() {
+    let (dir, cache) = scratch("badtest");
+    // A row whose label is neither an id nor a label word, at the end of the test split.
+    let test = dir.join("data/test.tsv");
+    let mut rows = std::fs::read_to_string(&test).unwrap();
+    rows.push_str("a review with an odd label .\tmaybe\n");
+    let line = rows.lines().count();
+    std::fs::write(&test, rows).unwrap();
+    let prompt = dir.join("sentiment.prompt");
+    let run_dir = dir.join("run");
+    let args = ["optimize", prompt.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(), "--budget"];
+    let out = reprompt(&[&args[..], &["400"]].concat(), &cache);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("test.tsv:{line}: unknown label `maybe`")), "{stderr}");
+    assert!(!run_dir.join("checkpoint").exists(), "nothing was searched");
+    // Without the test split the same prompt runs (the problem is the test split's alone).
+    let limited = reprompt(&[&args[..], &["64", "--no-test", "--json"]].concat(), &cache);
+    assert!(limited.status.success(), "{}", String::from_utf8_lossy(&limited.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -288,6 +288,18 @@ pub fn optimize(
     config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
     config.data = Some(scorer.data_digest(&doc.source)?);
+    // The test split is read before the search, so that a problem in it is found before the
+    // budget is spent, not after.
+    let test_data = match test_limit {
+        Some(limit) if doc.settings.test.is_some() => {
+            let mut data = load_split(doc, file, Split::Test)?;
+            if let Some(limit) = limit {
+                data.examples.truncate(limit);
+            }
+            Some(data)
+        }
+        _ => None,
+    };
     let space = EditSpace::builtin(scorer.demo_sources());
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
@@ -332,13 +344,7 @@ pub fn optimize(
     let mut test = (None, None);
     let mut test_examples = 0;
     let mut best_test_scores = Vec::new();
-    if let Some(limit) = test_limit
-        && doc.settings.test.is_some()
-    {
-        let mut data = load_split(doc, file, Split::Test)?;
-        if let Some(limit) = limit {
-            data.examples.truncate(limit);
-        }
+    if let Some(data) = test_data {
         test_examples = data.examples.len();
         let original = PreparedPrompt::new(doc, file)?;
         let mut scored = evaluator.evaluate(&original, &data, Split::Test, &mut |_, _| {})?;
