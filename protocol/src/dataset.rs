@@ -67,6 +67,9 @@ pub struct DatasetSpec {
     /// Each label's answer words, its name first (`Settings::label_words`); a gold answer may
     /// be any of them.
     pub label_words: Vec<Vec<String>>,
+    /// The words the label column names each id by instead (`reprompt.data_labels`, any of
+    /// a list): where given, the label words are not read from the data.
+    pub data_labels: Vec<Vec<String>>,
     pub label_column: String,
     pub answer_column: String,
 }
@@ -112,8 +115,20 @@ impl DatasetSpec {
             task: settings.task_or_default(),
             labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
             label_words: settings.label_words.clone(),
+            data_labels: settings.data_labels.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
             label_column: settings.label_column.clone().unwrap_or_else(|| "label".into()),
             answer_column: settings.answer_column.clone().unwrap_or_else(|| "answer".into()),
+        }
+    }
+
+    /// This mapping with labels read by id alone: loading the data with it and with `self`
+    /// gives the same labels exactly where the data does not depend on the label words.
+    pub fn by_ids(&self) -> Self {
+        Self {
+            labels: vec![String::new(); self.labels.len()],
+            label_words: vec![Vec::new(); self.labels.len()],
+            data_labels: Vec::new(),
+            ..self.clone()
         }
     }
 
@@ -379,19 +394,23 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
                 return Err(format!("no label in `{}`", spec.label_column));
             };
             let raw = text(value);
-            // A label word wins over an id, so numeric label words (`[1, 2, 3]`) mean themselves.
-            let label = spec
-                .labels
-                .iter()
-                .position(|l| l.eq_ignore_ascii_case(&raw))
-                .or_else(|| spec.label_words.iter().position(|g| g.iter().any(|w| w.eq_ignore_ascii_case(&raw))))
-                .or_else(|| raw.parse::<usize>().ok().filter(|id| *id < spec.labels.len()));
+            // A label word wins over an id, so numeric label words (`[1, 2, 3]`) mean themselves;
+            // the data's own names, where given, stand for the label words.
+            let same = |w: &String| w.eq_ignore_ascii_case(&raw);
+            let by_word = if spec.data_labels.is_empty() {
+                spec.labels.iter().position(same).or_else(|| spec.label_words.iter().position(|g| g.iter().any(same)))
+            } else {
+                spec.data_labels.iter().position(|g| g.iter().any(same))
+            };
+            let label = by_word.or_else(|| raw.parse::<usize>().ok().filter(|id| *id < spec.labels.len()));
             match label {
                 Some(label) => Ok(Example { line, input, label: Some(label), answer: None }),
                 None => Err(format!(
-                    "unknown label `{raw}`: expected an id 0..{} or one of {}",
+                    "unknown label `{raw}`: expected an id 0..{} or one of {}{}",
                     spec.labels.len().saturating_sub(1),
-                    spec.labels.join(", ")
+                    if spec.data_labels.is_empty() { spec.labels.clone() } else { spec.data_labels.concat() }
+                        .join(", "),
+                    if spec.data_labels.is_empty() { "" } else { " (`reprompt.data_labels`)" }
                 )),
             }
         }
@@ -417,6 +436,7 @@ mod tests {
             task,
             labels: vec!["terrible".into(), "great".into()],
             label_words: vec![vec!["terrible".into(), "awful".into()], vec!["great".into()]],
+            data_labels: Vec::new(),
             label_column: "label".into(),
             answer_column: "answer".into(),
         }
@@ -438,6 +458,31 @@ mod tests {
         assert_eq!(data.examples[0].input["sentence"], "a \"quoted\"\ttab");
         assert_eq!(data.examples[0].label, Some(1));
         assert_eq!(data.examples[1].line, 3);
+    }
+
+    #[test]
+    fn the_datas_own_label_names_stand_for_the_label_words() {
+        let path = write("named.tsv", "sentence\tlabel\nugh\tbad\nyes\tGOOD\nthird\t1\nso so\tmeh\n");
+        // Relabelled prompt, data as it was: read through `reprompt.data_labels`.
+        let relabelled = DatasetSpec {
+            labels: vec!["negative".into(), "positive".into()],
+            label_words: vec![vec!["negative".into()], vec!["positive".into()]],
+            data_labels: vec![vec!["bad".into(), "meh".into()], vec!["good".into()]],
+            ..spec(Task::Classify)
+        };
+        let data = load(&path, &relabelled).unwrap();
+        assert_eq!(data.examples.iter().map(|e| e.label).collect::<Vec<_>>(), [Some(0), Some(1), Some(1), Some(0)]);
+        // Without them the data cannot be read, and by ids alone neither: it names its labels.
+        let issues = load(&path, &DatasetSpec { data_labels: Vec::new(), ..relabelled.clone() }).unwrap_err();
+        assert!(issues[0].message.contains("one of negative, positive"), "{}", issues[0]);
+        assert!(load(&path, &relabelled.by_ids()).is_err());
+        // The label words are not read where the data's names are given.
+        let by_word = write("by-word.tsv", "sentence\tlabel\nmeh\tnegative\n");
+        let issues = load(&by_word, &relabelled).unwrap_err();
+        assert!(issues[0].message.contains("one of bad, meh, good (`reprompt.data_labels`)"), "{}", issues[0]);
+        // Data by id reads the same by ids alone.
+        let by_id = write("by-id.tsv", "sentence\tlabel\nmeh\t0\nyes\t1\n");
+        assert_eq!(load(&by_id, &spec(Task::Classify)).unwrap(), load(&by_id, &spec(Task::Classify).by_ids()).unwrap());
     }
 
     #[test]

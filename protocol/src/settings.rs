@@ -37,6 +37,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("answer_column", "the dataset column holding answers (default `answer`)"),
     ("regex", "the pattern the `regex` reward matches outputs against"),
     (
+        "data_labels",
+        "the words the dataset's label column names each label id by (one, or a list, per id), where they are not the \
+         label words (classify)",
+    ),
+    (
         "label_bias",
         "log-probability offsets added to each label's before the answer is chosen, one number per label id (calibration)",
     ),
@@ -128,6 +133,11 @@ pub struct Settings {
     /// label id (a calibration of the model's prior over the labels).
     #[serde(default)]
     pub label_bias: Option<Spanned<Vec<f64>>>,
+    /// The words the dataset's label column names each label id by (any of a list), where
+    /// they differ from the label words (which an optimizer may change while the data stays
+    /// as it is).
+    #[serde(default)]
+    pub data_labels: Option<Spanned<Vec<Vec<String>>>>,
 }
 
 impl Settings {
@@ -293,6 +303,36 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     "`reprompt.regex` must be a pattern string",
                 )),
             },
+            "data_labels" => {
+                let word = |node: &YamlNode| match &node.kind {
+                    YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => {
+                        Some(text.clone())
+                    }
+                    _ => None,
+                };
+                // Like the labels: a word per label id, or a list of words for one.
+                let names: Option<Vec<Vec<String>>> = match &value.kind {
+                    YamlKind::Sequence(items) => items
+                        .iter()
+                        .map(|item| match &item.kind {
+                            YamlKind::Sequence(words) if !words.is_empty() => words.iter().map(word).collect(),
+                            _ => word(item).map(|w| vec![w]),
+                        })
+                        .collect(),
+                    _ => None,
+                };
+                match names {
+                    Some(names) if !names.is_empty() => {
+                        settings.data_labels = Some(Spanned { value: names, span: value.span });
+                    }
+                    _ => diagnostics.push(Diagnostic::error(
+                        Code::InvalidField,
+                        value.span,
+                        "`reprompt.data_labels` must be a list of words (or of lists of words), one per label id: \
+                         `[terrible, great]`",
+                    )),
+                }
+            }
             "label_bias" => {
                 let numbers: Option<Vec<f64>> = match value.to_json() {
                     Value::Array(items) => items.iter().map(|v| v.as_f64().filter(|x| x.is_finite())).collect(),
@@ -404,6 +444,30 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
         ),
         _ => {}
     }
+    if let Some(names) = &settings.data_labels {
+        match (&settings.labels, task) {
+            (Some(labels), Task::Classify) if labels.value.len() != names.value.len() => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        Code::LabelMismatch,
+                        names.span,
+                        format!(
+                            "`reprompt.data_labels` has {} words for {} labels: one per label id",
+                            names.value.len(),
+                            labels.value.len()
+                        ),
+                    )
+                    .with_related(labels.span, "the labels are set here"),
+                );
+            }
+            (_, Task::Generate) => diagnostics.push(Diagnostic::warning(
+                Code::LabelMismatch,
+                names.span,
+                "`reprompt.data_labels` is ignored for generation: it names the dataset's labels",
+            )),
+            _ => {}
+        }
+    }
     if let Some(bias) = &settings.label_bias {
         match (&settings.labels, task) {
             (Some(labels), Task::Classify) if labels.value.len() != bias.value.len() => {
@@ -491,6 +555,31 @@ mod tests {
         assert_eq!(&twice.source[errors[0].span.start..errors[0].span.end], "[good, Poor]");
         let empty = parse("---\nreprompt.labels: [[], good]\n---\n{{x}}", None);
         assert!(empty.diagnostics.iter().any(|d| d.code == Code::InvalidField), "{:?}", empty.diagnostics);
+    }
+
+    #[test]
+    fn data_labels_name_each_label_id_once() {
+        let doc = parse("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: [terrible, great]\n---\n{{x}}", None);
+        assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+        let words = |groups: &[&[&str]]| -> Vec<Vec<String>> {
+            groups.iter().map(|g| g.iter().map(|w| w.to_string()).collect()).collect()
+        };
+        assert_eq!(doc.settings.data_labels.map(|d| d.value), Some(words(&[&["terrible"], &["great"]])));
+        let grouped = parse(
+            "---\nreprompt.labels: [bad, good]\nreprompt.data_labels: [[terrible, awful], great]\n---\n{{x}}",
+            None,
+        );
+        assert!(grouped.diagnostics.is_empty(), "{:?}", grouped.diagnostics);
+        assert_eq!(grouped.settings.data_labels.map(|d| d.value), Some(words(&[&["terrible", "awful"], &["great"]])));
+        let short = parse("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: [terrible]\n---\n{{x}}", None);
+        let mismatch = short.diagnostics.iter().find(|d| d.code == Code::LabelMismatch).expect("a mismatch");
+        assert!(mismatch.message.contains("1 words for 2 labels"), "{}", mismatch.message);
+        for bad in ["terrible", "[]", "[[], b]", "[a, null]", "[[a, {b: c}], d]"] {
+            let doc =
+                parse(&format!("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: {bad}\n---\n{{{{x}}}}"), None);
+            assert!(doc.diagnostics.iter().any(|d| d.code == Code::InvalidField), "{bad}: {:?}", doc.diagnostics);
+            assert!(doc.settings.data_labels.is_none());
+        }
     }
 
     #[test]

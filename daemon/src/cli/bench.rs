@@ -76,6 +76,7 @@ fn read_sst2(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
         task: Task::Classify,
         labels: vec!["terrible".into(), "great".into()],
         label_words: Vec::new(),
+        data_labels: Vec::new(),
         label_column: "label".into(),
         answer_column: "answer".into(),
     };

@@ -22,7 +22,7 @@ use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::files::write_atomic;
 use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
-use crate::optimize::model::ModelScorer;
+use crate::optimize::model::{ModelScorer, data_label_names};
 use crate::optimize::search::{
     IDLE_ROUNDS, Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint,
     remove_checkpoint,
@@ -300,7 +300,8 @@ pub fn optimize(
         }
         _ => None,
     };
-    let space = EditSpace::builtin(scorer.demo_sources());
+    let mut space = EditSpace::builtin(scorer.demo_sources());
+    space.data_labels = data_label_names(doc, file);
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
     // First finishes a save a killed run cut short, then looks at what is there: an edited

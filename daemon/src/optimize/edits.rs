@@ -139,6 +139,32 @@ pub fn label_groups_value(groups: &[Vec<String>]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// `reprompt.data_labels`'s value: a word per label id, or a list where an id has several.
+fn data_labels_value(groups: &[Vec<String>]) -> String {
+    if groups.iter().all(|g| g.len() == 1) {
+        let quoted: Vec<String> = groups.iter().map(|g| serde_json::to_string(&g[0]).unwrap_or_default()).collect();
+        format!("[{}]", quoted.join(", "))
+    } else {
+        label_groups_value(groups)
+    }
+}
+
+/// Where the data names its labels by word ([`EditSpace::data_labels`]) and `doc` does not
+/// say so yet, the `reprompt.data_labels` line a relabelling adds (under the labels'), so
+/// that the relabelled prompt still reads its data.
+fn keep_data_labels(doc: &PromptDocument, space: &EditSpace) -> Result<Vec<TextEdit>, EditError> {
+    let Some(names) = space.data_labels.as_ref().filter(|_| doc.settings.data_labels.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let value = data_labels_value(names);
+    match entry_line(doc, "reprompt.labels") {
+        Some(line) => {
+            Ok(vec![TextEdit { span: Span::at(line.end), replacement: format!("reprompt.data_labels: {value}\n") }])
+        }
+        None => set_setting(doc, "reprompt.data_labels", &value),
+    }
+}
+
 /// Replaces the value of the front-matter entry `key` with a one-line (flow) `value`. A value
 /// written on the lines below its key (a block list at column 0) is replaced from the key's
 /// end: a flow value there would not be indented enough to belong to the key.
@@ -265,6 +291,11 @@ pub struct EditSpace {
     /// the search offers it only where the model ranks label words.
     #[serde(default)]
     pub bare: bool,
+    /// The words the data names each label id by, where it names them by word rather than
+    /// by id (`None` otherwise): a relabelled prompt keeps them as `reprompt.data_labels`,
+    /// so that it still reads its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_labels: Option<Vec<Vec<String>>>,
 }
 
 impl EditSpace {
@@ -280,6 +311,7 @@ impl EditSpace {
             max_demos: 4,
             demo_offers: 3,
             bare: false,
+            data_labels: None,
         }
     }
 }
@@ -479,6 +511,7 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 replace_value(doc, "reprompt.labels", &value)
                     .unwrap_or(TextEdit { span: labels.span, replacement: value }),
             ];
+            edits.extend(keep_data_labels(doc, space)?);
             // A calibration belongs to the words it was fitted to.
             if let Some(line) = entry_line(doc, "reprompt.label_bias") {
                 edits.push(TextEdit { span: line, replacement: String::new() });
@@ -1524,5 +1557,38 @@ mod tests {
         assert_eq!(without_label_bias(&doc()).as_deref(), Some(plain.as_str()));
         assert_eq!(without_label_bias(&d).as_deref(), Some(plain.as_str()));
         assert_eq!(without_label_bias(&parse(&again, None)).as_deref(), Some(plain.as_str()));
+    }
+
+    #[test]
+    fn new_label_words_keep_the_names_the_data_reads_its_labels_by() {
+        let named = |groups: &[&[&str]]| -> Vec<Vec<String>> {
+            groups.iter().map(|g| g.iter().map(|w| w.to_string()).collect()).collect()
+        };
+        let space = EditSpace { data_labels: Some(named(&[&["terrible"], &["great"]])), ..space() };
+        let calibrated = parse(&apply_checked(&doc(), &Edit::LabelBias(vec![0.0, -1.0]), &space).unwrap(), None);
+        let relabelled = apply_checked(&calibrated, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+        assert!(
+            relabelled
+                .contains("reprompt.labels: [\"bad\", \"good\"]\nreprompt.data_labels: [\"terrible\", \"great\"]\n"),
+            "{relabelled}"
+        );
+        let r = parse(&relabelled, None);
+        assert!(r.diagnostics.is_empty() && r.settings.label_bias.is_none(), "{:?}", r.diagnostics);
+        let spec = reprompt_protocol::dataset::DatasetSpec::for_document(&r);
+        assert_eq!(spec.data_labels, named(&[&["terrible"], &["great"]]));
+        // Once written, the names stay as they are: a second relabelling adds no line.
+        let twice = apply_checked(&r, &Edit::LabelGroups(named(&[&["poor", "dull"], &["fine"]])), &space).unwrap();
+        assert_eq!(twice.matches("reprompt.data_labels").count(), 1, "{twice}");
+        assert!(twice.contains("reprompt.data_labels: [\"terrible\", \"great\"]\n"), "{twice}");
+        // Several names for an id are written as a list; data read by id needs none of this.
+        let grouped = EditSpace { data_labels: Some(named(&[&["terrible", "awful"], &["great"]])), ..space.clone() };
+        let text = apply_checked(&doc(), &Edit::Labels(vec!["bad".into(), "good".into()]), &grouped).unwrap();
+        assert!(text.contains("reprompt.data_labels: [[\"terrible\", \"awful\"], [\"great\"]]\n"), "{text}");
+        let text =
+            apply_checked(&doc(), &Edit::Labels(vec!["bad".into(), "good".into()]), &super::tests::space()).unwrap();
+        assert!(!text.contains("data_labels"), "{text}");
+        // Nor does anything but a relabelling.
+        let text = apply_checked(&doc(), &Edit::Format(Format::Plain), &space).unwrap();
+        assert!(!text.contains("data_labels"), "{text}");
     }
 }

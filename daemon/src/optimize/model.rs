@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use reprompt_protocol::dataset::Dataset;
+use reprompt_protocol::dataset::{self, Dataset, DatasetSpec};
 use reprompt_protocol::settings::Task;
 use reprompt_protocol::{PromptDocument, parse};
 
@@ -31,6 +31,28 @@ pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The prompt's label words where its data names labels by them (read by ids alone, some
+/// split would give other labels, or none): what a relabelled prompt keeps as
+/// `reprompt.data_labels` ([`EditSpace::data_labels`]). `None` where every split names its
+/// labels by id, or the prompt names the data's labels itself.
+pub fn data_label_names(doc: &PromptDocument, path: &Path) -> Option<Vec<Vec<String>>> {
+    let settings = &doc.settings;
+    if settings.data_labels.is_some() || settings.labels.is_none() || settings.task_or_default() != Task::Classify {
+        return None;
+    }
+    let spec = DatasetSpec::for_document(doc);
+    let labels = |data: Dataset| data.examples.into_iter().map(|e| e.label).collect::<Vec<_>>();
+    let named = settings.splits().filter_map(|(name, _)| settings.split_path(name, path)).any(|file| {
+        match (dataset::load(&file, &spec), dataset::load(&file, &spec.by_ids())) {
+            (Ok(named), Ok(by_ids)) => labels(named) != labels(by_ids),
+            (Ok(_), Err(_)) => true,
+            // Unreadable either way: its problems are reported where it is loaded.
+            (Err(_), _) => false,
+        }
+    });
+    named.then(|| settings.label_words.clone())
 }
 
 /// Label words ranked for a prompt ([`ModelScorer::label_ranking`]).
@@ -105,7 +127,11 @@ impl<'e> ModelScorer<'e> {
     /// checkpoint's scores were measured with, so a run resumes only where they still hold.
     pub fn data_digest(&mut self, original: &str) -> Result<String> {
         let key = self.prepare(original)?;
-        let banks = serde_json::to_string(&EditSpace::builtin(Vec::new())).unwrap_or_default();
+        // The banks, and the data's label names where a relabelled prompt keeps them (a run
+        // that did not keep them is not resumed).
+        let mut space = EditSpace::builtin(Vec::new());
+        space.data_labels = data_label_names(&parse(original, Some(&self.path)), &self.path);
+        let banks = serde_json::to_string(&space).unwrap_or_default();
         let scoring = serde_json::json!({
             "model": self.evaluator.model_id,
             "device": format!("{:?}", self.evaluator.engine.device),
@@ -401,5 +427,44 @@ mod tests {
         assert_eq!(clean_paraphrase(original, "ok"), None);
         assert_eq!(clean_paraphrase(original, "no ending punctuation"), None);
         assert_eq!(clean_paraphrase(original, "Amused, miserially warm; plumb, this is bitter."), None, "off topic");
+    }
+
+    #[test]
+    fn the_data_needs_its_label_names_kept_only_where_it_reads_labels_by_them() {
+        let dir = std::env::temp_dir().join(format!("reprompt-data-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prompt = dir.join("s.prompt");
+        let text = |labels: &str, test: &str| {
+            format!(
+                "---\nreprompt.labels: {labels}\nreprompt.dataset: train.tsv\nreprompt.validation: dev.tsv\n\
+                 reprompt.test: {test}\n---\nReview: {{{{sentence}}}}\nSentiment:\n"
+            )
+        };
+        let names = |doc: &str| data_label_names(&parse(doc, Some(&prompt)), &prompt);
+        let write =
+            |name: &str, rows: &str| std::fs::write(dir.join(name), format!("sentence\tlabel\n{rows}")).unwrap();
+        write("train.tsv", "dull .\t0\nfine .\t1\n");
+        write("dev.tsv", "bad .\t0\ngood .\t1\n");
+        write("ids.tsv", "meh .\t1\n");
+        write("words.tsv", "meh .\tGreat\n");
+        write("numbers.tsv", "meh .\t1\n");
+        // By id everywhere: nothing to keep.
+        assert_eq!(names(&text("[terrible, great]", "ids.tsv")), None);
+        // One split by word (even only the test split): the label words, groups and all.
+        assert_eq!(
+            names(&text("[terrible, great]", "words.tsv")),
+            Some(vec![vec!["terrible".into()], vec!["great".into()]])
+        );
+        assert_eq!(
+            names(&text("[[terrible, awful], great]", "words.tsv")),
+            Some(vec![vec!["terrible".to_string(), "awful".into()], vec!["great".into()]])
+        );
+        // Numeric label words that read other ids than the ids would: by word.
+        assert_eq!(names(&text("[\"1\", \"2\"]", "numbers.tsv")), Some(vec![vec!["1".into()], vec!["2".into()]]));
+        // Named by the prompt itself already: nothing to add.
+        let pinned = text("[bad, good]", "words.tsv")
+            .replace("---\nReview", "reprompt.data_labels: [terrible, great]\n---\nReview");
+        assert_eq!(names(&pinned), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
