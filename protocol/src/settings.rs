@@ -160,6 +160,11 @@ impl Settings {
     }
 }
 
+/// `n` and `what`, plural where `n` is not 1.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Reads the `reprompt.*` entries of the front matter. `entries` are (setting name without the
 /// prefix, key node, value node).
 pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diagnostic>) -> Settings {
@@ -452,8 +457,8 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
                         Code::LabelMismatch,
                         names.span,
                         format!(
-                            "`reprompt.data_labels` has {} words for {} labels: one per label id",
-                            names.value.len(),
+                            "`reprompt.data_labels` has {} for {} labels: one per label id",
+                            plural(names.value.len(), "item"),
                             labels.value.len()
                         ),
                     )
@@ -476,8 +481,8 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
                         Code::LabelMismatch,
                         bias.span,
                         format!(
-                            "`reprompt.label_bias` has {} numbers for {} labels: one per label id",
-                            bias.value.len(),
+                            "`reprompt.label_bias` has {} for {} labels: one per label id",
+                            plural(bias.value.len(), "number"),
                             labels.value.len()
                         ),
                     )
@@ -573,7 +578,7 @@ mod tests {
         assert_eq!(grouped.settings.data_labels.map(|d| d.value), Some(words(&[&["terrible", "awful"], &["great"]])));
         let short = parse("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: [terrible]\n---\n{{x}}", None);
         let mismatch = short.diagnostics.iter().find(|d| d.code == Code::LabelMismatch).expect("a mismatch");
-        assert!(mismatch.message.contains("1 words for 2 labels"), "{}", mismatch.message);
+        assert!(mismatch.message.contains("has 1 item for 2 labels"), "{}", mismatch.message);
         for bad in ["terrible", "[]", "[[], b]", "[a, null]", "[[a, {b: c}], d]"] {
             let doc =
                 parse(&format!("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: {bad}\n---\n{{{{x}}}}"), None);
