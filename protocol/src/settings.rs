@@ -160,6 +160,14 @@ impl Settings {
     }
 }
 
+/// A label word: a scalar that is neither null nor blank, as written.
+fn label_word(node: &YamlNode) -> Option<String> {
+    match &node.kind {
+        YamlKind::Scalar { text, value } if !value.is_null() && !text.trim().is_empty() => Some(text.clone()),
+        _ => None,
+    }
+}
+
 /// `n` and `what`, plural where `n` is not 1.
 fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
@@ -192,18 +200,12 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     YamlKind::Sequence(items) => {
                         let mut words: Vec<Vec<String>> = Vec::new();
                         let mut spans = Vec::new();
-                        let word = |node: &YamlNode| match &node.kind {
-                            YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => {
-                                Some(text.clone())
-                            }
-                            _ => None,
-                        };
                         for item in items {
                             let group = match &item.kind {
                                 YamlKind::Sequence(synonyms) if !synonyms.is_empty() => {
-                                    synonyms.iter().map(word).collect::<Option<Vec<String>>>()
+                                    synonyms.iter().map(label_word).collect::<Option<Vec<String>>>()
                                 }
-                                _ => word(item).map(|w| vec![w]),
+                                _ => label_word(item).map(|w| vec![w]),
                             };
                             match group {
                                 Some(group) => {
@@ -309,19 +311,13 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                 )),
             },
             "data_labels" => {
-                let word = |node: &YamlNode| match &node.kind {
-                    YamlKind::Scalar { text, value: v } if !v.is_null() && !text.trim().is_empty() => {
-                        Some(text.clone())
-                    }
-                    _ => None,
-                };
                 // Like the labels: a word per label id, or a list of words for one.
                 let names: Option<Vec<Vec<String>>> = match &value.kind {
                     YamlKind::Sequence(items) => items
                         .iter()
                         .map(|item| match &item.kind {
-                            YamlKind::Sequence(words) if !words.is_empty() => words.iter().map(word).collect(),
-                            _ => word(item).map(|w| vec![w]),
+                            YamlKind::Sequence(words) if !words.is_empty() => words.iter().map(label_word).collect(),
+                            _ => label_word(item).map(|w| vec![w]),
                         })
                         .collect(),
                     _ => None,
@@ -449,50 +445,35 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
         ),
         _ => {}
     }
-    if let Some(names) = &settings.data_labels {
+    // Settings with one item per label id: as many as the labels, and nothing to do in generation.
+    let per_label = [
+        settings
+            .data_labels
+            .as_ref()
+            .map(|d| ("data_labels", d.span, d.value.len(), "item", "it names the dataset's labels")),
+        settings
+            .label_bias
+            .as_ref()
+            .map(|b| ("label_bias", b.span, b.value.len(), "number", "it shifts the choice between label words")),
+    ];
+    for (name, span, count, item, does) in per_label.into_iter().flatten() {
         match (&settings.labels, task) {
-            (Some(labels), Task::Classify) if labels.value.len() != names.value.len() => {
-                diagnostics.push(
-                    Diagnostic::error(
-                        Code::LabelMismatch,
-                        names.span,
-                        format!(
-                            "`reprompt.data_labels` has {} for {} labels: one per label id",
-                            plural(names.value.len(), "item"),
-                            labels.value.len()
-                        ),
-                    )
-                    .with_related(labels.span, "the labels are set here"),
-                );
-            }
+            (Some(labels), Task::Classify) if labels.value.len() != count => diagnostics.push(
+                Diagnostic::error(
+                    Code::LabelMismatch,
+                    span,
+                    format!(
+                        "`reprompt.{name}` has {} for {} labels: one per label id",
+                        plural(count, item),
+                        labels.value.len()
+                    ),
+                )
+                .with_related(labels.span, "the labels are set here"),
+            ),
             (_, Task::Generate) => diagnostics.push(Diagnostic::warning(
                 Code::LabelMismatch,
-                names.span,
-                "`reprompt.data_labels` is ignored for generation: it names the dataset's labels",
-            )),
-            _ => {}
-        }
-    }
-    if let Some(bias) = &settings.label_bias {
-        match (&settings.labels, task) {
-            (Some(labels), Task::Classify) if labels.value.len() != bias.value.len() => {
-                diagnostics.push(
-                    Diagnostic::error(
-                        Code::LabelMismatch,
-                        bias.span,
-                        format!(
-                            "`reprompt.label_bias` has {} for {} labels: one per label id",
-                            plural(bias.value.len(), "number"),
-                            labels.value.len()
-                        ),
-                    )
-                    .with_related(labels.span, "the labels are set here"),
-                );
-            }
-            (_, Task::Generate) => diagnostics.push(Diagnostic::warning(
-                Code::LabelMismatch,
-                bias.span,
-                "`reprompt.label_bias` is ignored for generation: it shifts the choice between label words",
+                span,
+                format!("`reprompt.{name}` is ignored for generation: {does}"),
             )),
             _ => {}
         }
