@@ -168,6 +168,24 @@ fn label_word(node: &YamlNode) -> Option<String> {
     }
 }
 
+/// An error at each word of `groups` (case aside) that an earlier one repeats: a word
+/// belongs to one label id. `spans` are the groups'.
+fn report_repeats(groups: &[Vec<String>], spans: &[Span], what: &str, diagnostics: &mut Vec<Diagnostic>) {
+    for (i, group) in groups.iter().enumerate() {
+        let earlier: Vec<&String> = groups[..i].iter().flatten().collect();
+        for (j, word) in group.iter().enumerate() {
+            let same = |w: &&String| w.eq_ignore_ascii_case(word);
+            if earlier.iter().any(same) || group[..j].iter().any(|w| same(&w)) {
+                diagnostics.push(Diagnostic::error(
+                    Code::LabelMismatch,
+                    spans[i],
+                    format!("{what} `{word}` appears twice: each belongs to one label id"),
+                ));
+            }
+        }
+    }
+}
+
 /// `n` and `what`, plural where `n` is not 1.
 fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
@@ -195,54 +213,40 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                     );
                 }
             },
-            "labels" => {
-                match &value.kind {
-                    YamlKind::Sequence(items) => {
-                        let mut words: Vec<Vec<String>> = Vec::new();
-                        let mut spans = Vec::new();
-                        for item in items {
-                            let group = match &item.kind {
-                                YamlKind::Sequence(synonyms) if !synonyms.is_empty() => {
-                                    synonyms.iter().map(label_word).collect::<Option<Vec<String>>>()
-                                }
-                                _ => label_word(item).map(|w| vec![w]),
-                            };
-                            match group {
-                                Some(group) => {
-                                    words.push(group);
-                                    spans.push(item.span);
-                                }
-                                None => diagnostics.push(Diagnostic::error(
-                                    Code::InvalidField,
-                                    item.span,
-                                    "each label must be a non-empty word or phrase, or a list of them",
-                                )),
+            "labels" => match &value.kind {
+                YamlKind::Sequence(items) => {
+                    let mut words: Vec<Vec<String>> = Vec::new();
+                    let mut spans = Vec::new();
+                    for item in items {
+                        let group = match &item.kind {
+                            YamlKind::Sequence(synonyms) if !synonyms.is_empty() => {
+                                synonyms.iter().map(label_word).collect::<Option<Vec<String>>>()
                             }
-                        }
-                        for (i, group) in words.iter().enumerate() {
-                            let earlier: Vec<&String> = words[..i].iter().flatten().collect();
-                            for (j, word) in group.iter().enumerate() {
-                                let same = |w: &&String| w.eq_ignore_ascii_case(word);
-                                if earlier.iter().any(same) || group[..j].iter().any(|w| same(&w)) {
-                                    diagnostics.push(Diagnostic::error(
-                                    Code::LabelMismatch,
-                                    spans[i],
-                                    format!("label word `{word}` appears twice: each answer word belongs to one label id"),
-                                ));
-                                }
+                            _ => label_word(item).map(|w| vec![w]),
+                        };
+                        match group {
+                            Some(group) => {
+                                words.push(group);
+                                spans.push(item.span);
                             }
+                            None => diagnostics.push(Diagnostic::error(
+                                Code::InvalidField,
+                                item.span,
+                                "each label must be a non-empty word or phrase, or a list of them",
+                            )),
                         }
-                        let labels: Vec<String> = words.iter().map(|g| g[0].clone()).collect();
-                        settings.label_words = words;
-                        settings.labels = Some(Spanned { value: labels, span: value.span });
                     }
-                    _ => diagnostics.push(Diagnostic::error(
-                        Code::InvalidField,
-                        value.span,
-                        format!("`reprompt.labels` must be a list of answer words, not {}", value.type_name()),
-                    )),
+                    report_repeats(&words, &spans, "label word", diagnostics);
+                    let labels: Vec<String> = words.iter().map(|g| g[0].clone()).collect();
+                    settings.label_words = words;
+                    settings.labels = Some(Spanned { value: labels, span: value.span });
                 }
-            }
+                _ => diagnostics.push(Diagnostic::error(
+                    Code::InvalidField,
+                    value.span,
+                    format!("`reprompt.labels` must be a list of answer words, not {}", value.type_name()),
+                )),
+            },
             "dataset" | "validation" | "test" => match value.as_str() {
                 Some(path) if !path.trim().is_empty() => {
                     let spanned = Some(Spanned { value: path.to_string(), span: value.span });
@@ -312,18 +316,21 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
             },
             "data_labels" => {
                 // Like the labels: a word per label id, or a list of words for one.
-                let names: Option<Vec<Vec<String>>> = match &value.kind {
-                    YamlKind::Sequence(items) => items
-                        .iter()
-                        .map(|item| match &item.kind {
-                            YamlKind::Sequence(words) if !words.is_empty() => words.iter().map(label_word).collect(),
-                            _ => label_word(item).map(|w| vec![w]),
-                        })
-                        .collect(),
-                    _ => None,
+                let items = match &value.kind {
+                    YamlKind::Sequence(items) => items.as_slice(),
+                    _ => &[],
                 };
+                let names: Option<Vec<Vec<String>>> = items
+                    .iter()
+                    .map(|item| match &item.kind {
+                        YamlKind::Sequence(words) if !words.is_empty() => words.iter().map(label_word).collect(),
+                        _ => label_word(item).map(|w| vec![w]),
+                    })
+                    .collect();
                 match names {
                     Some(names) if !names.is_empty() => {
+                        let spans: Vec<Span> = items.iter().map(|item| item.span).collect();
+                        report_repeats(&names, &spans, "data label", diagnostics);
                         settings.data_labels = Some(Spanned { value: names, span: value.span });
                     }
                     _ => diagnostics.push(Diagnostic::error(
@@ -560,6 +567,10 @@ mod tests {
         let short = parse("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: [terrible]\n---\n{{x}}", None);
         let mismatch = short.diagnostics.iter().find(|d| d.code == Code::LabelMismatch).expect("a mismatch");
         assert!(mismatch.message.contains("has 1 item for 2 labels"), "{}", mismatch.message);
+        let twice =
+            parse("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: [[great, ok], Great]\n---\n{{x}}", None);
+        let repeat = twice.diagnostics.iter().find(|d| d.code == Code::LabelMismatch).expect("a repeat");
+        assert!(repeat.message.contains("data label `Great` appears twice"), "{}", repeat.message);
         for bad in ["terrible", "[]", "[[], b]", "[a, null]", "[[a, {b: c}], d]"] {
             let doc =
                 parse(&format!("---\nreprompt.labels: [bad, good]\nreprompt.data_labels: {bad}\n---\n{{{{x}}}}"), None);

@@ -14,7 +14,7 @@ use reprompt_protocol::parse_bytes;
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{Evaluator, PreparedPrompt};
-use crate::optimize::model::ModelScorer;
+use crate::optimize::model::{ModelScorer, data_label_names};
 use crate::optimize::{edits, labels};
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +92,10 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let tried = if ranking.cue_added { "after the added cue" } else { "what `optimize` tries" };
         writeln!(out, "\nseveral words per label ({tried}; a label scores its words' summed probability):")?;
         writeln!(out, "reprompt.labels: {}", edits::label_groups_value(&groups))?;
+        // Data that names its labels by the current words reads them through these.
+        if let Some(names) = data_label_names(&doc, &args.file) {
+            writeln!(out, "reprompt.data_labels: {}", edits::data_labels_value(&names))?;
+        }
     }
     Ok(())
 }

@@ -287,7 +287,8 @@ pub fn optimize(
     let warm = warm.filter(|_| config.strategy == Strategy::Ppo);
     config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
-    config.data = Some(scorer.data_digest(&doc.source)?);
+    let data_labels = data_label_names(doc, file);
+    config.data = Some(scorer.data_digest(&doc.source, data_labels.as_ref())?);
     // The test split is read before the search, so that a problem in it is found before the
     // budget is spent, not after.
     let test_data = match test_limit {
@@ -301,7 +302,7 @@ pub fn optimize(
         _ => None,
     };
     let mut space = EditSpace::builtin(scorer.demo_sources());
-    space.data_labels = data_label_names(doc, file);
+    space.data_labels = data_labels;
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
     // First finishes a save a killed run cut short, then looks at what is there: an edited
@@ -483,8 +484,8 @@ pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<
             source.display()
         )
     };
-    if target.is_dir() {
-        anyhow::bail!("cannot write the optimized prompt to {}: it is a directory (name the file)", target.display());
+    if target.is_dir() || target.as_os_str().to_string_lossy().ends_with(['/', std::path::MAIN_SEPARATOR]) {
+        anyhow::bail!("cannot write the optimized prompt to {}: it names a directory, not a file", target.display());
     }
     let doc = parse(text, Some(target));
     if let Some(e) = check_document(&doc, target).into_iter().find(|d| d.severity == Severity::Error) {
@@ -861,7 +862,9 @@ mod tests {
         check_target(&source, &text, &source).unwrap();
         // A directory is no file to write.
         let err = check_target(&beside, &text, &source).unwrap_err().to_string();
-        assert!(err.contains("it is a directory"), "{err}");
+        assert!(err.contains("it names a directory"), "{err}");
+        let err = check_target(&root.join("not-yet/"), &text, &source).unwrap_err().to_string();
+        assert!(err.contains("it names a directory"), "{err}");
 
         // An invalid prompt is refused too.
         let broken = text.replacen("{{sentence}}", "{{#if}}", 1);

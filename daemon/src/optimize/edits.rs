@@ -140,7 +140,7 @@ pub fn label_groups_value(groups: &[Vec<String>]) -> String {
 }
 
 /// `reprompt.data_labels`'s value: a word per label id, or a list where an id has several.
-fn data_labels_value(groups: &[Vec<String>]) -> String {
+pub fn data_labels_value(groups: &[Vec<String>]) -> String {
     if groups.iter().all(|g| g.len() == 1) {
         let quoted: Vec<String> = groups.iter().map(|g| serde_json::to_string(&g[0]).unwrap_or_default()).collect();
         format!("[{}]", quoted.join(", "))
@@ -1590,5 +1590,28 @@ mod tests {
         // Nor does anything but a relabelling.
         let text = apply_checked(&doc(), &Edit::Format(Format::Plain), &space).unwrap();
         assert!(!text.contains("data_labels"), "{text}");
+        // A calibration on the next line goes, the names come; block-style labels and CRLF
+        // files alike.
+        let layouts = [
+            EXAMPLE.replace(
+                "reprompt.labels: [terrible, great]\n",
+                "reprompt.labels: [terrible, great]\nreprompt.label_bias: [0, 1]\n",
+            ),
+            EXAMPLE.replace("reprompt.labels: [terrible, great]\n", "reprompt.labels:\n- terrible\n- great\n"),
+            EXAMPLE.replace('\n', "\r\n"),
+        ];
+        for layout in layouts {
+            let text =
+                apply_checked(&parse(&layout, None), &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+            let r = parse(&text, None);
+            assert!(r.diagnostics.is_empty(), "{:?}\n{text}", r.diagnostics);
+            assert_eq!(r.settings.labels.map(|l| l.value), Some(vec!["bad".to_string(), "good".into()]), "{text}");
+            assert_eq!(r.settings.data_labels.map(|d| d.value), Some(named(&[&["terrible"], &["great"]])), "{text}");
+            assert!(r.settings.label_bias.is_none() && !text.contains("label_bias"), "{text}");
+            assert_eq!(layout.contains('\r'), text.contains("data_labels: [\"terrible\", \"great\"]\r\n"), "{text}");
+        }
+        // Data read by id changes nothing a checkpoint records: the space's JSON has no such key.
+        let json = serde_json::to_string(&super::tests::space()).unwrap();
+        assert!(!json.contains("data_labels"), "{json}");
     }
 }

@@ -123,14 +123,13 @@ impl<'e> ModelScorer<'e> {
     }
 
     /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits, this model
-    /// and device, the partials `original` includes and the built-in edit banks: what a
-    /// checkpoint's scores were measured with, so a run resumes only where they still hold.
-    pub fn data_digest(&mut self, original: &str) -> Result<String> {
+    /// and device, the partials `original` includes, the built-in edit banks and the data's
+    /// label names a relabelled prompt keeps ([`data_label_names`]): what a checkpoint's
+    /// scores and prompts were made with, so a run resumes only where they still hold.
+    pub fn data_digest(&mut self, original: &str, data_labels: Option<&Vec<Vec<String>>>) -> Result<String> {
         let key = self.prepare(original)?;
-        // The banks, and the data's label names where a relabelled prompt keeps them (a run
-        // that did not keep them is not resumed).
         let mut space = EditSpace::builtin(Vec::new());
-        space.data_labels = data_label_names(&parse(original, Some(&self.path)), &self.path);
+        space.data_labels = data_labels.cloned();
         let banks = serde_json::to_string(&space).unwrap_or_default();
         let scoring = serde_json::json!({
             "model": self.evaluator.model_id,

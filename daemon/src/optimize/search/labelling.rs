@@ -215,8 +215,9 @@ impl Search<'_> {
         let mut text = text;
         for step in steps {
             let current = self.doc(&text).clone();
-            // The author's own words, where they do best, are kept as written.
-            if keeps_labels(&current, &step) {
+            // The author's own words, where they do best, are kept as written (a relabelling
+            // to them is only taken to drop a calibration fitted to another layout).
+            if keeps_labels(&current, &step) && current.settings.label_bias.is_none() {
                 continue;
             }
             if let Ok(next) = apply_checked(&current, &step, &self.space) {
@@ -242,10 +243,10 @@ mod tests {
 
     #[test]
     fn the_template_starts_from_the_words_that_do_best_out_of_sample_calibrated() {
-        let template = |group: f64, posneg: f64, calibrate: bool| {
+        let template_of = |original: &str, group: f64, posneg: f64, calibrate: bool| {
             let mut scorer = Screening { ranking: fresh_ranking(), group, posneg, fixed: Vec::new() };
             let cfg = SearchConfig { calibrate, ..config(Strategy::Greedy, 1500) };
-            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            let mut search = Search::new(original, cfg, space(), &mut scorer).unwrap();
             search.run(None, Some(0), &mut |_| {}).unwrap().unwrap_err();
             let state = search.state.clone();
             drop(search);
@@ -259,6 +260,7 @@ mod tests {
             assert!(record.train.iter().all(Option::is_some), "scored on all of train");
             (record, state, scorer.fixed)
         };
+        let template = |group: f64, posneg: f64, calibrate: bool| template_of(EXAMPLE, group, posneg, calibrate);
         // A built-in set beats the ranked words out of sample: the template takes it, calibrated.
         let (record, state, fixed) = template(0.6, 0.8, true);
         assert_eq!(fixed.len(), 6, "the built-in two-label sets: {fixed:?}");
@@ -280,6 +282,13 @@ mod tests {
         let (record, _, _) = template(0.6, 0.5, true);
         assert_eq!(record.lineage[1..], ["calibrate the labels: label bias [0, -0.5]"]);
         assert!(record.text.contains("reprompt.labels: [terrible, great]\n"), "{}", record.text);
+        // Unless the author's prompt carries a calibration of its own: it was fitted to
+        // another layout, and the relabelling drops it before the template's is set.
+        let calibrated =
+            EXAMPLE.replace("reprompt.reward: accuracy\n", "reprompt.reward: accuracy\nreprompt.label_bias: [0, 2]\n");
+        let (record, _, _) = template_of(&calibrated, 0.6, 0.5, true);
+        assert_eq!(record.lineage[1..], ["label words terrible / great", "calibrate the labels: label bias [0, -0.5]"]);
+        assert!(record.text.contains("reprompt.label_bias: [0, -0.5]\n") && !record.text.contains("[0, 2]"));
         // A tie goes to the built-in set (one-standard-error rule): the ranked words stay out.
         let (record, state, _) = template(0.8, 0.8, true);
         assert_eq!(record.lineage[1], "label words negative / positive");
