@@ -1,0 +1,521 @@
+//! The edit space's tests: every edit kind on real `.prompt` texts, each result re-parsed.
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../../examples/sentiment/sentiment.prompt");
+
+fn doc() -> PromptDocument {
+    parse(EXAMPLE, None)
+}
+
+/// A training example of the example prompt: its sentence and label.
+fn sentence_demo(sentence: &str, label: usize) -> DemoSource {
+    let mut input = Map::new();
+    input.insert("sentence".into(), Value::String(sentence.into()));
+    DemoSource { input, label: Some(label), answer: None }
+}
+
+fn space() -> EditSpace {
+    let demo = sentence_demo;
+    EditSpace::builtin(vec![
+        demo("a dull , lifeless film .", 0),
+        demo("a joy to watch {{ even twice }} .", 1),
+        demo("the cast is superb .", 1),
+    ])
+}
+
+#[test]
+fn a_crlf_file_keeps_its_line_endings() {
+    let doc = parse("---\r\nreprompt.labels: [bad, good]\r\n---\r\nReview: {{x}}\r\nSentiment:\r\n", None);
+    let space = EditSpace::builtin(Vec::new());
+    for edit in [
+        Edit::LabelBias(vec![0.0, -1.0]),
+        Edit::AddDemo { at: doc.body_span.start, text: "Review: fine\nSentiment: good\n\n".into() },
+    ] {
+        let text = apply_checked(&doc, &edit, &space).unwrap();
+        assert!(!text.replace("\r\n", "").contains('\n'), "{edit:?}: {text:?}");
+        assert_ne!(text, doc.source);
+    }
+    assert_eq!(with_crlf("a\nb\r\nc\rd\n"), "a\r\nb\r\nc\r\nd\r\n");
+    // A file of mixed line endings is left as it is.
+    assert!(crlf_file("a\r\nb\r\n") && !crlf_file("a\r\nb\nc\r\n") && !crlf_file("a\nb\n"));
+}
+
+#[test]
+fn label_and_format_edits_touch_only_their_values() {
+    let (doc, space) = (doc(), space());
+    let text = apply_checked(&doc, &Edit::Labels(vec!["negative".into(), "positive".into()]), &space).unwrap();
+    assert!(text.contains("reprompt.labels: [\"negative\", \"positive\"]\n"), "{text}");
+    // The instruction that names the labels follows them.
+    assert!(text.contains("Is the sentiment of this review positive or negative?"), "{text}");
+    let capital = parse("---\nreprompt.labels: [no, yes]\n---\nYes or no? Say yes. Notes: {{x}}", None);
+    let relabelled = apply_checked(&capital, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+    assert!(relabelled.ends_with("Good or bad? Say good. Notes: {{x}}"), "{relabelled}");
+    assert_eq!(text.lines().count(), EXAMPLE.lines().count());
+    let plain = apply_checked(&doc, &Edit::Format(Format::Plain), &space).unwrap();
+    let reparsed = parse(&plain, None);
+    assert_eq!(reparsed.settings.format, Format::Plain);
+    assert_eq!(reparsed.template(), doc.template());
+    // And back: the key now exists, so its value is replaced in place.
+    let chat = apply_checked(&reparsed, &Edit::Format(Format::Chat), &space).unwrap();
+    assert_eq!(parse(&chat, None).settings.format, Format::Chat);
+    assert_eq!(chat.len(), plain.len() - "plain".len() + "chat".len());
+}
+
+#[test]
+fn a_label_edit_leaves_the_authors_own_examples_alone_but_their_answers() {
+    let doc = parse(
+        "---\nreprompt.labels: [terrible, great]\n---\nGreat or terrible?\nReview: a great cast .\nSentiment: great\n\nReview: {{sentence}}\nSentiment:\n",
+        None,
+    );
+    let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+    assert!(text.contains("Good or bad?\nReview: a great cast .\nSentiment: good\n"), "{text}");
+    // A field-shaped instruction is not an example; an answer may end a sentence.
+    let doc = parse(
+        "---\nreprompt.labels: [terrible, great]\n---\nQuestion: great or terrible?\nReview: a great cast .\nSentiment: great.\n\nReview: {{sentence}}\nSentiment:\n",
+        None,
+    );
+    let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+    assert!(text.contains("Question: good or bad?\nReview: a great cast .\nSentiment: good.\n"), "{text}");
+    // The example's own line stays whole even when it is a label word and nothing else.
+    let doc = parse(
+        "---\nreprompt.labels: [terrible, great]\n---\nReview: Great!\nSentiment: great\n\nReview: {{sentence}}\nSentiment:\n",
+        None,
+    );
+    let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+    assert!(text.contains("Review: Great!\nSentiment: good\n"), "{text}");
+}
+
+#[test]
+fn a_block_two_training_examples_show_is_edited_once() {
+    // The same sentence twice in the training data, even labelled both ways.
+    let superb = "the cast is superb .";
+    let space = EditSpace::builtin(vec![sentence_demo(superb, 0), sentence_demo(superb, 1)]);
+    let doc = doc();
+    let shown = demo_text(&doc, &space.demos[1]).unwrap();
+    let at = example_unit(&doc).unwrap().start;
+    let with = parse(&apply_checked(&doc, &Edit::AddDemo { at, text: shown }, &space).unwrap(), None);
+    let found = find_demos(&with, &space);
+    assert_eq!(found.len(), 1, "one block");
+    assert_eq!(found[0].source, 1, "the source whose answer it shows");
+    let text = apply_checked(&with, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+    assert!(text.contains("Review: the cast is superb .\nAnswer: good\n"), "{text}");
+}
+
+#[test]
+fn labels_written_as_a_block_list_are_edited_too() {
+    for yaml in ["reprompt.labels:\n- terrible\n- great\n", "reprompt.labels:\n  - terrible\n  - great\n"] {
+        let doc =
+            parse(&format!("---\n{yaml}reprompt.label_bias:\n- 0\n- 1\n---\nReview: {{{{x}}}}\nSentiment:\n"), None);
+        assert!(doc.diagnostics.is_empty(), "{:?}", doc.diagnostics);
+        let text = apply_checked(&doc, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+        assert_eq!(parse(&text, None).settings.labels.unwrap().value, ["bad", "good"], "{text}");
+        let text = apply_checked(&doc, &Edit::LabelBias(vec![0.0, -0.5]), &space()).unwrap();
+        assert_eq!(parse(&text, None).settings.label_bias.unwrap().value, [0.0, -0.5], "{text}");
+    }
+}
+
+#[test]
+fn a_completion_keeps_its_cue_where_a_role_marker_ended_the_template() {
+    let doc =
+        parse("---\nreprompt.labels: [bad, good]\n---\n{{role \"user\"}}\nReview: {{x}}\n{{role \"model\"}}\n", None);
+    let text = apply_checked(&doc, &Edit::Completion("Sentiment:".into()), &space()).unwrap();
+    assert!(text.trim_end().ends_with("Review: {{x}}\nSentiment:"), "{text:?}");
+}
+
+#[test]
+fn demonstrations_of_untrusted_text_stay_literal_and_never_panic() {
+    let demo = |s: &str| sentence_demo(s, 1);
+    // A match inside a longer line, right before a multi-byte character.
+    let doc = parse("---\nreprompt.labels: [bad, good]\n---\nNote: éa\n\n{{sentence}}\nSentiment:\n", None);
+    let space = EditSpace::builtin(vec![demo("éa")]);
+    assert!(find_demos(&doc, &space).is_empty());
+    // An escaped mustache in the data would come alive behind the escape's escape.
+    let doc = parse("---\nreprompt.labels: [bad, good]\n---\nReview: {{sentence}}\nSentiment:\n", None);
+    assert!(demo_text(&doc, &demo(r"a \{{sentence}} b")).is_none());
+    // Neighbouring values that make a mustache together.
+    let pair = parse("---\nreprompt.labels: [bad, good]\n---\nPair: {{a}}{{b}}\nSentiment:\n", None);
+    let mut input = Map::new();
+    input.insert("a".into(), Value::String("x{".into()));
+    input.insert("b".into(), Value::String("{y".into()));
+    assert!(demo_text(&pair, &DemoSource { input: input.clone(), label: Some(0), answer: None }).is_none());
+    input.insert("b".into(), Value::String("y".into()));
+    assert!(demo_text(&pair, &DemoSource { input, label: Some(0), answer: None }).is_some());
+    // An escape left open would run on over the template's own variables.
+    assert!(demo_text(&doc, &demo("a {{b")).is_none());
+    // A brace at the end of a value is just text when plain text follows it.
+    assert!(demo_text(&doc, &demo("ends in {")).is_some());
+    let shown = demo_text(&doc, &demo("a {{b}} c")).unwrap();
+    let unit = example_unit(&doc).unwrap();
+    let text = apply_checked(
+        &doc,
+        &Edit::AddDemo { at: unit.start, text: shown },
+        &EditSpace::builtin(vec![demo("a {{b}} c")]),
+    )
+    .unwrap();
+    assert_eq!(parse(&text, None).scan.variables.len(), 1, "{text}");
+}
+
+#[test]
+fn sentences_are_found_in_prose_and_edits_keep_variables() {
+    let (doc, space) = (doc(), space());
+    let found: Vec<&str> = sentences(&doc).iter().map(|s| &doc.source[s.start..s.end]).collect();
+    assert_eq!(
+        found,
+        [
+            "You are a helpful assistant that classifies the sentiment of movie reviews.",
+            "Is the sentiment of this review great or terrible?",
+            "Answer with one word."
+        ]
+    );
+    let deleted = apply_checked(&doc, &Edit::DeleteSentence(sentences(&doc)[1]), &space).unwrap();
+    assert!(deleted.contains("Review: {{sentence}}\nAnswer with one word."), "{deleted}");
+    let at = insertion_points(&doc)[0];
+    let inserted = apply_checked(&doc, &Edit::InsertPhrase { at, text: "Be accurate. ".into() }, &space).unwrap();
+    assert!(inserted.contains("Be accurate. You are a helpful assistant"), "{inserted}");
+    let s = sentences(&doc);
+    let swapped = apply_checked(&doc, &Edit::SwapSentences(s[1], s[2]), &space).unwrap();
+    assert!(swapped.contains("Answer with one word. Is the sentiment of this review great or terrible?"));
+    let rewrite = Edit::Paraphrase { span: s[2], text: "Reply in a single word.".into() };
+    assert!(apply_checked(&doc, &rewrite, &space).unwrap().contains("terrible? Reply in a single word.\n"));
+}
+
+#[test]
+fn cues_and_roles_change_the_structure() {
+    let (doc, space) = (doc(), space());
+    let cued = apply_checked(&doc, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
+    assert!(cued.ends_with("Answer with one word.\nSentiment:\n"), "{cued:?}");
+    // A second cue replaces the first instead of stacking.
+    let recued = apply_checked(&parse(&cued, None), &Edit::AnswerCue("Answer:".into()), &space).unwrap();
+    assert!(recued.ends_with("one word.\nAnswer:\n"), "{recued:?}");
+    let completion = apply_checked(&doc, &Edit::Completion("Sentiment:".into()), &space).unwrap();
+    let reparsed = parse(&completion, None);
+    assert_eq!(reparsed.settings.format, Format::Plain);
+    assert!(completion.ends_with("reviews.\nReview: {{sentence}}\nIs the sentiment of this review great or terrible? Answer with one word.\nSentiment:\n"), "{completion}");
+    assert!(apply_checked(&reparsed, &Edit::Completion("Answer:".into()), &space).is_err(), "already plain");
+    let system = sentences(&doc)[0];
+    let deleted = apply_checked(&doc, &Edit::DeleteSentence(system), &space).unwrap();
+    assert!(deleted.contains("{{role \"system\"}}\n{{role \"user\"}}"), "the emptied line goes: {deleted}");
+    let flat = apply_checked(&doc, &Edit::DropRoles, &space).unwrap();
+    assert!(!flat.contains("{{role"));
+    assert!(flat.contains("---\nYou are a helpful assistant that classifies the sentiment of movie reviews.\nReview:"));
+}
+
+#[test]
+fn a_bare_completion_keeps_only_the_example_lines_demonstrations_and_the_cue() {
+    let space = space();
+    let front = |text: &str| text[..parse(text, None).body_span.start].to_string();
+    let body = |text: &str| text[parse(text, None).body_span.start..].to_string();
+    let bare_body = |text: &str, cue: &str, space: &EditSpace| {
+        body(&apply_checked(&parse(text, None), &Edit::Bare(cue.into()), space).unwrap())
+    };
+    // The example (chat, instructions around the input line): roles and sentences go.
+    let bare = apply_checked(&doc(), &Edit::Bare("Sentiment:".into()), &space).unwrap();
+    assert_eq!(body(&bare), "Review: {{sentence}}\nSentiment:\n");
+    assert_eq!(parse(&bare, None).settings.format, Format::Plain);
+    assert_eq!(front(&bare), front(&apply_checked(&doc(), &Edit::Format(Format::Plain), &space).unwrap()));
+    // A plain prompt ending in a cue: the cue is replaced, the demonstration stays and
+    // answers after the new cue.
+    let plain = "---\nreprompt.format: plain\nreprompt.labels: [terrible, great]\n---\nBe brief. Think.\n\
+                 Review: a joy to watch \\{{ even twice }} .\nAnswer: great\n\nReview: {{sentence}}\n\
+                 Answer with one word.\nAnswer:\n";
+    let doc = parse(plain, None);
+    assert_eq!(find_demos(&doc, &space).len(), 1);
+    let bare = apply_checked(&doc, &Edit::Bare("Sentiment:".into()), &space).unwrap();
+    assert_eq!(
+        body(&bare),
+        "Review: a joy to watch \\{{ even twice }} .\nSentiment: great\n\nReview: {{sentence}}\nSentiment:\n"
+    );
+    // Same cue: only the sentences go. With nothing left to delete it is no edit.
+    let same = apply_checked(&doc, &Edit::Bare("Answer:".into()), &space).unwrap();
+    assert!(same.ends_with("Review: {{sentence}}\nAnswer:\n"), "{same}");
+    let err = apply_checked(&parse(&same, None), &Edit::Bare("Answer:".into()), &space);
+    assert!(matches!(err, Err(EditError::NotApplicable(_))), "{err:?}");
+    assert!(!candidates(&doc, &space, &mut Rng::new(1)).iter().any(|e| matches!(e, Edit::Bare(_))), "off");
+    let space = EditSpace { bare: true, ..space };
+    assert!(!candidates(&parse(&same, None), &space, &mut Rng::new(1)).iter().any(|e| matches!(e, Edit::Bare(_))));
+    assert!(candidates(&doc, &space, &mut Rng::new(1)).contains(&Edit::Bare("Sentiment:".into())));
+    // A last line of sentences goes with the line break before it, so the cue follows the
+    // input line.
+    let last = "---\nreprompt.format: plain\n---\nText: {{x}}\nIs it good? Say yes or no.\n";
+    assert_eq!(bare_body(last, "Answer:", &space), "Text: {{x}}\nAnswer:\n");
+    // A sentence sharing the input's line goes with the spaces after it (text after a
+    // variable continues the variable's sentence and stays).
+    let mixed = "---\nreprompt.format: plain\n---\nBe brief.\nClassify it.  Text: {{x}} ?\nAnswer:\n";
+    assert_eq!(bare_body(mixed, "Answer:", &space), "Text: {{x}} ?\nAnswer:\n");
+    // Several instruction lines at the end go without leaving a blank line; CRLF files
+    // keep their line endings and still get the cue.
+    let trailing = "---\nreprompt.format: plain\n---\nText: {{x}}\nBe brief.\nSay yes or no.\n";
+    assert_eq!(bare_body(trailing, "Answer:", &space), "Text: {{x}}\nAnswer:\n");
+    let crlf = "---\r\nreprompt.format: plain\r\n---\r\nText: {{x}}\r\nSay yes or no.\r\n";
+    assert_eq!(bare_body(crlf, "Answer:", &space), "Text: {{x}}\r\nAnswer:\r\n");
+    // The last instructions right after a role marker go too, and a sentence on the cue
+    // line goes with the cue it replaces.
+    let roles = "---\nreprompt.labels: [terrible, great]\n---\n{{role \"system\"}}\nReview: {{sentence}}\n\
+                 {{role \"user\"}}\nIs it great or terrible? Answer with one word.\n";
+    assert_eq!(bare_body(roles, "Sentiment:", &space), "Review: {{sentence}}\nSentiment:\n");
+    let cue_line = "---\nreprompt.format: plain\n---\nBe brief.\nText: {{x}}\nAnswer with one word. Sentiment:\n";
+    assert_eq!(bare_body(cue_line, "Answer:", &space), "Text: {{x}}\nAnswer:\n");
+    // The author's own examples (lines opening with a field name) are not instructions.
+    let own = "---\nreprompt.format: plain\n---\nBe brief.\nReview: I loved it.\nSentiment: great\n\n\
+               Review: {{x}}\nSentiment:\n";
+    assert_eq!(
+        bare_body(own, "Sentiment:", &space),
+        "Review: I loved it.\nSentiment: great\n\nReview: {{x}}\nSentiment:\n"
+    );
+    let err = apply_checked(&parse(own, None), &Edit::Bare("Two\nlines:".into()), &space);
+    assert!(matches!(err, Err(EditError::NotApplicable(_))), "{err:?}");
+    assert_eq!(Edit::Bare("Answer:".into()).kind(), Edit::Completion("Answer:".into()).kind());
+}
+
+#[test]
+fn demonstrations_are_added_found_relabelled_and_removed() {
+    let space = space();
+    let doc = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
+    let text = demo_text(&doc, &space.demos[1]).unwrap();
+    assert_eq!(text, "Review: a joy to watch \\{{ even twice }} .\nSentiment: great\n\n");
+    let at = example_unit(&doc).unwrap().start;
+    let one = parse(&apply_checked(&doc, &Edit::AddDemo { at, text }, &space).unwrap(), None);
+    assert!(one.diagnostics.is_empty(), "{:?}", one.diagnostics);
+    let two_text = demo_text(&one, &space.demos[0]).unwrap();
+    let at = example_unit(&one).unwrap().start;
+    let two = parse(&apply_checked(&one, &Edit::AddDemo { at, text: two_text }, &space).unwrap(), None);
+    let found = find_demos(&two, &space);
+    assert_eq!(found.iter().map(|d| d.source).collect::<Vec<_>>(), [1, 0]);
+    // Relabelling rewrites the demonstrations' answers.
+    let relabelled = apply_checked(&two, &Edit::Labels(vec!["negative".into(), "positive".into()]), &space).unwrap();
+    assert!(relabelled.contains("twice }} .\nSentiment: positive\n\nReview: a dull , lifeless film .\nSentiment: negative\n\nReview: {{sentence}}"), "{relabelled}");
+    assert_eq!(find_demos(&parse(&relabelled, None), &space).len(), 2);
+    // A new answer cue is the demonstrations' cue too.
+    let recued = apply_checked(&two, &Edit::AnswerCue("Answer:".into()), &space).unwrap();
+    assert!(
+        recued.contains(
+            "twice }} .\nAnswer: great\n\nReview: a dull , lifeless film .\nAnswer: terrible\n\nReview: {{sentence}}\n"
+        ),
+        "{recued}"
+    );
+    assert!(recued.ends_with("one word.\nAnswer:\n"), "{recued}");
+    assert!(!recued.contains("Sentiment:"), "{recued}");
+    assert_eq!(find_demos(&parse(&recued, None), &space).len(), 2);
+    // A prompt that ends with the cue but shows a demonstration under another one (written
+    // by hand) gets only the demonstration's cue; once all agree there is nothing to do.
+    let mixed = parse(&two.source.replacen("Sentiment: great", "Verdict: great", 1), None);
+    let fixed = apply_checked(&mixed, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
+    assert_eq!(fixed, two.source);
+    assert!(apply_checked(&two, &Edit::AnswerCue("Sentiment:".into()), &space).is_err());
+    // A cue with ": " inside is one cue, in the demonstrations as at the end.
+    let qa = parse(&apply_checked(&two, &Edit::AnswerCue("Q: Answer:".into()), &space).unwrap(), None);
+    let found_qa = find_demos(&qa, &space);
+    assert_eq!(found_qa.len(), 2);
+    assert_eq!(&qa.source[found_qa[0].cue.start..found_qa[0].cue.end], "Q: Answer:");
+    assert_eq!(&qa.source[found_qa[0].answer.start..found_qa[0].answer.end], "great");
+    let back = apply_checked(&qa, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
+    assert_eq!(back, two.source);
+    let removed = apply_checked(&two, &Edit::RemoveDemo(found[0].span), &space).unwrap();
+    // Described with its lines apart, as it was added.
+    assert_eq!(
+        Edit::RemoveDemo(found[0].span).describe(&two.source),
+        r#"remove example "Review: a joy to watch \{{ even twice }} . | Sentiment: great""#
+    );
+    assert_eq!(find_demos(&parse(&removed, None), &space).iter().map(|d| d.source).collect::<Vec<_>>(), [0]);
+    // The rendered prompt shows the escaped example literally.
+    let mut input = Map::new();
+    input.insert("sentence".into(), Value::String("x".into()));
+    let data = reprompt_protocol::render::DataArgument { input, ..Default::default() };
+    let env = reprompt_protocol::render::MapEnvironment::default();
+    let messages = reprompt_protocol::render::render(&two, &data, &env).unwrap().messages;
+    let rendered: String = messages.iter().map(|m| m.text()).collect();
+    assert!(rendered.contains("a joy to watch {{ even twice }} ."), "{rendered}");
+}
+
+#[test]
+fn several_words_per_label_are_written_as_lists_and_named_by_their_first() {
+    let space = space();
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let groups = vec![words(&["harsh", "poor"]), words(&["sweet", "hopeful", "warm"])];
+    let edit = Edit::LabelGroups(groups.clone());
+    assert_eq!(edit.kind(), Edit::Labels(Vec::new()).kind());
+    assert_eq!(edit.describe(""), "label words harsh, poor / sweet, hopeful, warm");
+    let cued = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
+    let at = example_unit(&cued).unwrap().start;
+    let demo = demo_text(&cued, &space.demos[1]).unwrap();
+    let with_demo = parse(&apply_checked(&cued, &Edit::AddDemo { at, text: demo }, &space).unwrap(), None);
+    let text = apply_checked(&with_demo, &edit, &space).unwrap();
+    assert!(text.contains("reprompt.labels: [[\"harsh\", \"poor\"], [\"sweet\", \"hopeful\", \"warm\"]]\n"), "{text}");
+    // The demonstration answers and the instruction use each label's first word.
+    assert!(text.contains("Sentiment: sweet\n\nReview: {{sentence}}"), "{text}");
+    assert!(text.contains("Is the sentiment of this review sweet or harsh?"), "{text}");
+    let reparsed = parse(&text, None);
+    assert!(reparsed.diagnostics.is_empty(), "{:?}", reparsed.diagnostics);
+    assert_eq!(reparsed.settings.label_words, groups);
+    assert_eq!(find_demos(&reparsed, &space).len(), 1);
+    // Offered when the space holds groups, not again once the prompt has them; a single
+    // set is offered to a prompt with groups even when it is their first words.
+    let mut offering = space.clone();
+    offering.label_groups = vec![groups.clone()];
+    offering.label_sets = vec![words(&["harsh", "sweet"])];
+    let mut rng = Rng::new(1);
+    assert!(candidates(&with_demo, &offering, &mut rng).contains(&edit));
+    let offered = candidates(&reparsed, &offering, &mut rng);
+    assert!(!offered.contains(&edit), "{offered:?}");
+    assert!(offered.contains(&Edit::Labels(words(&["harsh", "sweet"]))), "{offered:?}");
+    // Back to one word each.
+    let single = apply_checked(&reparsed, &Edit::Labels(words(&["bad", "good"])), &space).unwrap();
+    assert_eq!(parse(&single, None).settings.label_words, [words(&["bad"]), words(&["good"])]);
+    assert!(apply_checked(&with_demo, &Edit::LabelGroups(vec![words(&["bad"]), vec![]]), &space).is_err());
+}
+
+#[test]
+fn edits_that_break_the_prompt_are_refused() {
+    let (doc, space) = (doc(), space());
+    assert!(matches!(apply_checked(&doc, &Edit::Labels(vec!["one".into()]), &space), Err(EditError::NotApplicable(_))));
+    assert!(apply_checked(&doc, &Edit::DeleteSentence(Span::new(0, 3)), &space).is_err());
+    assert!(apply_checked(&doc, &Edit::InsertPhrase { at: 1, text: "x".into() }, &space).is_err());
+    assert!(apply_checked(&doc, &Edit::AddDemo { at: 1, text: "x".into() }, &space).is_err());
+    let s = sentences(&doc)[0];
+    assert!(apply_checked(&doc, &Edit::Paraphrase { span: s, text: "{{evil}}".into() }, &space).is_err());
+    // A phrase that removes a variable is refused by the variable check.
+    let tricky = parse("---\ninput:\n  schema: {a: string}\n---\nSay {{a}}. Done.", None);
+    let found: Vec<&str> = sentences(&tricky).iter().map(|s| &tricky.source[s.start..s.end]).collect();
+    assert_eq!(found, ["Done."], "the fragment after the variable is not a sentence of its own");
+}
+
+#[test]
+fn random_edit_walks_keep_every_prompt_valid() {
+    let prompts = [
+        EXAMPLE,
+        include_str!("../../../../examples/gsm8k/gsm8k.prompt"),
+        include_str!("../../../../bench/sst2-variants/v3-plain-posneg.prompt"),
+        include_str!("../../../../bench/sst2-variants/v7-plain-4demos.prompt"),
+    ];
+    let mut space = space();
+    space.demos.push(DemoSource {
+        input: [("question".to_string(), Value::String("What is {{2}} + 2?\nThink.".into()))].into_iter().collect(),
+        label: None,
+        answer: Some("2 + 2 = 4\n#### 4".into()),
+    });
+    space.paraphrases.insert("Answer with one word.".into(), vec!["Reply with a single word.".into()]);
+    space.bare = true;
+    for (p, prompt) in prompts.iter().enumerate() {
+        let names = variables(&parse(prompt, None));
+        for seed in 0..40 {
+            let mut rng = Rng::new(seed);
+            let mut text = prompt.to_string();
+            for _ in 0..8 {
+                let doc = parse(&text, None);
+                let all = candidates(&doc, &space, &mut rng);
+                if all.is_empty() {
+                    break;
+                }
+                let edit = &all[rng.below(all.len())];
+                text = apply_checked(&doc, edit, &space)
+                    .unwrap_or_else(|e| panic!("prompt {p} seed {seed}: {edit:?}: {e}"));
+                let edited = parse(&text, None);
+                assert!(
+                    edited.diagnostics.iter().all(|d| d.severity != Severity::Error),
+                    "prompt {p} seed {seed} after {edit:?}: {:?}\n{text}",
+                    edited.diagnostics
+                );
+                assert_eq!(variables(&edited), names, "prompt {p} seed {seed} after {edit:?}");
+                assert!(find_demos(&edited, &space).len() <= space.max_demos);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_candidate_of_the_example_applies_cleanly() {
+    let (doc, space) = (doc(), space());
+    let all = candidates(&doc, &space, &mut Rng::new(1));
+    for kind in [0, 1, 2, 3, 4, 6, 7, 8, 12] {
+        assert!(all.iter().any(|e| e.kind() == kind), "no edit of kind {kind}");
+    }
+    assert_eq!(all.iter().filter(|e| matches!(e, Edit::DeleteSentence(_))).count(), 3);
+    for edit in &all {
+        let text = apply_checked(&doc, edit, &space).unwrap();
+        assert_ne!(text, EXAMPLE, "{edit:?} changed nothing");
+        assert!(!edit.describe(&doc.source).is_empty());
+    }
+    assert_eq!(candidates(&doc, &space, &mut Rng::new(1)), all, "seeded");
+}
+
+#[test]
+fn a_calibration_is_written_replaced_and_dropped_with_new_label_words() {
+    let calibrated = apply_checked(&doc(), &Edit::LabelBias(vec![0.0, -1.25]), &space()).unwrap();
+    let d = parse(&calibrated, None);
+    assert!(d.diagnostics.is_empty(), "{:?}", d.diagnostics);
+    assert!(calibrated.contains("reprompt.label_bias: [0, -1.25]\n---"), "{calibrated}");
+    assert_eq!(d.settings.label_bias.as_ref().map(|b| b.value.clone()), Some(vec![0.0, -1.25]));
+    assert_eq!(Edit::LabelBias(vec![0.0, -1.25]).describe(""), "calibrate the labels: label bias [0, -1.25]");
+    // Set again: the value is replaced where it is written.
+    let again = apply_checked(&d, &Edit::LabelBias(vec![0.0, 0.5]), &space()).unwrap();
+    assert_eq!(again, calibrated.replace("[0, -1.25]", "[0, 0.5]"));
+    // New label words drop the calibration fitted to the old ones, line and all.
+    let relabelled = apply_checked(&d, &Edit::Labels(vec!["bad".into(), "good".into()]), &space()).unwrap();
+    let r = parse(&relabelled, None);
+    assert!(r.diagnostics.is_empty() && r.settings.label_bias.is_none(), "{relabelled}");
+    assert!(!relabelled.contains("label_bias") && relabelled.contains("reprompt.reward: accuracy\n---"));
+    // One offset per label id, finite.
+    assert!(apply_checked(&doc(), &Edit::LabelBias(vec![0.0]), &space()).is_err());
+    assert!(apply_checked(&doc(), &Edit::LabelBias(vec![0.0, f64::NAN]), &space()).is_err());
+    assert_eq!(Edit::LabelBias(Vec::new()).kind(), Edit::KINDS - 1);
+    // Every calibration of a prompt shares its text without the entry: the prompt itself.
+    let plain = doc().source.clone();
+    assert_eq!(without_label_bias(&doc()).as_deref(), Some(plain.as_str()));
+    assert_eq!(without_label_bias(&d).as_deref(), Some(plain.as_str()));
+    assert_eq!(without_label_bias(&parse(&again, None)).as_deref(), Some(plain.as_str()));
+}
+
+#[test]
+fn new_label_words_keep_the_names_the_data_reads_its_labels_by() {
+    let named = |groups: &[&[&str]]| -> Vec<Vec<String>> {
+        groups.iter().map(|g| g.iter().map(|w| w.to_string()).collect()).collect()
+    };
+    let space = EditSpace { data_labels: Some(named(&[&["terrible"], &["great"]])), ..space() };
+    let calibrated = parse(&apply_checked(&doc(), &Edit::LabelBias(vec![0.0, -1.0]), &space).unwrap(), None);
+    let relabelled = apply_checked(&calibrated, &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+    assert!(
+        relabelled.contains("reprompt.labels: [\"bad\", \"good\"]\nreprompt.data_labels: [\"terrible\", \"great\"]\n"),
+        "{relabelled}"
+    );
+    let r = parse(&relabelled, None);
+    assert!(r.diagnostics.is_empty() && r.settings.label_bias.is_none(), "{:?}", r.diagnostics);
+    let spec = reprompt_protocol::dataset::DatasetSpec::for_document(&r);
+    assert_eq!(spec.data_labels, named(&[&["terrible"], &["great"]]));
+    // Once written, the names stay as they are: a second relabelling adds no line.
+    let twice = apply_checked(&r, &Edit::LabelGroups(named(&[&["poor", "dull"], &["fine"]])), &space).unwrap();
+    assert_eq!(twice.matches("reprompt.data_labels").count(), 1, "{twice}");
+    assert!(twice.contains("reprompt.data_labels: [\"terrible\", \"great\"]\n"), "{twice}");
+    // Several names for an id are written as a list; data read by id needs none of this.
+    let grouped = EditSpace { data_labels: Some(named(&[&["terrible", "awful"], &["great"]])), ..space.clone() };
+    let text = apply_checked(&doc(), &Edit::Labels(vec!["bad".into(), "good".into()]), &grouped).unwrap();
+    assert!(text.contains("reprompt.data_labels: [[\"terrible\", \"awful\"], [\"great\"]]\n"), "{text}");
+    let text = apply_checked(&doc(), &Edit::Labels(vec!["bad".into(), "good".into()]), &self::space()).unwrap();
+    assert!(!text.contains("data_labels"), "{text}");
+    // Nor does anything but a relabelling.
+    let text = apply_checked(&doc(), &Edit::Format(Format::Plain), &space).unwrap();
+    assert!(!text.contains("data_labels"), "{text}");
+    // A calibration on the next line goes, the names come; block-style labels and CRLF
+    // files alike.
+    let layouts = [
+        EXAMPLE.replace(
+            "reprompt.labels: [terrible, great]\n",
+            "reprompt.labels: [terrible, great]\nreprompt.label_bias: [0, 1]\n",
+        ),
+        EXAMPLE.replace("reprompt.labels: [terrible, great]\n", "reprompt.labels:\n- terrible\n- great\n"),
+        EXAMPLE.replace('\n', "\r\n"),
+    ];
+    for layout in layouts {
+        let text =
+            apply_checked(&parse(&layout, None), &Edit::Labels(vec!["bad".into(), "good".into()]), &space).unwrap();
+        let r = parse(&text, None);
+        assert!(r.diagnostics.is_empty(), "{:?}\n{text}", r.diagnostics);
+        assert_eq!(r.settings.labels.map(|l| l.value), Some(vec!["bad".to_string(), "good".into()]), "{text}");
+        assert_eq!(r.settings.data_labels.map(|d| d.value), Some(named(&[&["terrible"], &["great"]])), "{text}");
+        assert!(r.settings.label_bias.is_none() && !text.contains("label_bias"), "{text}");
+        assert_eq!(layout.contains('\r'), text.contains("data_labels: [\"terrible\", \"great\"]\r\n"), "{text}");
+    }
+    // Data read by id changes nothing a checkpoint records: the space's JSON has no such key.
+    let json = serde_json::to_string(&self::space()).unwrap();
+    assert!(!json.contains("data_labels"), "{json}");
+}
