@@ -11,9 +11,9 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::optimize::{
-    EditOptions, PolicyChoice, Report, WarmStart, lock_run_dir, optimize, plot, progress_bar, read_prompt,
-    show_progress,
+    EditOptions, PolicyChoice, Report, WarmStart, lock_run_dir, optimize, progress_bar, read_prompt, show_progress,
 };
+use super::plot::plot;
 use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{EvalCache, Evaluator, FileCache, stats};

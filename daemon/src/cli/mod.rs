@@ -6,6 +6,7 @@ pub mod check;
 pub mod labels;
 pub mod models;
 pub mod optimize;
+pub mod plot;
 pub mod pretrain;
 pub mod render;
 pub mod score;
