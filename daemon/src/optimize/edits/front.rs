@@ -5,23 +5,22 @@ use reprompt_protocol::{PromptDocument, Span};
 
 use super::{EditError, EditSpace, TextEdit};
 
+/// A flow list of words, each quoted so that any word parses as text: `["bad", "good"]`.
+pub(super) fn word_list_value(words: &[String]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| serde_json::to_string(w).unwrap_or_default()).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// The `reprompt.labels` value of several words per label: `[["harsh", "poor"], ["sweet"]]`
 /// (each word quoted, so any word parses as text).
 pub fn label_groups_value(groups: &[Vec<String>]) -> String {
-    let quoted = |w: &String| serde_json::to_string(w).unwrap_or_default();
-    let list: Vec<String> =
-        groups.iter().map(|g| format!("[{}]", g.iter().map(quoted).collect::<Vec<_>>().join(", "))).collect();
+    let list: Vec<String> = groups.iter().map(|g| word_list_value(g)).collect();
     format!("[{}]", list.join(", "))
 }
 
 /// `reprompt.data_labels`'s value: a word per label id, or a list where an id has several.
 pub fn data_labels_value(groups: &[Vec<String>]) -> String {
-    if groups.iter().all(|g| g.len() == 1) {
-        let quoted: Vec<String> = groups.iter().map(|g| serde_json::to_string(&g[0]).unwrap_or_default()).collect();
-        format!("[{}]", quoted.join(", "))
-    } else {
-        label_groups_value(groups)
-    }
+    if groups.iter().all(|g| g.len() == 1) { word_list_value(&groups.concat()) } else { label_groups_value(groups) }
 }
 
 /// Where the data names its labels by word ([`EditSpace::data_labels`]) and `doc` does not

@@ -26,7 +26,7 @@ pub use front::{data_labels_value, label_groups_value, without_label_bias};
 pub use text::{insertion_points, sentences};
 
 use demos::final_cue;
-use front::{entry_line, keep_data_labels, replace_value, set_setting};
+use front::{entry_line, keep_data_labels, replace_value, set_setting, word_list_value};
 use text::{
     capitalized, example_fields, instruction_deletions, label_mentions, line_around, merged_deletions, role_markers,
     text_segments,
@@ -255,11 +255,7 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                     }
                     (groups.iter().map(|g| g[0].clone()).collect(), label_groups_value(groups))
                 }
-                Edit::Labels(words) => {
-                    let quoted: Vec<String> =
-                        words.iter().map(|w| serde_json::to_string(w).unwrap_or_default()).collect();
-                    (words.clone(), format!("[{}]", quoted.join(", ")))
-                }
+                Edit::Labels(words) => (words.clone(), word_list_value(words)),
                 _ => unreachable!("matched above"),
             };
             let labels = doc.settings.labels.as_ref().ok_or_else(|| not("the prompt has no labels"))?;
