@@ -60,6 +60,37 @@ fn five_planted_faults_are_each_reported_where_they_are() {
 }
 
 #[test]
+fn bad_dataset_rows_are_reported_at_the_setting_that_names_the_file() {
+    // The same rows `reprompt score` refuses at load, found without a model.
+    let out = reprompt(&["check", "--json", "daemon/tests/fixtures/baddata/bad.prompt"]);
+    assert_eq!(out.status.code(), Some(1), "errors must exit 1");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let diagnostics = report["files"][0]["diagnostics"].as_array().expect("a diagnostics list");
+    let found: Vec<(&str, u64, u64, &str)> = diagnostics
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or_default(),
+                d["range"]["start"]["line"].as_u64().unwrap_or(0),
+                d["range"]["start"]["column"].as_u64().unwrap_or(0),
+                d["message"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let lines = [
+        "dev.tsv:3: expected 2 tab-separated columns",
+        "dev.tsv:4: `sentence` is empty",
+        "dev.tsv:5: unknown label `2`",
+    ];
+    assert_eq!(found.len(), lines.len(), "{found:?}");
+    for ((code, line, column, message), expected) in found.iter().zip(lines) {
+        // `reprompt.validation: data/dev.tsv`, the value
+        assert_eq!((*code, *line, *column), ("invalid-dataset", 9, 22), "{message}");
+        assert!(message.starts_with("`reprompt.validation`: ") && message.contains(expected), "{message}");
+    }
+}
+
+#[test]
 fn faults_print_like_a_compiler() {
     let out = reprompt(&["check", "daemon/tests/fixtures/faults/faults.prompt"]);
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));

@@ -1,13 +1,15 @@
 //! Checks that need the file system: partials (`_name.prompt`), dataset files and model paths.
 //!
 //! [`check_file`] is what `reprompt check` and the language server run: parse, then resolve
-//! what the file names relative to its own directory. Every finding is a diagnostic; nothing
-//! here panics or stops at the first problem.
+//! what the file names relative to its own directory ([`check_document`]) and read the rows of
+//! the datasets it names ([`check_datasets`]). Every finding is a diagnostic; nothing here
+//! panics or stops at the first problem.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::diagnostic::{Code, Diagnostic, Related};
+use crate::dataset::{self, DatasetSpec};
+use crate::diagnostic::{Code, Diagnostic, Related, Severity};
 use crate::document::{self, PromptDocument};
 use crate::render::Environment;
 use crate::span::Span;
@@ -15,6 +17,13 @@ use crate::template;
 
 /// Deepest chain of partials followed.
 const MAX_PARTIAL_DEPTH: usize = 16;
+
+/// Largest dataset file whose rows [`check_datasets`] reads; a larger one is read (and its
+/// rows checked) when it is loaded to score.
+pub const MAX_CHECKED_DATASET_BYTES: u64 = 32 << 20;
+
+/// Problems of one dataset file reported one by one; the rest are counted in the last.
+const MAX_DATASET_PROBLEMS: usize = 5;
 
 /// Partials from the directory of a prompt: `{{> name}}` is `_name.prompt` there.
 #[derive(Clone, Debug)]
@@ -59,12 +68,14 @@ pub struct CheckedFile {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Reads and checks one `.prompt` file.
+/// Reads and checks one `.prompt` file, the rows of its datasets included.
 pub fn check_file(path: &Path) -> CheckedFile {
     match std::fs::read(path) {
         Ok(bytes) => {
             let document = document::parse_bytes(&bytes, Some(path));
-            let diagnostics = check_document(&document, path);
+            let mut diagnostics = check_document(&document, path);
+            diagnostics.extend(check_datasets(&document, path));
+            diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
             CheckedFile { path: path.to_path_buf(), document, diagnostics }
         }
         Err(err) => {
@@ -112,6 +123,38 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
     diagnostics
 }
 
+/// The rows of every dataset the prompt names, read as scoring reads them (columns for its
+/// variables and the gold, each label known, no empty input): each problem is an error at
+/// the setting's value, `file:line` in its message. Only for a document without errors of
+/// its own, since the columns and labels a row needs come from its settings; a missing file
+/// is [`check_document`]'s, a file over [`MAX_CHECKED_DATASET_BYTES`] is left to the load.
+pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    if doc.diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        return diagnostics;
+    }
+    let spec = DatasetSpec::for_document(doc);
+    for (split, file) in doc.settings.splits() {
+        let Some(resolved) = doc.settings.split_path(split, path) else { continue };
+        let size = std::fs::metadata(&resolved).ok().filter(|m| m.is_file()).map(|m| m.len());
+        if size.is_none_or(|size| size > MAX_CHECKED_DATASET_BYTES) {
+            continue;
+        }
+        let Err(problems) = dataset::load(&resolved, &spec) else { continue };
+        let shown = problems.len().min(MAX_DATASET_PROBLEMS);
+        for (i, problem) in problems.iter().take(shown).enumerate() {
+            let mut message = format!("`reprompt.{split}`: {problem}");
+            if i + 1 == shown && problems.len() > shown {
+                let more = problems.len() - shown;
+                message
+                    .push_str(&format!(" (and {more} more problem{} in this file)", if more == 1 { "" } else { "s" }));
+            }
+            diagnostics.push(Diagnostic::error(Code::InvalidDataset, file.span, message));
+        }
+    }
+    diagnostics
+}
+
 struct PartialWalk<'a> {
     env: &'a DirEnvironment,
     /// What each partial's own text holds, by name (`None`: missing).
@@ -138,7 +181,7 @@ impl PartialWalk<'_> {
                 PartialFacts {
                     variables: scan.variables.iter().map(|v| v.name.clone()).collect(),
                     nested: scan.partials.iter().map(|p| (p.name.clone(), p.at_root && !p.has_context)).collect(),
-                    error: scan.diagnostics.into_iter().find(|d| d.severity == crate::diagnostic::Severity::Error),
+                    error: scan.diagnostics.into_iter().find(|d| d.severity == Severity::Error),
                 }
             });
             self.cache.insert(name.to_string(), facts);
@@ -339,7 +382,6 @@ pub fn collect_prompt_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnostic::Severity;
 
     /// A directory holding `files` (name, text); the main prompt is `main.prompt` in it.
     fn dir_with(test: &str, files: &[(String, String)]) -> PathBuf {
@@ -426,6 +468,56 @@ mod tests {
         // A path is still a path.
         std::fs::write(&path, "---\nmodel: ./models/tiny.gguf\n---\nhi").unwrap();
         assert_eq!(errors(&dir).iter().map(|d| d.code).collect::<Vec<_>>(), [Code::MissingModel]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_rows_of_a_dataset_are_errors_at_the_setting_that_names_it() {
+        let main = "---\ninput:\n  schema:\n    sentence: string\nreprompt.labels: [bad, good]\n\
+                    reprompt.dataset: train.tsv\nreprompt.validation: dev.jsonl\n---\nReview: {{sentence}}\n";
+        let dev = [
+            r#"{"sentence": "fine", "label": 1}"#,
+            r#"{"sentence": "dull", "label": "awful"}"#,
+            r#"{"sentence": ""}"#,
+            "not json",
+            r#"{"sentence": "a", "label": 2}"#,
+            r#"{"sentence": "b", "label": 3}"#,
+            r#"{"sentence": "c", "label": 4}"#,
+        ]
+        .join("\n");
+        let train = "sentence\tlabel\nfine\t1\ndull\tbad\n";
+        let dir = dir_with(
+            "datasets",
+            &[("main.prompt".into(), main.into()), ("dev.jsonl".into(), dev), ("train.tsv".into(), train.into())],
+        );
+        let path = dir.join("main.prompt");
+        let doc = document::parse(&std::fs::read_to_string(&path).unwrap(), Some(&path));
+        // Scoring and rendering check the document alone; they read the rows at load.
+        assert!(check_document(&doc, &path).is_empty(), "{:?}", check_document(&doc, &path));
+        let found = check_file(&path).diagnostics;
+        assert_eq!(found.len(), 5, "{found:?}");
+        let value = doc.source.find("dev.jsonl").unwrap();
+        for d in &found {
+            assert_eq!((d.code, d.severity), (Code::InvalidDataset, Severity::Error), "{d:?}");
+            assert_eq!((d.span.start, d.span.end), (value, value + "dev.jsonl".len()), "{d:?}");
+            assert!(d.message.starts_with("`reprompt.validation`: "), "{d:?}");
+        }
+        let dev = dir.join("dev.jsonl").display().to_string();
+        assert!(found[0].message.contains(&format!("{dev}:2: unknown label `awful`")), "{found:?}");
+        assert!(found[2].message.contains(&format!("{dev}:4: invalid JSON")), "{found:?}");
+        assert!(found[4].message.ends_with("(and 1 more problem in this file)"), "{found:?}");
+
+        // A document with an error of its own is not read against its data: the columns and
+        // labels a row needs come from its settings.
+        std::fs::write(&path, main.replace("reprompt.labels", "reprompt.lables")).unwrap();
+        let found = check_file(&path).diagnostics;
+        assert!(found.iter().all(|d| d.code != Code::InvalidDataset), "{found:?}");
+        assert!(found.iter().any(|d| d.code == Code::UnknownSetting), "{found:?}");
+
+        // Clean data, no findings.
+        std::fs::write(&path, main).unwrap();
+        std::fs::write(dir.join("dev.jsonl"), r#"{"sentence": "fine", "label": "good"}"#).unwrap();
+        assert!(check_file(&path).diagnostics.is_empty(), "{:?}", check_file(&path).diagnostics);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

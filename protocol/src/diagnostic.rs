@@ -71,6 +71,7 @@ codes! {
     MissingPartial => "missing-partial": "a `{{> partial}}` whose `_name.prompt` file does not exist",
     CircularPartial => "circular-partial": "partials that include each other",
     MissingDataset => "missing-dataset": "a dataset file named in `reprompt.*` does not exist",
+    InvalidDataset => "invalid-dataset": "a dataset file named in `reprompt.*` has rows or columns reprompt cannot read",
     LabelMismatch => "label-mismatch": "`reprompt.labels` does not fit `reprompt.task`",
     UnknownModel => "unknown-model": "a model that is neither a known name nor a `.gguf` path",
     MissingModel => "missing-model": "a `.gguf` model path that does not exist",
