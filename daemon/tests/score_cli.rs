@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use common::{reprompt, workspace};
 
@@ -271,7 +272,7 @@ fn a_label_bias_moves_the_choice_by_its_offsets() {
 }
 
 #[test]
-fn a_cached_evaluation_names_the_file_it_scored_and_a_zero_limit_is_refused() {
+fn a_cached_evaluation_names_the_file_it_scored_and_zero_counts_are_refused() {
     let cache = private_cache("copy");
     let first = reprompt(&["score", "examples/sentiment/sentiment.prompt", "--limit", "4", "--json"], &cache);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -295,9 +296,45 @@ fn a_cached_evaluation_names_the_file_it_scored_and_a_zero_limit_is_refused() {
     let dataset = again["dataset"].as_str().expect("dataset");
     assert!(dataset.starts_with(copy.to_str().unwrap()), "{dataset}");
 
-    let zero = reprompt(&["score", "examples/sentiment/sentiment.prompt", "--limit", "0"], &cache);
-    assert!(!zero.status.success());
-    let stderr = String::from_utf8_lossy(&zero.stderr);
-    assert!(stderr.contains("at least 1"), "{stderr}");
+    // A count of nothing is refused before anything runs, not answered with an empty table.
+    for args in [
+        &["score", "examples/sentiment/sentiment.prompt", "--limit", "0"][..],
+        &["labels", "examples/sentiment/sentiment.prompt", "--keep", "0"],
+        &["pretrain", "examples/sentiment/sentiment.prompt", "--out", "never.safetensors", "--rounds", "0"],
+    ] {
+        let zero = reprompt(args, &cache);
+        assert_eq!(zero.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&zero.stderr);
+        assert!(stderr.contains("at least 1") && zero.stdout.is_empty(), "{args:?}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn a_file_that_is_not_a_model_is_one_line_of_error_even_with_backtraces_on() {
+    // candle attaches a backtrace to its errors where RUST_BACKTRACE is set (as many a Rust
+    // developer's shell has it): the user reads what is wrong, not thirty stack frames.
+    let dir = private_cache("not-a-model");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("junk.gguf"), "this is not a model\n").unwrap();
+    std::fs::write(dir.join("data/dev.tsv"), "sentence\tlabel\na gem\t1\n").unwrap();
+    let prompt = dir.join("p.prompt");
+    std::fs::write(
+        &prompt,
+        "---\nmodel: junk.gguf\nreprompt.labels: [terrible, great]\nreprompt.validation: data/dev.tsv\n---\n\
+         Review: {{sentence}}\nSentiment:",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reprompt"))
+        .args(["score", prompt.to_str().unwrap()])
+        .env("REPROMPT_CACHE_DIR", &dir)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .expect("reprompt runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("junk.gguf is not a usable GGUF model: unknown magic"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

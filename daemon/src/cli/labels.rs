@@ -22,7 +22,7 @@ pub struct LabelsArgs {
     /// The classification `.prompt` file (with `reprompt.labels` and its splits)
     pub file: PathBuf,
     /// How many sets to show
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::at_least_one)]
     pub keep: usize,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]

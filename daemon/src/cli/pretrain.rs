@@ -25,7 +25,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Passes over the files
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::cli::at_least_one)]
     pub rounds: usize,
     /// Example evaluations per run (validation included)
     #[arg(long, default_value_t = DEFAULT_BUDGET)]
@@ -48,9 +48,6 @@ pub struct PretrainArgs {
 }
 
 pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    if args.rounds == 0 {
-        bail!("--rounds must be at least 1");
-    }
     // Every file is checked (and must use the same model) before the model loads.
     let mut prompts = Vec::new();
     for file in &args.files {
@@ -77,11 +74,6 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    writeln!(
-        out,
-        "| run | prompt | seed | train before → after | validation before → after | evaluations | seconds |"
-    )?;
-    writeln!(out, "|---|---|---|---|---|---|---|")?;
     let pct = |x: f64| if x.is_finite() { format!("{:.1}", 100.0 * x) } else { "–".into() };
     let mut n = 0;
     for _ in 0..args.rounds {
@@ -110,6 +102,14 @@ pub fn run(args: &PretrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             crate::files::write_atomic(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
             warm = Some(WarmStart::from_bytes(format!("{} after run {n}", args.out.display()), &bytes)?);
             let (o, b) = (&report.original, &report.best);
+            if n == 1 {
+                // After the first run, not before: a run refused at its start prints no table.
+                writeln!(
+                    out,
+                    "| run | prompt | seed | train before → after | validation before → after | evaluations | seconds |"
+                )?;
+                writeln!(out, "|---|---|---|---|---|---|---|")?;
+            }
             writeln!(
                 out,
                 "| {n} | {} | {seed} | {} → {} | {} → {} | {} | {:.0} |",

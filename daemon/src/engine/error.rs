@@ -15,7 +15,7 @@ pub enum EngineError {
     #[error("chat template: {0}")]
     Template(String),
     #[error("model computation failed: {0}")]
-    Compute(#[from] candle_core::Error),
+    Compute(candle_core::Error),
     #[error("input is too long: {tokens} tokens, the model's context holds {limit}")]
     TooLong { tokens: usize, limit: usize },
     #[error("{0}")]
@@ -33,3 +33,39 @@ pub enum EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Compute(without_backtrace(e))
+    }
+}
+
+/// `e` without the backtrace candle attaches to its errors where `RUST_BACKTRACE` is set:
+/// an error reaches the user as its message, not as the message and thirty stack frames.
+pub fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    use candle_core::Error;
+    match e {
+        Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        Error::Context { inner, context } => Error::Context { inner: Box::new(without_backtrace(*inner)), context },
+        Error::WithPath { inner, path } => Error::WithPath { inner: Box::new(without_backtrace(*inner)), path },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candle_error_reads_as_its_message_without_a_backtrace() {
+        let inner = candle_core::Error::Msg("unknown magic 0x6b6e756a".into());
+        let wrapped = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        }
+        .context("reading the header");
+        assert!(wrapped.to_string().lines().count() > 2, "{wrapped}");
+        let error = EngineError::from(wrapped);
+        assert_eq!(error.to_string(), "model computation failed: reading the header\nunknown magic 0x6b6e756a");
+    }
+}

@@ -9,7 +9,7 @@ use candle_core::Device;
 use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{Content, Value};
 
-use super::error::{EngineError, Result};
+use super::error::{EngineError, Result, without_backtrace};
 
 /// Longest context the engine sets up (the RoPE table is built for it at load).
 pub const MAX_CONTEXT: usize = 32_768;
@@ -49,7 +49,7 @@ impl GgufFile {
         // it panic is an unreadable file, not a crash.
         let content = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut reader)))
             .map_err(|_| unreadable(&"its header is malformed"))?
-            .map_err(|e| unreadable(&e))?;
+            .map_err(|e| unreadable(&without_backtrace(e)))?;
         // A truncated download parses its header but lacks tensor data. Sizes are counted
         // wide: a header's dimensions may multiply past any `usize`.
         let needed = content
@@ -85,22 +85,27 @@ impl GgufFile {
     }
 
     pub fn get_u32(&self, key: &str) -> Result<u32> {
-        self.get(key)?.to_u32().map_err(|e| self.bad(format!("`{key}`: {e}")))
+        self.get(key)?.to_u32().map_err(|e| self.bad(format!("`{key}`: {}", without_backtrace(e))))
     }
 
     pub fn get_f32(&self, key: &str) -> Result<f32> {
-        self.get(key)?.to_f32().map_err(|e| self.bad(format!("`{key}`: {e}")))
+        self.get(key)?.to_f32().map_err(|e| self.bad(format!("`{key}`: {}", without_backtrace(e))))
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str> {
-        self.get(key)?.to_string().map(String::as_str).map_err(|e| self.bad(format!("`{key}`: {e}")))
+        self.get(key)?
+            .to_string()
+            .map(String::as_str)
+            .map_err(|e| self.bad(format!("`{key}`: {}", without_backtrace(e))))
     }
 
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
         if !self.content.tensor_infos.contains_key(name) {
             return Err(self.bad(format!("tensor `{name}` is missing")));
         }
-        self.content.tensor(&mut self.reader, name, device).map_err(|e| self.bad(format!("tensor `{name}`: {e}")))
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .map_err(|e| self.bad(format!("tensor `{name}`: {}", without_backtrace(e))))
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -134,7 +139,11 @@ impl GgufFile {
         }
         let vocab_size = match self.get_u32("llama.vocab_size") {
             Ok(v) => v as usize,
-            Err(_) => self.get("tokenizer.ggml.tokens")?.to_vec().map(Vec::len).map_err(|e| self.bad(e.to_string()))?,
+            Err(_) => self
+                .get("tokenizer.ggml.tokens")?
+                .to_vec()
+                .map(Vec::len)
+                .map_err(|e| self.bad(without_backtrace(e).to_string()))?,
         };
         let layers = self.get_u32("llama.block_count")? as usize;
         let ffn = self.get_u32("llama.feed_forward_length")? as usize;

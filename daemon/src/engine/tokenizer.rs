@@ -20,7 +20,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::error::{EngineError, Result};
+use super::error::{EngineError, Result, without_backtrace};
 use super::gguf::GgufFile;
 
 /// GGUF token types: 3 = control, 4 = user-defined (both are special tokens).
@@ -102,18 +102,18 @@ impl TextTokenizer {
         let tokens: Vec<String> = gguf
             .get("tokenizer.ggml.tokens")?
             .to_vec()
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(without_backtrace(e).to_string()))?
             .iter()
             .map(|v| v.to_string().cloned())
             .collect::<candle_core::Result<_>>()
-            .map_err(|e| bad(format!("tokenizer.ggml.tokens: {e}")))?;
+            .map_err(|e| bad(format!("tokenizer.ggml.tokens: {}", without_backtrace(e))))?;
         let merges: Vec<(String, String)> = gguf
             .get("tokenizer.ggml.merges")?
             .to_vec()
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(without_backtrace(e).to_string()))?
             .iter()
             .map(|v| {
-                let merge = v.to_string().map_err(|e| bad(e.to_string()))?;
+                let merge = v.to_string().map_err(|e| bad(without_backtrace(e).to_string()))?;
                 merge
                     .split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -123,11 +123,11 @@ impl TextTokenizer {
         let types: Vec<i64> = match gguf.get("tokenizer.ggml.token_type") {
             Ok(v) => v
                 .to_vec()
-                .map_err(|e| bad(e.to_string()))?
+                .map_err(|e| bad(without_backtrace(e).to_string()))?
                 .iter()
                 .map(|t| t.to_i32().map(i64::from))
                 .collect::<candle_core::Result<_>>()
-                .map_err(|e| bad(format!("tokenizer.ggml.token_type: {e}")))?,
+                .map_err(|e| bad(format!("tokenizer.ggml.token_type: {}", without_backtrace(e))))?,
             Err(_) => vec![1; tokens.len()],
         };
         if types.len() != tokens.len() {

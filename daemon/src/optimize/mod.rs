@@ -36,11 +36,17 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum OptimizeError {
     #[error("policy computation failed: {0}")]
-    Compute(#[from] candle_core::Error),
+    Compute(candle_core::Error),
     #[error("{0}")]
     Input(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+}
+
+impl From<candle_core::Error> for OptimizeError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Compute(crate::engine::error::without_backtrace(e))
+    }
 }
 
 /// Result alias of the optimizer core.
