@@ -8,9 +8,6 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use anyhow::Context as _;
-use reprompt_protocol::parse_bytes;
-
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{Evaluator, PreparedPrompt};
@@ -40,8 +37,7 @@ struct Row {
 }
 
 pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let doc = parse_bytes(&bytes, Some(&args.file));
+    let doc = crate::cli::read_prompt_file(&args.file)?;
     PreparedPrompt::new(&doc, &args.file)?;
     let text = doc.source.clone();
     let engine = open_engine(&doc, &args.file, args.device)?;

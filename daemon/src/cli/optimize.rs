@@ -12,7 +12,7 @@ use super::plot::plot;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use reprompt_protocol::check::check_document;
-use reprompt_protocol::{PromptDocument, Severity, parse, parse_bytes};
+use reprompt_protocol::{PromptDocument, Severity, parse};
 use serde::Serialize;
 
 use crate::cli::score::open_engine;
@@ -262,8 +262,7 @@ pub fn variant_path(file: &Path) -> PathBuf {
 
 /// Reads a prompt and refuses one with errors or without training and validation splits.
 pub fn read_prompt(file: &Path) -> anyhow::Result<(PromptDocument, String)> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let doc = parse_bytes(&bytes, Some(file));
+    let doc = crate::cli::read_prompt_file(file)?;
     PreparedPrompt::new(&doc, file)?;
     crate::optimize::model::require_splits(&doc, file)?;
     let text = doc.source.clone();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use reprompt_protocol::check::{DirEnvironment, check_document};
 use reprompt_protocol::render::{CompiledPrompt, DataArgument};
-use reprompt_protocol::{LineIndex, Severity, parse_bytes};
+use reprompt_protocol::{LineIndex, Severity};
 use serde_json::Map;
 
 use crate::report;
@@ -21,8 +21,7 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let doc = parse_bytes(&bytes, Some(&args.file));
+    let doc = crate::cli::read_prompt_file(&args.file)?;
     let diagnostics = check_document(&doc, &args.file);
     let errors: Vec<_> = diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
     if !errors.is_empty() {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use reprompt_protocol::parse_bytes;
 
 use crate::engine::{DeviceChoice, Engine, EngineOptions, store};
 use crate::eval::evaluate::load_split;
@@ -56,8 +55,7 @@ pub fn open_engine(
 }
 
 pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let doc = parse_bytes(&bytes, Some(&args.file));
+    let doc = crate::cli::read_prompt_file(&args.file)?;
     // Fail on the prompt or its data before spending seconds on loading the model.
     let prepared = PreparedPrompt::new(&doc, &args.file)?;
     let mut data = load_split(&doc, &args.file, args.split)?;
