@@ -228,6 +228,9 @@ pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
 /// open: two runs writing one checkpoint would interleave their saves. The operating system
 /// drops the lock when the process dies, so a killed run never leaves it held.
 pub fn lock_run_dir(run_dir: &Path) -> anyhow::Result<std::fs::File> {
+    if run_dir.exists() && !run_dir.is_dir() {
+        bail!("{} is a file: a run keeps its checkpoints in a directory (give another)", run_dir.display());
+    }
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let path = run_dir.join("lock");
     let file = std::fs::OpenOptions::new()
@@ -710,6 +713,11 @@ mod tests {
         drop(lock_run_dir(&dir.with_file_name("other")).unwrap());
         drop(held);
         drop(lock_run_dir(&dir).unwrap());
+        // A file where the directory would be is named as such.
+        let file = dir.with_file_name("a-file");
+        std::fs::write(&file, "").unwrap();
+        let err = lock_run_dir(&file).unwrap_err().to_string();
+        assert!(err.ends_with("a-file is a file: a run keeps its checkpoints in a directory (give another)"), "{err}");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 
