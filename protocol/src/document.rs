@@ -415,6 +415,16 @@ fn read_front_matter(doc: &mut PromptDocument, root: &YamlNode) {
         }
     }
     doc.settings = settings::read(&reprompt_entries, &mut doc.diagnostics);
+    if let Some(reward) = &doc.settings.reward
+        && reward.value.components.iter().any(|(n, _)| n == "json_schema")
+        && doc.reserved.get("output").and_then(|o| o.get("schema")).is_none()
+    {
+        doc.diagnostics.push(Diagnostic::error(
+            Code::InvalidField,
+            reward.span,
+            "the `json_schema` reward needs an `output.schema`: the schema an output must satisfy",
+        ));
+    }
 }
 
 fn check_reserved(name: &str, value: &YamlNode, diagnostics: &mut Vec<Diagnostic>) {

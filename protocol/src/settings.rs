@@ -307,7 +307,16 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                 )),
             },
             "regex" => match value.as_str() {
-                Some(pattern) => settings.regex = Some(Spanned { value: pattern.to_string(), span: value.span }),
+                Some(pattern) => {
+                    if let Err(e) = regex::Regex::new(pattern) {
+                        diagnostics.push(Diagnostic::error(
+                            Code::InvalidField,
+                            value.span,
+                            format!("`reprompt.regex` is not a valid pattern: {}", regex_problem(&e)),
+                        ));
+                    }
+                    settings.regex = Some(Spanned { value: pattern.to_string(), span: value.span });
+                }
                 None => diagnostics.push(Diagnostic::error(
                     Code::InvalidField,
                     value.span,
@@ -377,6 +386,14 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
     }
     check_task_fit(&settings, task_span, diagnostics);
     settings
+}
+
+/// What is wrong with a pattern, in one line: the regex crate's syntax errors draw the
+/// pattern with a caret under the fault over several lines, its last line saying what.
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text);
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 fn read_reward(value: &YamlNode, diagnostics: &mut Vec<Diagnostic>) -> Option<RewardSpec> {
@@ -484,6 +501,21 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
             )),
             _ => {}
         }
+    }
+    // The `regex` reward and its pattern come together.
+    let regex_reward = settings.reward.as_ref().filter(|r| r.value.components.iter().any(|(n, _)| n == "regex"));
+    match (regex_reward, &settings.regex) {
+        (Some(reward), None) => diagnostics.push(Diagnostic::error(
+            Code::InvalidField,
+            reward.span,
+            "the `regex` reward needs `reprompt.regex: <pattern>`: the pattern an output must match",
+        )),
+        (None, Some(regex)) => diagnostics.push(Diagnostic::warning(
+            Code::InvalidField,
+            regex.span,
+            "`reprompt.regex` is read only by the `regex` reward, which `reprompt.reward` does not name",
+        )),
+        _ => {}
     }
     if let Some(reward) = &settings.reward {
         for (name, _) in &reward.value.components {
@@ -596,5 +628,34 @@ mod tests {
         }
         let generate = parse("---\nreprompt.task: generate\nreprompt.label_bias: [0, 1]\n---\n{{x}}", None);
         assert!(generate.diagnostics.iter().any(|d| d.code == Code::LabelMismatch && d.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn a_reward_that_needs_a_pattern_or_a_schema_is_checked_with_it() {
+        let findings = |front: &str| -> Vec<(Code, Severity, String)> {
+            let doc = parse(&format!("---\nreprompt.task: generate\n{front}---\n{{{{q}}}}"), None);
+            doc.diagnostics
+                .iter()
+                .filter(|d| d.code == Code::InvalidField)
+                .map(|d| (d.code, d.severity, doc.source[d.span.start..d.span.end].to_string()))
+                .collect()
+        };
+        let error = |at: &str| vec![(Code::InvalidField, Severity::Error, at.to_string())];
+        // The pattern the reward matches: missing, broken, or there without the reward.
+        assert_eq!(findings("reprompt.reward: regex\n"), error("regex"));
+        assert_eq!(findings("reprompt.reward: {regex: 1.0, length: -0.1}\n"), error("{regex: 1.0, length: -0.1}"));
+        assert_eq!(findings("reprompt.reward: regex\nreprompt.regex: '^\\d+$'\n"), []);
+        assert_eq!(findings("reprompt.reward: regex\nreprompt.regex: '([0-9'\n"), error("'([0-9'"));
+        let doc = parse("---\nreprompt.task: generate\nreprompt.regex: '(a'\nreprompt.reward: regex\n---\n{{q}}", None);
+        let message = &doc.diagnostics.iter().find(|d| d.code == Code::InvalidField).expect("an error").message;
+        assert_eq!(message, "`reprompt.regex` is not a valid pattern: unclosed group", "{message}");
+        let unused = findings("reprompt.regex: '^\\d+$'\n");
+        assert_eq!(
+            unused.iter().map(|(_, s, at)| (*s, at.as_str())).collect::<Vec<_>>(),
+            [(Severity::Warning, "'^\\d+$'")]
+        );
+        // The schema the `json_schema` reward checks outputs against.
+        assert_eq!(findings("reprompt.reward: json_schema\n"), error("json_schema"));
+        assert_eq!(findings("output:\n  schema:\n    answer: string\nreprompt.reward: json_schema\n"), []);
     }
 }
