@@ -367,6 +367,15 @@ fn read_jsonl(text: &str) -> Result<Parsed, (usize, String)> {
     Ok((None, rows, issues))
 }
 
+/// A cell quoted in a message, cut to its first 40 characters: a sentence in the label
+/// column (columns swapped) should not make every message a paragraph.
+fn shortened(cell: &str) -> String {
+    match cell.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &cell[..end]),
+        None => cell.to_string(),
+    }
+}
+
 fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Result<Example, String> {
     let mut input = Map::new();
     for variable in &spec.variables {
@@ -406,7 +415,8 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
             match label {
                 Some(label) => Ok(Example { line, input, label: Some(label), answer: None }),
                 None => Err(format!(
-                    "unknown label `{raw}`: expected an id 0..{} or one of {}{}",
+                    "unknown label `{}`: expected an id 0..{} or one of {}{}",
+                    shortened(&raw),
                     spec.labels.len().saturating_sub(1),
                     if spec.data_labels.is_empty() { spec.labels.clone() } else { spec.data_labels.concat() }
                         .join(", "),
@@ -492,6 +502,12 @@ mod tests {
         let lines: Vec<usize> = issues.iter().map(|i| i.line).collect();
         assert_eq!(lines, [3, 4, 5], "{issues:?}");
         assert!(issues[2].message.contains("unknown label `7`"), "{}", issues[2]);
+        // Columns swapped: the sentence is quoted cut short, not whole.
+        let long = "a long and winding review of a film that goes on and on for ever";
+        let path = write("swapped.csv", &format!("label,sentence\n\"{long}\",1\n"));
+        let issues = load(&path, &spec(Task::Classify)).unwrap_err();
+        let expected = format!("unknown label `{}…`", long.chars().take(40).collect::<String>());
+        assert!(issues[0].message.contains(&expected), "{}", issues[0]);
     }
 
     #[test]
