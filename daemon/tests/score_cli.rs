@@ -338,3 +338,29 @@ fn a_file_that_is_not_a_model_is_one_line_of_error_even_with_backtraces_on() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn scoring_a_split_that_is_not_held_out_says_so() {
+    let cache = private_cache("overlap");
+    let dir = cache.join("prompt");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv")).unwrap();
+    let example = std::fs::read_to_string(workspace().join("examples/sentiment/sentiment.prompt")).unwrap();
+    let prompt = dir.join("same.prompt");
+    std::fs::write(
+        &prompt,
+        example.replace("data/dev.tsv", "data/train.tsv").replace("reprompt.test: data/test.tsv\n", ""),
+    )
+    .unwrap();
+    let out = reprompt(&["score", prompt.to_str().unwrap(), "--limit", "2"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning[split-overlap]: `reprompt.validation` names the same file as `reprompt.dataset`"),
+        "{stderr}"
+    );
+    // The training split is what it is: nothing to warn of.
+    let out = reprompt(&["score", prompt.to_str().unwrap(), "--limit", "2", "--split", "train"], &cache);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("split-overlap"));
+    let _ = std::fs::remove_dir_all(&cache);
+}

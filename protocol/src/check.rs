@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{self, DatasetSpec};
+use crate::dataset::{self, Dataset, DatasetSpec};
 use crate::diagnostic::{Code, Diagnostic, Related, Severity};
 use crate::document::{self, PromptDocument};
 use crate::render::Environment;
@@ -125,7 +125,8 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
 
 /// The rows of every dataset the prompt names, read as scoring reads them (columns for its
 /// variables and the gold, each label known, no empty input): each problem is an error at
-/// the setting's value, `file:line` in its message. Only for a document without errors of
+/// the setting's value, `file:line` in its message. A validation or test split holding an
+/// input an earlier split holds too is a warning: its score would not be held out. Only for a document without errors of
 /// its own, since the columns and labels a row needs come from its settings; a missing file
 /// is [`check_document`]'s, a file over [`MAX_CHECKED_DATASET_BYTES`] is left to the load.
 pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
@@ -134,13 +135,21 @@ pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
         return diagnostics;
     }
     let spec = DatasetSpec::for_document(doc);
+    // The splits that read, in order (train, validation, test), for the overlap check.
+    let mut loaded: Vec<(&str, &crate::settings::Spanned<String>, Dataset)> = Vec::new();
     for (split, file) in doc.settings.splits() {
         let Some(resolved) = doc.settings.split_path(split, path) else { continue };
         let size = std::fs::metadata(&resolved).ok().filter(|m| m.is_file()).map(|m| m.len());
         if size.is_none_or(|size| size > MAX_CHECKED_DATASET_BYTES) {
             continue;
         }
-        let Err(problems) = dataset::load(&resolved, &spec) else { continue };
+        let problems = match dataset::load(&resolved, &spec) {
+            Ok(data) => {
+                loaded.push((split, file, data));
+                continue;
+            }
+            Err(problems) => problems,
+        };
         let shown = problems.len().min(MAX_DATASET_PROBLEMS);
         for (i, problem) in problems.iter().take(shown).enumerate() {
             let mut message = format!("`reprompt.{split}`: {problem}");
@@ -152,7 +161,49 @@ pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
             diagnostics.push(Diagnostic::error(Code::InvalidDataset, file.span, message));
         }
     }
+    for (i, (split, file, data)) in loaded.iter().enumerate().skip(1) {
+        // Against the first earlier split that shares any: test against train before validation.
+        let found = loaded[..i].iter().find_map(|(earlier, _, earlier_data)| {
+            let shared = dataset::shared_inputs(earlier_data, data);
+            (!shared.is_empty()).then_some((*earlier, earlier_data, shared))
+        });
+        if let Some((earlier, earlier_data, shared)) = found {
+            diagnostics.push(overlap(split, file.span, data, earlier, earlier_data, &shared));
+        }
+    }
     diagnostics
+}
+
+/// The warning that `split`'s examples `shared` (its line, the earlier split's line) are
+/// `earlier`'s too.
+fn overlap(
+    split: &str,
+    span: Span,
+    data: &Dataset,
+    earlier: &str,
+    earlier_data: &Dataset,
+    shared: &[(usize, usize)],
+) -> Diagnostic {
+    let why = if split == "validation" {
+        "a rewrite would be chosen on examples the search has seen"
+    } else {
+        "its score is not held out"
+    };
+    let same_file = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
+    let message = if same_file(&data.path, &earlier_data.path) {
+        format!("`reprompt.{split}` names the same file as `reprompt.{earlier}`: {why}")
+    } else {
+        let lines: Vec<String> =
+            shared.iter().take(3).map(|(at, there)| format!("line {at} is line {there}")).collect();
+        format!(
+            "`reprompt.{split}`: {} of {} examples are also in `reprompt.{earlier}` ({}{}): {why}",
+            shared.len(),
+            data.examples.len(),
+            lines.join(", "),
+            if shared.len() > 3 { ", …" } else { "" }
+        )
+    };
+    Diagnostic::warning(Code::SplitOverlap, span, message)
 }
 
 struct PartialWalk<'a> {
@@ -516,8 +567,71 @@ mod tests {
 
         // Clean data, no findings.
         std::fs::write(&path, main).unwrap();
-        std::fs::write(dir.join("dev.jsonl"), r#"{"sentence": "fine", "label": "good"}"#).unwrap();
+        std::fs::write(dir.join("dev.jsonl"), r#"{"sentence": "a gem", "label": "good"}"#).unwrap();
         assert!(check_file(&path).diagnostics.is_empty(), "{:?}", check_file(&path).diagnostics);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_split_that_shares_examples_with_an_earlier_one_is_not_held_out() {
+        let main = |validation: &str| {
+            format!(
+                "---\ninput:\n  schema:\n    s: string\nreprompt.labels: [bad, good]\nreprompt.dataset: train.tsv\n\
+                 reprompt.validation: {validation}\nreprompt.test: test.tsv\n---\n{{{{s}}}}\n"
+            )
+        };
+        let tsv = |rows: &[&str]| format!("s\tlabel\n{}\n", rows.join("\n"));
+        let dir = dir_with(
+            "overlap",
+            &[
+                ("main.prompt".into(), main("dev.tsv")),
+                ("train.tsv".into(), tsv(&["a\t0", "b\t1", "c\t0", "d\t1"])),
+                ("dev.tsv".into(), tsv(&["e\t0", "f\t1"])),
+                // Two of train's inputs (one under another label: the input is what leaks), one of dev's.
+                ("test.tsv".into(), tsv(&["x\t0", "c\t1", "f\t1", "b\t1", "y\t0"])),
+            ],
+        );
+        let path = dir.join("main.prompt");
+        let warnings = |path: &Path| -> Vec<(String, String)> {
+            let checked = check_file(path);
+            checked
+                .diagnostics
+                .iter()
+                .filter(|d| d.code == Code::SplitOverlap && d.severity == Severity::Warning)
+                .map(|d| (checked.document.source[d.span.start..d.span.end].to_string(), d.message.clone()))
+                .collect()
+        };
+        assert_eq!(
+            warnings(&path),
+            [(
+                "test.tsv".to_string(),
+                "`reprompt.test`: 2 of 5 examples are also in `reprompt.dataset` (line 3 is line 4, line 5 is line 3): \
+                 its score is not held out"
+                    .to_string()
+            )]
+        );
+        // Against validation where train shares none.
+        std::fs::write(dir.join("test.tsv"), tsv(&["x\t0", "f\t1"])).unwrap();
+        let found = warnings(&path);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].1.starts_with("`reprompt.test`: 1 of 2 examples are also in `reprompt.validation`"),
+            "{found:?}"
+        );
+        // The training file named again, under another spelling.
+        std::fs::write(&path, main("./train.tsv")).unwrap();
+        std::fs::write(dir.join("test.tsv"), tsv(&["x\t0"])).unwrap();
+        let found = warnings(&path);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "./train.tsv");
+        assert_eq!(
+            found[0].1,
+            "`reprompt.validation` names the same file as `reprompt.dataset`: \
+             a rewrite would be chosen on examples the search has seen"
+        );
+        // Disjoint splits, nothing.
+        std::fs::write(&path, main("dev.tsv")).unwrap();
+        assert!(warnings(&path).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -144,6 +144,18 @@ impl DatasetSpec {
     }
 }
 
+/// Examples of `later` whose input is an example's input in `earlier` too, as (line in
+/// `later`, line in `earlier`) in `later`'s order: scores on them are not held out. Inputs
+/// compare whole and exactly, as the model would see them; the gold is not compared.
+pub fn shared_inputs(earlier: &Dataset, later: &Dataset) -> Vec<(usize, usize)> {
+    let key = |e: &Example| serde_json::to_string(&e.input).unwrap_or_default();
+    let mut lines = std::collections::HashMap::new();
+    for example in &earlier.examples {
+        lines.entry(key(example)).or_insert(example.line);
+    }
+    later.examples.iter().filter_map(|e| lines.get(&key(e)).map(|&line| (e.line, line))).collect()
+}
+
 /// Most examples one file may hold.
 pub const MAX_EXAMPLES: usize = 1_000_000;
 

@@ -72,6 +72,7 @@ codes! {
     CircularPartial => "circular-partial": "partials that include each other",
     MissingDataset => "missing-dataset": "a dataset file named in `reprompt.*` does not exist",
     InvalidDataset => "invalid-dataset": "a dataset file named in `reprompt.*` has rows or columns reprompt cannot read",
+    SplitOverlap => "split-overlap": "validation or test examples that an earlier split holds too: their scores are not held out",
     LabelMismatch => "label-mismatch": "`reprompt.labels` does not fit `reprompt.task`",
     UnknownModel => "unknown-model": "a model that is neither a known name nor a `.gguf` path",
     MissingModel => "missing-model": "a `.gguf` model path that does not exist",

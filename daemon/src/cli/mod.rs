@@ -43,6 +43,18 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Says on stderr where a validation or test split (`only` that one, by setting name) shares
+/// examples with an earlier split (the `split-overlap` warnings of `reprompt check`): the
+/// scores a command is about to report on it would not be held out.
+pub fn warn_split_overlaps(doc: &PromptDocument, path: &Path, only: Option<&str>) {
+    for d in reprompt_protocol::check::check_datasets(doc, path) {
+        let about = |split: &str| d.message.starts_with(&format!("`reprompt.{split}`"));
+        if d.code == reprompt_protocol::Code::SplitOverlap && only.is_none_or(about) {
+            eprintln!("warning[{}]: {}", d.code.as_str(), d.message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

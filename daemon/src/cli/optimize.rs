@@ -406,6 +406,7 @@ pub fn show_progress(bar: &ProgressBar, p: &Progress) {
 
 pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (doc, text) = read_prompt(&args.file)?;
+    crate::cli::warn_split_overlaps(&doc, &args.file, None);
     // Where a winner goes, checked before the search: its files must be found from there.
     let target =
         if args.write { args.file.clone() } else { args.output.clone().unwrap_or_else(|| variant_path(&args.file)) };

@@ -59,6 +59,7 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Fail on the prompt or its data before spending seconds on loading the model.
     let prepared = PreparedPrompt::new(&doc, &args.file)?;
     let mut data = load_split(&doc, &args.file, args.split)?;
+    crate::cli::warn_split_overlaps(&doc, &args.file, Some(args.split.setting()));
     if let Some(limit) = args.limit {
         data.examples.truncate(limit);
     }
