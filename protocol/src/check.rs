@@ -2,8 +2,9 @@
 //!
 //! [`check_file`] is what `reprompt check` and the language server run: parse, then resolve
 //! what the file names relative to its own directory ([`check_document`]) and read the rows of
-//! the datasets it names ([`check_datasets`]). Every finding is a diagnostic; nothing here
-//! panics or stops at the first problem.
+//! the datasets it names ([`check_datasets`]; up to three files of at most 32 MiB each, so a
+//! caller checking on every keystroke should reuse its results while the files are unchanged).
+//! Every finding is a diagnostic; nothing here panics or stops at the first problem.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use crate::dataset::{self, Dataset, DatasetSpec};
 use crate::diagnostic::{Code, Diagnostic, Related, Severity};
 use crate::document::{self, PromptDocument};
 use crate::render::Environment;
+use crate::settings::Spanned;
 use crate::span::Span;
 use crate::template;
 
@@ -123,33 +125,47 @@ pub fn check_document(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
     diagnostics
 }
 
+/// A split as [`check_datasets`] found it: its setting, its file, and its examples if they read.
+struct ReadSplit<'a> {
+    name: &'static str,
+    file: &'a Spanned<String>,
+    canonical: Option<PathBuf>,
+    data: Option<Dataset>,
+}
+
 /// The rows of every dataset the prompt names, read as scoring reads them (columns for its
 /// variables and the gold, each label known, no empty input): each problem is an error at
-/// the setting's value, `file:line` in its message. A validation or test split holding an
-/// input an earlier split holds too is a warning: its score would not be held out. Only for a document without errors of
-/// its own, since the columns and labels a row needs come from its settings; a missing file
-/// is [`check_document`]'s, a file over [`MAX_CHECKED_DATASET_BYTES`] is left to the load.
+/// the setting's value, `file:line` in its message. A validation or test split naming an
+/// earlier split's file, or holding an input an earlier split holds too, is a warning: its
+/// scores are not held out. Only for a document without errors of its own, since the columns
+/// and labels a row needs come from its settings; a missing file is [`check_document`]'s, the
+/// rows of a file over [`MAX_CHECKED_DATASET_BYTES`] are left to the load.
 pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     if doc.diagnostics.iter().any(|d| d.severity == Severity::Error) {
         return diagnostics;
     }
     let spec = DatasetSpec::for_document(doc);
-    // The splits that read, in order (train, validation, test), for the overlap check.
-    let mut loaded: Vec<(&str, &crate::settings::Spanned<String>, Dataset)> = Vec::new();
+    // In order (train, validation, test): each split's file, and its examples where they read.
+    let mut splits: Vec<ReadSplit> = Vec::new();
     for (split, file) in doc.settings.splits() {
         let Some(resolved) = doc.settings.split_path(split, path) else { continue };
-        let size = std::fs::metadata(&resolved).ok().filter(|m| m.is_file()).map(|m| m.len());
-        if size.is_none_or(|size| size > MAX_CHECKED_DATASET_BYTES) {
+        let Some(meta) = std::fs::metadata(&resolved).ok().filter(std::fs::Metadata::is_file) else { continue };
+        let canonical = resolved.canonicalize().ok();
+        let mut read = ReadSplit { name: split, file, canonical, data: None };
+        if meta.len() > MAX_CHECKED_DATASET_BYTES {
+            splits.push(read);
             continue;
         }
         let problems = match dataset::load(&resolved, &spec) {
             Ok(data) => {
-                loaded.push((split, file, data));
+                read.data = Some(data);
+                splits.push(read);
                 continue;
             }
             Err(problems) => problems,
         };
+        splits.push(read);
         let shown = problems.len().min(MAX_DATASET_PROBLEMS);
         for (i, problem) in problems.iter().take(shown).enumerate() {
             let mut message = format!("`reprompt.{split}`: {problem}");
@@ -161,49 +177,45 @@ pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
             diagnostics.push(Diagnostic::error(Code::InvalidDataset, file.span, message));
         }
     }
-    for (i, (split, file, data)) in loaded.iter().enumerate().skip(1) {
-        // Against the first earlier split that shares any: test against train before validation.
-        let found = loaded[..i].iter().find_map(|(earlier, _, earlier_data)| {
-            let shared = dataset::shared_inputs(earlier_data, data);
-            (!shared.is_empty()).then_some((*earlier, earlier_data, shared))
+    for (i, later) in splits.iter().enumerate().skip(1) {
+        let (split, file, earlier) = (later.name, later.file, &splits[..i]);
+        let not_held_out = "its scores are not held out";
+        // The same file as an earlier split (however spelled), known without reading it.
+        if let Some(same) = earlier.iter().find(|e| e.canonical.is_some() && e.canonical == later.canonical) {
+            let same = same.name;
+            diagnostics.push(Diagnostic::warning(
+                Code::SplitOverlap,
+                file.span,
+                format!("`reprompt.{split}` names the same file as `reprompt.{same}`: {not_held_out}"),
+            ));
+            continue;
+        }
+        // Else inputs an earlier split holds too: test against train before validation.
+        let Some(data) = &later.data else { continue };
+        let found = earlier.iter().find_map(|e| {
+            let shared = dataset::shared_inputs(e.data.as_ref()?, data);
+            (!shared.is_empty()).then_some((e.name, e.file, shared))
         });
-        if let Some((earlier, earlier_data, shared)) = found {
-            diagnostics.push(overlap(split, file.span, data, earlier, earlier_data, &shared));
+        if let Some((earlier, earlier_file, shared)) = found {
+            let pairs: Vec<String> = shared
+                .iter()
+                .take(3)
+                .map(|(at, there)| format!("{}:{at} = {}:{there}", file.value, earlier_file.value))
+                .collect();
+            diagnostics.push(Diagnostic::warning(
+                Code::SplitOverlap,
+                file.span,
+                format!(
+                    "`reprompt.{split}`: {} of {} examples are also in `reprompt.{earlier}` ({}{}): {not_held_out}",
+                    shared.len(),
+                    data.examples.len(),
+                    pairs.join(", "),
+                    if shared.len() > 3 { ", …" } else { "" }
+                ),
+            ));
         }
     }
     diagnostics
-}
-
-/// The warning that `split`'s examples `shared` (its line, the earlier split's line) are
-/// `earlier`'s too.
-fn overlap(
-    split: &str,
-    span: Span,
-    data: &Dataset,
-    earlier: &str,
-    earlier_data: &Dataset,
-    shared: &[(usize, usize)],
-) -> Diagnostic {
-    let why = if split == "validation" {
-        "a rewrite would be chosen on examples the search has seen"
-    } else {
-        "its score is not held out"
-    };
-    let same_file = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
-    let message = if same_file(&data.path, &earlier_data.path) {
-        format!("`reprompt.{split}` names the same file as `reprompt.{earlier}`: {why}")
-    } else {
-        let lines: Vec<String> =
-            shared.iter().take(3).map(|(at, there)| format!("line {at} is line {there}")).collect();
-        format!(
-            "`reprompt.{split}`: {} of {} examples are also in `reprompt.{earlier}` ({}{}): {why}",
-            shared.len(),
-            data.examples.len(),
-            lines.join(", "),
-            if shared.len() > 3 { ", …" } else { "" }
-        )
-    };
-    Diagnostic::warning(Code::SplitOverlap, span, message)
 }
 
 struct PartialWalk<'a> {
@@ -605,8 +617,8 @@ mod tests {
             warnings(&path),
             [(
                 "test.tsv".to_string(),
-                "`reprompt.test`: 2 of 5 examples are also in `reprompt.dataset` (line 3 is line 4, line 5 is line 3): \
-                 its score is not held out"
+                "`reprompt.test`: 2 of 5 examples are also in `reprompt.dataset` (test.tsv:3 = train.tsv:4, \
+                 test.tsv:5 = train.tsv:3): its scores are not held out"
                     .to_string()
             )]
         );
@@ -626,9 +638,23 @@ mod tests {
         assert_eq!(found[0].0, "./train.tsv");
         assert_eq!(
             found[0].1,
-            "`reprompt.validation` names the same file as `reprompt.dataset`: \
-             a rewrite would be chosen on examples the search has seen"
+            "`reprompt.validation` names the same file as `reprompt.dataset`: its scores are not held out"
         );
+        // Named again by test, it is the file test repeats, though validation shares inputs
+        // with train; and found without reading the rows (the check reads none of a file whose
+        // rows are bad).
+        std::fs::write(&path, main("dev.tsv").replace("reprompt.test: test.tsv", "reprompt.test: ./dev.tsv")).unwrap();
+        std::fs::write(dir.join("dev.tsv"), tsv(&["a\t0", "f\t1", "g\t7"])).unwrap();
+        let checked = check_file(&path);
+        let found: Vec<&str> = checked.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(found.len(), 3, "{found:?}"); // the bad row, twice, and the same file
+        assert!(found.iter().filter(|m| m.contains("dev.tsv:4: unknown label `7`")).count() == 2, "{found:?}");
+        assert!(
+            found
+                .contains(&"`reprompt.test` names the same file as `reprompt.validation`: its scores are not held out"),
+            "{found:?}"
+        );
+        std::fs::write(dir.join("dev.tsv"), tsv(&["e\t0", "f\t1"])).unwrap();
         // Disjoint splits, nothing.
         std::fs::write(&path, main("dev.tsv")).unwrap();
         assert!(warnings(&path).is_empty());

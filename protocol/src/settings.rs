@@ -196,7 +196,11 @@ fn plural(n: usize, what: &str) -> String {
 pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diagnostic>) -> Settings {
     let mut settings = Settings::default();
     let mut task_span = None;
+    // Whether `reprompt.regex` is there at all, and the reward read without a fault: a bad
+    // value is reported once, where it is, not again as a missing or unused pattern.
+    let (mut regex_given, mut reward_read) = (false, true);
     for &(name, key, value) in entries {
+        regex_given |= name == "regex";
         match name {
             "task" => match value.as_str() {
                 Some("classify") => settings.task = Some(Task::Classify),
@@ -263,7 +267,10 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
                 )),
             },
             "reward" => {
-                if let Some(spec) = read_reward(value, diagnostics) {
+                let before = diagnostics.len();
+                let spec = read_reward(value, diagnostics);
+                reward_read = diagnostics.len() == before;
+                if let Some(spec) = spec {
                     settings.reward = Some(Spanned { value: spec, span: value.span });
                 }
             }
@@ -385,6 +392,21 @@ pub fn read(entries: &[(&str, &YamlNode, &YamlNode)], diagnostics: &mut Vec<Diag
         }
     }
     check_task_fit(&settings, task_span, diagnostics);
+    // The `regex` reward and its pattern come together.
+    let regex_reward = settings.reward.as_ref().filter(|r| r.value.components.iter().any(|(n, _)| n == "regex"));
+    match (regex_reward, &settings.regex) {
+        (Some(reward), None) if !regex_given => diagnostics.push(Diagnostic::error(
+            Code::InvalidField,
+            reward.span,
+            "the `regex` reward needs `reprompt.regex: <pattern>`: the pattern an output must match",
+        )),
+        (None, Some(regex)) if reward_read => diagnostics.push(Diagnostic::warning(
+            Code::InvalidField,
+            regex.span,
+            "`reprompt.regex` is read only by the `regex` reward, which `reprompt.reward` does not name",
+        )),
+        _ => {}
+    }
     settings
 }
 
@@ -501,21 +523,6 @@ fn check_task_fit(settings: &Settings, task_span: Option<Span>, diagnostics: &mu
             )),
             _ => {}
         }
-    }
-    // The `regex` reward and its pattern come together.
-    let regex_reward = settings.reward.as_ref().filter(|r| r.value.components.iter().any(|(n, _)| n == "regex"));
-    match (regex_reward, &settings.regex) {
-        (Some(reward), None) => diagnostics.push(Diagnostic::error(
-            Code::InvalidField,
-            reward.span,
-            "the `regex` reward needs `reprompt.regex: <pattern>`: the pattern an output must match",
-        )),
-        (None, Some(regex)) => diagnostics.push(Diagnostic::warning(
-            Code::InvalidField,
-            regex.span,
-            "`reprompt.regex` is read only by the `regex` reward, which `reprompt.reward` does not name",
-        )),
-        _ => {}
     }
     if let Some(reward) = &settings.reward {
         for (name, _) in &reward.value.components {
@@ -654,6 +661,14 @@ mod tests {
             unused.iter().map(|(_, s, at)| (*s, at.as_str())).collect::<Vec<_>>(),
             [(Severity::Warning, "'^\\d+$'")]
         );
+        // A bad value is reported once, where it is.
+        let doc = parse("---\nreprompt.task: generate\nreprompt.reward: regex\nreprompt.regex: 5\n---\n{{q}}", None);
+        let found: Vec<&str> = doc.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(found, ["`reprompt.regex` must be a pattern string"]);
+        let doc =
+            parse("---\nreprompt.task: generate\nreprompt.reward: {regex: high}\nreprompt.regex: a\n---\n{{q}}", None);
+        assert_eq!(doc.diagnostics.len(), 1, "{:?}", doc.diagnostics);
+        assert_eq!(doc.diagnostics[0].severity, Severity::Error, "{:?}", doc.diagnostics);
         // The schema the `json_schema` reward checks outputs against.
         assert_eq!(findings("reprompt.reward: json_schema\n"), error("json_schema"));
         assert_eq!(findings("output:\n  schema:\n    answer: string\nreprompt.reward: json_schema\n"), []);

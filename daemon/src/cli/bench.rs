@@ -13,6 +13,7 @@ use serde_json::json;
 use reprompt_protocol::dataset::{self, DatasetSpec};
 use reprompt_protocol::settings::Task;
 
+use crate::engine::EngineError;
 use crate::engine::model::{Mode, Weights};
 use crate::engine::runtime::{Runtime, RuntimeOptions};
 use crate::engine::tokenizer::literal;
@@ -120,7 +121,7 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         for i in 0..=repeats {
             let t = Instant::now();
             let (hidden, _) = rt.model.forward(ids, 1, n, None, Mode::Dense, false)?;
-            let _ = rt.model.logits(&hidden.i(n - 1..n)?, Mode::Dense)?;
+            let _ = rt.model.logits(&hidden.i(n - 1..n).map_err(EngineError::from)?, Mode::Dense)?;
             if i > 0 {
                 times.push(t.elapsed().as_secs_f64());
             }
@@ -135,10 +136,15 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let prompt = &long_ids[..16];
         let (hidden, cache) = rt.model.forward(prompt, 1, prompt.len(), None, Mode::Dense, true)?;
         let mut cache = cache.context("cache")?;
-        let mut last = hidden.i(prompt.len() - 1..prompt.len())?;
+        let mut last = hidden.i(prompt.len() - 1..prompt.len()).map_err(EngineError::from)?;
         let t = Instant::now();
         for _ in 0..steps {
-            let logits: Vec<f32> = rt.model.logits(&last, Mode::Quantized)?.squeeze(0)?.to_vec1()?;
+            let logits: Vec<f32> = rt
+                .model
+                .logits(&last, Mode::Quantized)?
+                .squeeze(0)
+                .and_then(|l| l.to_vec1())
+                .map_err(EngineError::from)?;
             let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
             let (hidden, next_cache) = rt.model.forward(&[next], 1, 1, Some(&cache), Mode::Quantized, true)?;
             cache = next_cache.context("cache")?;

@@ -43,13 +43,17 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Says on stderr where a validation or test split (`only` that one, by setting name) shares
-/// examples with an earlier split (the `split-overlap` warnings of `reprompt check`): the
-/// scores a command is about to report on it would not be held out.
+/// Says on stderr where a validation or test split (`only` that one, by setting name) names an
+/// earlier split's file or shares its examples (the `split-overlap` warnings of `reprompt
+/// check`): the scores a command is about to report on it would not be held out.
 pub fn warn_split_overlaps(doc: &PromptDocument, path: &Path, only: Option<&str>) {
+    if only == Some("dataset") {
+        return; // the training split is not held out, nor said to be
+    }
+    let span_of = |split: &str| doc.settings.splits().find(|(name, _)| *name == split).map(|(_, file)| file.span);
+    let only = only.map(span_of);
     for d in reprompt_protocol::check::check_datasets(doc, path) {
-        let about = |split: &str| d.message.starts_with(&format!("`reprompt.{split}`"));
-        if d.code == reprompt_protocol::Code::SplitOverlap && only.is_none_or(about) {
+        if d.code == reprompt_protocol::Code::SplitOverlap && only.is_none_or(|span| span == Some(d.span)) {
             eprintln!("warning[{}]: {}", d.code.as_str(), d.message);
         }
     }
