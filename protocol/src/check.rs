@@ -137,7 +137,8 @@ struct ReadSplit<'a> {
 /// variables and the gold, each label known, no empty input): each problem is an error at
 /// the setting's value, `file:line` in its message. A validation or test split naming an
 /// earlier split's file, or holding an input an earlier split holds too, is a warning: its
-/// scores are not held out. Only for a document without errors of its own, since the columns
+/// scores are not held out; so is a `reprompt.budget` below the examples of train and
+/// validation, which `reprompt optimize` would refuse. Only for a document without errors of its own, since the columns
 /// and labels a row needs come from its settings; a missing file is [`check_document`]'s, the
 /// rows of a file over [`MAX_CHECKED_DATASET_BYTES`] are left to the load.
 pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
@@ -176,6 +177,23 @@ pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
             }
             diagnostics.push(Diagnostic::error(Code::InvalidDataset, file.span, message));
         }
+    }
+    // A budget for `reprompt optimize` too small to score the original on both of its splits.
+    let size =
+        |name: &str| splits.iter().find(|r| r.name == name).and_then(|r| r.data.as_ref()).map(|d| d.examples.len());
+    if let (Some(budget), Some(train), Some(validation)) = (doc.settings.budget, size("dataset"), size("validation"))
+        && budget < (train + validation) as u64
+        && let Some((_, span)) = doc.entry_span("reprompt.budget")
+    {
+        diagnostics.push(Diagnostic::warning(
+            Code::InvalidField,
+            span,
+            format!(
+                "a budget of {budget} evaluations cannot score even the original on the {train} training and \
+                 {validation} validation examples ({}): `reprompt optimize` needs more",
+                train + validation
+            ),
+        ));
     }
     for (i, later) in splits.iter().enumerate().skip(1) {
         let (split, file, earlier) = (later.name, later.file, &splits[..i]);
@@ -655,6 +673,24 @@ mod tests {
             "{found:?}"
         );
         std::fs::write(dir.join("dev.tsv"), tsv(&["e\t0", "f\t1"])).unwrap();
+        // A budget that cannot pay for the original's scores on train and validation (4 + 2).
+        std::fs::write(&path, main("dev.tsv").replace("reprompt.test: test.tsv\n", "reprompt.budget: 5\n")).unwrap();
+        let checked = check_file(&path);
+        let found: Vec<(&str, &str)> = checked
+            .diagnostics
+            .iter()
+            .map(|d| (&checked.document.source[d.span.start..d.span.end], d.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(
+                "5",
+                "a budget of 5 evaluations cannot score even the original on the 4 training and 2 validation \
+                 examples (6): `reprompt optimize` needs more"
+            )]
+        );
+        std::fs::write(&path, main("dev.tsv").replace("reprompt.test: test.tsv\n", "reprompt.budget: 6\n")).unwrap();
+        assert!(check_file(&path).diagnostics.is_empty(), "{:?}", check_file(&path).diagnostics);
         // Disjoint splits, nothing.
         std::fs::write(&path, main("dev.tsv")).unwrap();
         assert!(warnings(&path).is_empty());
