@@ -28,6 +28,15 @@ fn the_examples_are_clean() {
 }
 
 #[test]
+fn a_directory_without_prompts_is_said_to_be_one() {
+    let out = reprompt(&["check", "daemon/tests/fixtures/baddata/data"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "checked 0 files: 0 errors, 0 warnings\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr, "warning: no .prompt files found in daemon/tests/fixtures/baddata/data\n");
+}
+
+#[test]
 fn five_planted_faults_are_each_reported_where_they_are() {
     let out = reprompt(&["check", "--json", "daemon/tests/fixtures/faults/faults.prompt"]);
     assert_eq!(out.status.code(), Some(1), "errors must exit 1");

@@ -44,6 +44,10 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
     }
     files.sort();
     files.dedup();
+    if files.is_empty() && !args.json {
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        eprintln!("warning: no .prompt files found in {}", roots.join(", "));
+    }
     let checked: Vec<CheckedFile> = files.iter().map(|f| check::check_file(f)).collect();
     let count =
         |severity: Severity| checked.iter().flat_map(|c| &c.diagnostics).filter(|d| d.severity == severity).count();
