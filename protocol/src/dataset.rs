@@ -258,7 +258,21 @@ fn read_tsv(text: &str) -> Result<Parsed, (usize, String)> {
     Ok((Some((header_line, header)), rows, issues))
 }
 
+/// The 1-based line of the record at byte `start` of `text`, counted here: the csv crate's own
+/// line numbers run short in a file with CRLF line ends (a record starting on line 3 said 2).
+/// A record's start may fall on the line end before it; its first character is what counts.
+fn record_line(text: &str, newlines: &[usize], start: u64) -> usize {
+    let bytes = text.as_bytes();
+    let mut at = usize::try_from(start).unwrap_or(bytes.len()).min(bytes.len());
+    while matches!(bytes.get(at), Some(b'\r' | b'\n')) {
+        at += 1;
+    }
+    newlines.partition_point(|&newline| newline < at) + 1
+}
+
 fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
+    let newlines: Vec<usize> = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i).collect();
+    let line_of = |position: Option<&csv::Position>| position.map_or(0, |p| record_line(text, &newlines, p.byte()));
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
     let header: Vec<String> = reader
         .headers()
@@ -272,7 +286,7 @@ fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
     for record in reader.records() {
         match record {
             Ok(record) => {
-                let line = record.position().map_or(0, |p| p.line() as usize);
+                let line = line_of(record.position());
                 if record.len() != header.len() {
                     issues.push((
                         line,
@@ -291,7 +305,7 @@ fn read_csv(text: &str) -> Result<Parsed, (usize, String)> {
                 ));
             }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line() as usize);
+                let line = line_of(e.position());
                 issues.push((line, format!("bad CSV: {e}")));
             }
         }
@@ -514,6 +528,14 @@ mod tests {
         let lines: Vec<usize> = issues.iter().map(|i| i.line).collect();
         assert_eq!(lines, [3, 4, 5], "{issues:?}");
         assert!(issues[2].message.contains("unknown label `7`"), "{}", issues[2]);
+        // CSV with CRLF line ends and a quoted line end inside a record: lines as an editor counts them.
+        let path =
+            write("crlf.csv", "\u{feff}sentence,label\r\n\"two\r\nlines\",1\r\nfine,0\r\nbad,7\r\n\r\nlast,1\r\n");
+        let issues = load(&path, &spec(Task::Classify)).unwrap_err();
+        assert_eq!(issues.iter().map(|i| i.line).collect::<Vec<_>>(), [5], "{issues:?}");
+        std::fs::write(&path, "sentence,label\r\n\"two\r\nlines\",1\r\nfine,0\r\n\r\nlast,1").unwrap();
+        let lines: Vec<usize> = load(&path, &spec(Task::Classify)).unwrap().examples.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4, 6]);
         // Columns swapped: the sentence is quoted cut short, not whole.
         let long = "a long and winding review of a film that goes on and on for ever";
         let path = write("swapped.csv", &format!("label,sentence\n\"{long}\",1\n"));
