@@ -289,6 +289,7 @@ pub fn parse(source: &str, path: Option<&Path>) -> PromptDocument {
     doc.diagnostics.extend(scan.diagnostics.iter().cloned());
     doc.scan = scan;
     check_variables(&mut doc);
+    check_columns(&mut doc);
     doc.diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     doc
 }
@@ -595,6 +596,39 @@ fn check_variables(doc: &mut PromptDocument) {
     }
 }
 
+/// `reprompt.columns` keys that name no input variable (a typo there is otherwise silent: the
+/// variable it meant reads its own column name). Without an input schema the template's
+/// variables count, and a template whose partials see the whole context is left alone.
+fn check_columns(doc: &mut PromptDocument) {
+    let Some(root) = doc.front_matter.as_ref().and_then(|f| f.root.as_ref()) else { return };
+    let Some((_, columns)) = root.get("reprompt.columns") else { return };
+    let YamlKind::Mapping(entries) = &columns.kind else { return };
+    let variables: Vec<String> = match doc.declared_variables() {
+        Some(declared) => declared,
+        None if doc.scan.uses_whole_context || doc.scan.partials.iter().any(|p| p.at_root && !p.has_context) => return,
+        None => doc.scan.variables.iter().map(|v| v.name.clone()).collect(),
+    };
+    let mut found = Vec::new();
+    for (key, _) in entries {
+        let Some(name) = key.as_key() else { continue };
+        if variables.iter().any(|v| v == name) {
+            continue;
+        }
+        let suggestion =
+            crate::diagnostic::did_you_mean(name, variables.iter().map(String::as_str)).map(str::to_string);
+        let hint = suggestion.as_ref().map(|s| format!(": did you mean `{s}`?")).unwrap_or_default();
+        found.push(
+            Diagnostic::warning(
+                Code::InvalidField,
+                key.span,
+                format!("`reprompt.columns` maps `{name}`, which is not an input variable{hint}"),
+            )
+            .with_suggestion(suggestion),
+        );
+    }
+    doc.diagnostics.extend(found);
+}
+
 /// The span of the input-schema (or default) key naming each variable, the schema's first.
 pub fn schema_key_spans(doc: &PromptDocument) -> HashMap<String, Span> {
     let mut spans = HashMap::new();
@@ -643,6 +677,33 @@ mod tests {
         assert!(messages[1].0 == "spare(array)" && messages[1].1.contains("`spare`"), "{messages:?}");
         assert!(messages[2].0 == "titel" && messages[2].1.contains("did you mean `title`"), "{messages:?}");
         assert!(messages[3].0 == "zzz" && messages[3].1.contains("add it to `input.schema`"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_column_mapping_for_no_variable_is_named() {
+        let found = |text: &str| -> Vec<(String, String, Option<String>)> {
+            let doc = parse(text, None);
+            doc.diagnostics
+                .iter()
+                .filter(|d| d.code == Code::InvalidField)
+                .map(|d| (text[d.span.start..d.span.end].to_string(), d.message.clone(), d.suggestion.clone()))
+                .collect()
+        };
+        let schema = "---\ninput:\n  schema:\n    sentence: string\n";
+        let typo = format!("{schema}reprompt.columns: {{sentense: text, sentence: text}}\n---\n{{{{sentence}}}}");
+        assert_eq!(
+            found(&typo),
+            [(
+                "sentense".to_string(),
+                "`reprompt.columns` maps `sentense`, which is not an input variable: did you mean `sentence`?"
+                    .to_string(),
+                Some("sentence".to_string())
+            )]
+        );
+        assert!(found(&format!("{schema}reprompt.columns: {{sentence: text}}\n---\n{{{{sentence}}}}")).is_empty());
+        // Without a schema the template's variables count; a root partial may read any.
+        assert_eq!(found("---\nreprompt.columns: {q: question}\n---\n{{question}}").len(), 1);
+        assert!(found("---\nreprompt.columns: {q: question}\n---\n{{> shared}}").is_empty());
     }
 
     #[test]
