@@ -13,7 +13,7 @@ use crate::dataset::{self, Dataset, DatasetSpec};
 use crate::diagnostic::{Code, Diagnostic, Related, Severity};
 use crate::document::{self, PromptDocument};
 use crate::render::Environment;
-use crate::settings::Spanned;
+use crate::settings::{Spanned, plural};
 use crate::span::Span;
 use crate::template;
 
@@ -138,9 +138,10 @@ struct ReadSplit<'a> {
 /// the setting's value, `file:line` in its message. A validation or test split naming an
 /// earlier split's file, or holding an input an earlier split holds too, is a warning: its
 /// scores are not held out; so is a `reprompt.budget` below the examples of train and
-/// validation, which `reprompt optimize` would refuse. Only for a document without errors of its own, since the columns
-/// and labels a row needs come from its settings; a missing file is [`check_document`]'s, the
-/// rows of a file over [`MAX_CHECKED_DATASET_BYTES`] are left to the load.
+/// validation, which `reprompt optimize` would refuse. Only for a document without errors of
+/// its own, since the columns and labels a row needs come from its settings; a missing file is
+/// [`check_document`]'s, the rows of a file over [`MAX_CHECKED_DATASET_BYTES`] are left to the
+/// load.
 pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     if doc.diagnostics.iter().any(|d| d.severity == Severity::Error) {
@@ -171,9 +172,8 @@ pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
         for (i, problem) in problems.iter().take(shown).enumerate() {
             let mut message = format!("`reprompt.{split}`: {problem}");
             if i + 1 == shown && problems.len() > shown {
-                let more = problems.len() - shown;
-                message
-                    .push_str(&format!(" (and {more} more problem{} in this file)", if more == 1 { "" } else { "s" }));
+                let more = plural(problems.len() - shown, "more problem");
+                message.push_str(&format!(" (and {more} in this file)"));
             }
             diagnostics.push(Diagnostic::error(Code::InvalidDataset, file.span, message));
         }

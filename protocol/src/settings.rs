@@ -187,7 +187,7 @@ fn report_repeats(groups: &[Vec<String>], spans: &[Span], what: &str, diagnostic
 }
 
 /// `n` and `what`, plural where `n` is not 1.
-fn plural(n: usize, what: &str) -> String {
+pub(crate) fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
