@@ -56,7 +56,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS, // `reprompt … | head`
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Errors quote prompt and dataset text (an unknown label, a path): untrusted.
+            eprintln!("error: {}", reprompt::report::printable(&format!("{err:#}")));
             ExitCode::from(2)
         }
     }

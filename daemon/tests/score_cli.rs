@@ -364,3 +364,23 @@ fn scoring_a_split_that_is_not_held_out_says_so() {
     assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("split-overlap"));
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+#[test]
+fn an_error_that_quotes_the_data_carries_no_terminal_escapes() {
+    // A dataset is untrusted text: a label that sets the terminal's clipboard (OSC 52) and
+    // clears the screen must reach the user's terminal as visible characters.
+    let dir = private_cache("escapes");
+    std::fs::write(dir.join("train.tsv"), "sentence\tlabel\na gem\t\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2Jgreat\n").unwrap();
+    let prompt = dir.join("p.prompt");
+    std::fs::write(
+        &prompt,
+        "---\nreprompt.labels: [terrible, great]\nreprompt.dataset: train.tsv\n---\nReview: {{sentence}}\n",
+    )
+    .unwrap();
+    let out = reprompt(&["score", prompt.to_str().unwrap(), "--split", "train"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("train.tsv:2: unknown label `␛]52;c;ZXZpbA==␇␛[2Jgreat`"), "{stderr}");
+    assert!(!stderr.chars().any(|c| c.is_control() && c != '\n'), "{stderr:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,7 +54,7 @@ pub fn warn_split_overlaps(doc: &PromptDocument, path: &Path, only: Option<&str>
     let only = only.map(span_of);
     for d in reprompt_protocol::check::check_datasets(doc, path) {
         if d.code == reprompt_protocol::Code::SplitOverlap && only.is_none_or(|span| span == Some(d.span)) {
-            eprintln!("warning[{}]: {}", d.code.as_str(), d.message);
+            eprintln!("warning[{}]: {}", d.code.as_str(), crate::report::printable(&d.message));
         }
     }
 }

@@ -87,7 +87,8 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn print_table(file: &Path, e: &Evaluation, failures: usize, out: &mut dyn Write) -> anyhow::Result<()> {
     let model = e.model.split('@').next().unwrap_or(&e.model);
-    writeln!(out, "{} · {:?} split · {} · {}", file.display(), e.split, e.dataset.display(), model)?;
+    let dataset = crate::report::printable(&e.dataset.display().to_string()); // named by the prompt
+    writeln!(out, "{} · {:?} split · {dataset} · {}", file.display(), e.split, model)?;
     writeln!(out)?;
     writeln!(out, "  {:<16} {:>8} {:>8}  95% interval", "", "weight", "value")?;
     let reward_name =
