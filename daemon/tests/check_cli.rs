@@ -120,6 +120,26 @@ fn render_prints_dotprompt_messages() {
     assert!(user.contains("Review: a gem of a film\n"), "{user}");
     assert_eq!(rendered["config"]["maxOutputTokens"], 4);
     assert_eq!(rendered["ext"]["reprompt"]["labels"][1], "great");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn render_names_data_that_misses_or_misspells_a_variable() {
+    let dir = tempdir("render-typos");
+    let data = dir.join("data.json");
+    std::fs::write(&data, r#"{"inputs": {}, "input": {"sentense": "a gem of a film"}}"#).expect("write data");
+    let out =
+        reprompt(&["render", "examples/sentiment/sentiment.prompt", "--data", data.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let user = serde_json::from_slice::<Value>(&out.stdout).expect("JSON")["messages"][1]["content"][0]["text"].clone();
+    assert!(user.as_str().unwrap_or_default().contains("Review: \n"), "{user}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "warning: `inputs` is not a field of the data argument (input, context, messages, docs): ignored (did you \
+         mean `input`?)\n\
+         warning: the data's `input` has no `sentence`, which the input schema requires: it renders empty\n\
+         warning: `sentense` in the data's `input` is not declared by the input schema (did you mean `sentence`?)\n"
+    );
 }
 
 #[test]
