@@ -113,9 +113,8 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
     // Prompt processing: b = 1, all positions, logits at the last one.
     let filler = "The film follows a young woman who returns to her small coastal town after years away, and slowly reconnects with the family she left behind. ";
-    let long_ids = rt.tokenize(&filler.repeat(40))?;
-    let mut prompt_tps = serde_json::Map::new();
-    for n in [64usize, 256] {
+    let long_ids = rt.tokenize(&filler.repeat(80))?;
+    let prompt_speed = |rt: &Runtime, n: usize| -> anyhow::Result<f64> {
         let ids = &long_ids[..n];
         let mut times = Vec::new();
         for i in 0..=repeats {
@@ -126,7 +125,11 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 times.push(t.elapsed().as_secs_f64());
             }
         }
-        prompt_tps.insert(n.to_string(), json!(n as f64 / median(times)));
+        Ok(n as f64 / median(times))
+    };
+    let mut prompt_tps = serde_json::Map::new();
+    for n in [64usize, 256, 2048] {
+        prompt_tps.insert(n.to_string(), json!(prompt_speed(&rt, n)?));
     }
 
     // Decode: 64 greedy steps after a 16-token prompt, quantized weights.
@@ -180,18 +183,26 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let ms_per_example = median(per_example);
     let tokens_per_example =
         contexts.iter().map(|c| rt.tokenize(c).map(|t| t.len())).sum::<Result<usize, _>>()? / contexts.len();
+    // A long prompt with its attention in one block, as before blocks (side by side with the
+    // blocked pp2048 above); last, so its transient memory is not in the peak RSS reported.
+    let peak_rss = peak_rss_mb();
+    let blocks = rt.model.attention_blocks;
+    rt.model.attention_blocks = (usize::MAX, usize::MAX);
+    let one_block_2048 = prompt_speed(&rt, 2048)?;
+    rt.model.attention_blocks = blocks;
     let report = json!({
         "model": path.display().to_string(),
         "device": format!("{:?}", args.device),
         "threads": candle_core::utils::get_num_threads(),
         "load_seconds": load_seconds,
         "prompt_tokens_per_s": prompt_tps,
+        "prompt_2048_one_block_tokens_per_s": one_block_2048,
         "decode_tokens_per_s": decode_tps,
         "ms_per_scored_example": ms_per_example,
         "scored_examples": contexts.len(),
         "tokens_per_scored_example": tokens_per_example,
         "scoring_accuracy": correct as f64 / contexts.len() as f64,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
     });
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -201,6 +212,12 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "load             {:.2} s", load_seconds)?;
         writeln!(out, "prompt pp64      {:.0} tok/s", prompt_tps["64"].as_f64().unwrap_or(0.0))?;
         writeln!(out, "prompt pp256     {:.0} tok/s", prompt_tps["256"].as_f64().unwrap_or(0.0))?;
+        let pp2048 = prompt_tps["2048"].as_f64().unwrap_or(0.0);
+        writeln!(
+            out,
+            "prompt pp2048    {pp2048:.0} tok/s (attention in one block: {one_block_2048:.0} tok/s, {:.2}×)",
+            pp2048 / one_block_2048
+        )?;
         writeln!(out, "decode tg64      {:.0} tok/s", decode_tps)?;
         writeln!(
             out,
@@ -210,7 +227,7 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             tokens_per_example,
             100.0 * correct as f64 / contexts.len() as f64
         )?;
-        writeln!(out, "peak RSS         {:.0} MB", peak_rss_mb())?;
+        writeln!(out, "peak RSS         {peak_rss:.0} MB")?;
     }
     Ok(())
 }

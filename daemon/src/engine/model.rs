@@ -92,7 +92,24 @@ pub struct Model {
     cos: Tensor,
     sin: Tensor,
     pub weights: Weights,
+    /// Attention scores (f32) above which a pass splits its query positions into blocks, and
+    /// the most one such block computes: [`ATTENTION_SPLIT_SCORES`], [`ATTENTION_BLOCK_SCORES`].
+    pub attention_blocks: (usize, usize),
 }
+
+/// Attention scores of a pass (batch · heads · query positions · keys) above which its query
+/// positions are split into blocks: 8 Mi floats (32 MiB). A pass's scores and their scaled,
+/// masked and softmaxed copies are fresh allocations each, and at this size each is its own
+/// memory map whose pages the kernel zeroes at first touch: a 2000-token row in one block made
+/// 580 MB of them per layer and spent more time in page faults than in arithmetic (9.5 s for
+/// one row, 3.3 s in blocks, BENCHMARKS.md). Scoring batches of a few hundred tokens stay far
+/// below it and compute exactly as before.
+pub const ATTENTION_SPLIT_SCORES: usize = 8 << 20;
+
+/// The most attention scores one block of query positions computes (2 Mi floats, 8 MiB): small
+/// enough for the allocator to reuse its memory. A block attends to the keys up to its last
+/// position only, so a long row also skips the masked half of the work.
+pub const ATTENTION_BLOCK_SCORES: usize = 2 << 20;
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +214,7 @@ impl Model {
             layers,
             final_norm,
             weights,
+            attention_blocks: (ATTENTION_SPLIT_SCORES, ATTENTION_BLOCK_SCORES),
         })
     }
 
@@ -230,18 +248,30 @@ impl Model {
         let mut x = self.embed.index_select(&ids, 0)?;
         let cos = self.cos.narrow(0, start, seq)?;
         let sin = self.sin.narrow(0, start, seq)?;
-        // Causal mask over [prefix | rows], repeated for the query heads grouped per KV head.
-        let mask = if seq > 1 {
-            let bias: Vec<f32> = (0..groups * seq)
-                .flat_map(|r| {
-                    let i = r % seq;
-                    (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })
-                })
-                .collect();
-            Some(Tensor::from_vec(bias, (groups * seq, total), &self.device)?)
-        } else {
-            None
-        };
+        // Query positions per attention block: all of them but in a long pass (see
+        // `attention_blocks`); a block attends to the keys up to its last position only.
+        let (split, most) = self.attention_blocks;
+        let per_position = batch * heads * total;
+        let block = if per_position * seq <= split { seq } else { (most / per_position).clamp(1, seq) };
+        // Causal mask of each block over [prefix | rows up to its end], repeated for the query
+        // heads grouped per KV head.
+        let masks: Vec<Option<Tensor>> = (0..seq)
+            .step_by(block)
+            .map(|from| {
+                let len = block.min(seq - from);
+                let keys = start + from + len;
+                if seq == 1 {
+                    return Ok(None);
+                }
+                let bias: Vec<f32> = (0..groups * len)
+                    .flat_map(|r| {
+                        let i = from + r % len;
+                        (0..keys).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })
+                    })
+                    .collect();
+                Ok(Some(Tensor::from_vec(bias, (groups * len, keys), &self.device)?))
+            })
+            .collect::<Result<_>>()?;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut caches = Vec::with_capacity(if keep_cache { self.layers.len() } else { 0 });
         for (li, layer) in self.layers.iter().enumerate() {
@@ -273,18 +303,22 @@ impl Model {
                 }
                 None => (k, v),
             };
-            // Query heads sharing a KV head become one (groups·seq) block of rows.
-            let qg = q.reshape((batch, kv_heads, groups * seq, hd))?;
-            let mut att = (qg.matmul(&k.t()?)? * scale)?;
-            if let Some(mask) = &mask {
-                att = att.broadcast_add(mask)?;
+            let mut blocks = Vec::with_capacity(masks.len());
+            for (from, mask) in (0..seq).step_by(block).zip(&masks) {
+                let len = block.min(seq - from);
+                let keys = start + from + len;
+                // Query heads sharing a KV head become one (groups·len) block of rows.
+                let qg = q.narrow(2, from, len)?.contiguous()?.reshape((batch, kv_heads, groups * len, hd))?;
+                let (kb, vb) = (k.narrow(2, 0, keys)?, v.narrow(2, 0, keys)?);
+                let mut att = (qg.matmul(&kb.t()?)? * scale)?;
+                if let Some(mask) = mask {
+                    att = att.broadcast_add(mask)?;
+                }
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                blocks.push(att.matmul(&vb)?.reshape((batch, heads, len, hd))?.transpose(1, 2)?);
             }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att
-                .matmul(&v)?
-                .reshape((batch, heads, seq, hd))?
-                .transpose(1, 2)?
-                .reshape((batch * seq, heads * hd))?;
+            let y = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(&blocks, 1)? };
+            let y = y.reshape((batch * seq, heads * hd))?;
             if keep_cache {
                 caches.push((k, v));
             }
@@ -460,6 +494,34 @@ mod tests {
             let full: Vec<u32> = prefix.iter().chain(s.iter()).copied().collect();
             let single = last_hidden(&model, &full, Mode::Dense);
             assert!(max_diff(&batched, &single) < 1e-4, "row {row}: {}", max_diff(&batched, &single));
+        }
+    }
+
+    #[test]
+    fn attention_in_blocks_of_query_positions_matches_one_block() {
+        let whole = tiny_model(Weights::Dense);
+        let mut blocked = tiny_model(Weights::Dense); // the same weights
+        let prefix: Vec<u32> = vec![5, 17, 3, 88, 42, 9, 61];
+        let (_, cache) = whole.forward(&prefix, 1, prefix.len(), None, Mode::Dense, true).unwrap();
+        let rows: Vec<u32> = vec![11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 70, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (batch, seq) = (2, 11);
+        for prefix in [None, cache.as_ref()] {
+            let total = prefix.map_or(0, |p| p.len) + seq;
+            let (one, one_cache) = whole.forward(&rows, batch, seq, prefix, Mode::Dense, true).unwrap();
+            assert_eq!(one.dims(), [batch * seq, HIDDEN]);
+            // Blocks of 1, 3 and 4 query positions (the last one short), every pass split.
+            for positions in [1, 3, 4] {
+                blocked.attention_blocks = (0, positions * batch * HEADS * total);
+                let (split, split_cache) = blocked.forward(&rows, batch, seq, prefix, Mode::Dense, true).unwrap();
+                let (a, b) =
+                    (one.flatten_all().unwrap().to_vec1().unwrap(), split.flatten_all().unwrap().to_vec1().unwrap());
+                assert!(max_diff(&a, &b) < 1e-4, "{positions} positions: {}", max_diff(&a, &b));
+                let (k1, k2) = (&one_cache.as_ref().unwrap().layers[1].0, &split_cache.unwrap().layers[1].0);
+                assert_eq!(k1.dims(), k2.dims());
+                let (k1, k2): (Vec<f32>, Vec<f32>) =
+                    (k1.flatten_all().unwrap().to_vec1().unwrap(), k2.flatten_all().unwrap().to_vec1().unwrap());
+                assert!(max_diff(&k1, &k2) < 1e-4, "{positions} positions: keys {}", max_diff(&k1, &k2));
+            }
         }
     }
 
