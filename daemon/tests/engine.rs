@@ -163,6 +163,30 @@ fn multi_token_choices_and_continuations_are_summed() {
 }
 
 #[test]
+fn a_long_context_runs_once_for_all_its_choices() {
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let long_review = "the story wanders from one town to the next , and the cast does what it can . ".repeat(20);
+    let contexts: Vec<String> = ["a gem", long_review.as_str(), "dull"].iter().map(|r| plain_prompt(r)).collect();
+    let multi = vec![" great film".to_string(), " terrible, really".to_string()];
+    let scores = rt.choice_logprobs(&contexts, &multi).unwrap();
+    let positions = rt.stats.positions;
+    // Each (context, choice) as its own row, the reference.
+    let pairs: Vec<(String, String)> =
+        contexts.iter().flat_map(|c| multi.iter().map(move |m| (c.clone(), m.clone()))).collect();
+    let reference = rt.continuation_logprobs(&pairs).unwrap();
+    for (i, per_choice) in scores.iter().enumerate() {
+        for (j, &score) in per_choice.iter().enumerate() {
+            let expected = reference[i * multi.len() + j].logprob;
+            assert!((score - expected).abs() < 1e-3, "context {i} choice {j}: {score} vs {expected}");
+        }
+    }
+    // The long review ran once: as one row per choice, it alone would be twice its length.
+    let long_tokens = rt.tokenize(&long_review).unwrap().len();
+    assert!(long_tokens > 256, "{long_tokens}");
+    assert!(positions < 2 * long_tokens as u64, "{positions} positions for a review of {long_tokens} tokens");
+}
+
+#[test]
 fn greedy_generation_answers_a_simple_question() {
     let mut rt = runtime(Weights::Both, RuntimeOptions::default());
     let prompt =

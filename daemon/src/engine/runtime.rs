@@ -93,6 +93,10 @@ pub struct Stats {
 
 /// One row to score: its token ids and, for each wanted target, (position whose output
 /// predicts it, token id).
+/// Tokens of a context past what a call's contexts share from which it is scored apart from the
+/// others, so that the rows of its choices share it (see [`Runtime::choice_logprobs`]).
+const LONG_CONTEXT: usize = 256;
+
 struct RowSpec {
     ids: Vec<u32>,
     targets: Vec<(usize, u32)>,
@@ -332,13 +336,30 @@ impl Runtime {
             }
             return self.score_rows(&rows);
         }
-        for ids in &context_ids {
-            for choice in &choice_ids {
-                rows.push(continuation_row(ids, choice));
+        // Choices of several tokens: one row per context and choice, and a batch runs each row
+        // whole after the prefix all its rows share. A context long past what all contexts share
+        // is scored on its own instead: its rows share all of it, so it runs once, not once per
+        // choice. Short ones stay batched together.
+        let shared =
+            context_ids[1..].iter().fold(context_ids[0].len(), |s, ids| s.min(common_prefix(&context_ids[0], ids)));
+        let (long, short): (Vec<usize>, Vec<usize>) =
+            (0..context_ids.len()).partition(|&i| context_ids[i].len() - shared >= LONG_CONTEXT);
+        let mut scores = vec![Vec::new(); context_ids.len()];
+        let sum_choices = |scored: Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+            scored.chunks(choices.len()).map(|per_choice| per_choice.iter().map(|t| t.iter().sum()).collect()).collect()
+        };
+        for group in std::iter::once(short).chain(long.into_iter().map(|i| vec![i])).filter(|g| !g.is_empty()) {
+            rows.clear();
+            for &i in &group {
+                for choice in &choice_ids {
+                    rows.push(continuation_row(&context_ids[i], choice));
+                }
+            }
+            for (i, per_context) in group.into_iter().zip(sum_choices(self.score_rows(&rows)?)) {
+                scores[i] = per_context;
             }
         }
-        let scored = self.score_rows(&rows)?;
-        Ok(scored.chunks(choices.len()).map(|per_choice| per_choice.iter().map(|t| t.iter().sum()).collect()).collect())
+        Ok(scores)
     }
 
     /// For each context, the log-probabilities of every vocabulary token as its next token
