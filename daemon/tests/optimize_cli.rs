@@ -343,3 +343,40 @@ fn a_problem_in_the_test_split_is_found_before_the_search_spends_anything() {
     assert!(limited.status.success(), "{}", String::from_utf8_lossy(&limited.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_prompt_too_long_for_the_context_with_an_example_loses_instead_of_ending_the_run() {
+    let (dir, cache) = scratch("toolong");
+    // Eight training reviews and one of ~9000 tokens: no prompt fits the model's context with
+    // it, the original included, so every prompt counts it as a wrong answer.
+    // The header, four reviews of each class (the files list one class, then the other).
+    let some = |path: &std::path::Path| -> String {
+        let text = std::fs::read_to_string(path).unwrap();
+        let rows: Vec<&str> = text.lines().collect();
+        [&rows[..5], &rows[rows.len() - 4..]].concat().join("\n") + "\n"
+    };
+    let train = dir.join("data/train.tsv");
+    let text = some(&train) + &format!("{}\t1\n", "good ".repeat(9000).trim_end());
+    std::fs::write(&train, text).unwrap();
+    let dev = dir.join("data/dev.tsv");
+    std::fs::write(&dev, some(&dev)).unwrap();
+    let prompt = dir.join("sentiment.prompt");
+    let p = prompt.to_str().unwrap();
+    let args = ["optimize", p, "--budget", "120", "--paraphrases", "0", "--ranked-labels", "0", "--no-test", "--json"];
+    let out = reprompt(&args, &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["too_long"]["original"], true, "{}", report["too_long"]);
+    assert_eq!(report["too_long"]["context"], 8192);
+    assert!(report["too_long"]["prompts"].as_u64() >= Some(2), "{}", report["too_long"]);
+    assert!(report["evaluations"].as_u64() <= Some(120));
+    // The reviews that fit are scored as ever: only the long one counts as wrong.
+    assert!(report["original"]["train"].as_f64() > Some(0.0), "{}", report["original"]);
+    // `score` names the example instead.
+    let out = reprompt(&["score", p, "--split", "train", "--no-cache"], &cache);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("train.tsv:10: the prompt with this example is 9"), "{stderr}");
+    assert!(stderr.contains("tokens, and the model's context holds 8192"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -202,11 +202,24 @@ pub struct Report {
     pub paraphrase_calls: usize,
     /// PPO: the pre-trained policy it started from (`None`: a fresh one, or another strategy).
     pub policy: Option<String>,
+    /// Prompts scored that did not fit the model's context with some example.
+    pub too_long: TooLong,
     pub search: SearchResult,
     /// The best prompt's score on each test example, in the split's order (empty without a
     /// test split); for paired comparisons, not written to `report.json`.
     #[serde(skip)]
     pub best_test_scores: Vec<f64>,
+}
+
+/// Prompts a run scored that were too long for the model's context with some example: each
+/// such example counted as a wrong answer ([`ModelScorer::too_long`]).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct TooLong {
+    pub prompts: usize,
+    /// The model's context, tokens (0 when no prompt was too long).
+    pub context: usize,
+    /// Whether the prompt as written was one of them.
+    pub original: bool,
 }
 
 /// The run directory used when none is given.
@@ -316,7 +329,7 @@ pub fn optimize(
     }
     let replaced = fresh || other;
     let resuming = !replaced && checkpoint.as_deref().is_some_and(Search::has_checkpoint);
-    let (result, paraphrase_calls) = {
+    let (result, paraphrase_calls, too_long) = {
         let mut search = if let Some(dir) = checkpoint.as_deref().filter(|_| resuming) {
             eprintln!("resuming the run checkpointed in {}", dir.display());
             Search::load(dir, &text, &config, space, &mut scorer)?
@@ -343,7 +356,8 @@ pub fn optimize(
             Err(stop) => bail!("the search stopped early: {stop:?}"),
         };
         drop(search);
-        (result, scorer.paraphrase_calls)
+        let (prompts, context, original) = scorer.too_long(&text);
+        (result, scorer.paraphrase_calls, TooLong { prompts, context, original })
     };
     let mut test = (None, None);
     let mut test_examples = 0;
@@ -378,6 +392,7 @@ pub fn optimize(
         test_examples,
         paraphrase_calls,
         policy: warm.map(|w| w.name.clone()),
+        too_long,
         search: result,
         best_test_scores,
     })
@@ -621,6 +636,17 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
     )?;
     if let Some(note) = unspent_note(&report.search) {
         writeln!(out, "{note}")?;
+    }
+    let too_long = report.too_long;
+    if too_long.prompts > 0 {
+        writeln!(
+            out,
+            "{} of the prompts scored{} did not fit the model's context ({} tokens) with some examples: each such \
+             example counted as a wrong answer",
+            too_long.prompts,
+            if too_long.original { ", the original among them," } else { "" },
+            too_long.context
+        )?;
     }
     if report.search.derived > 0 {
         writeln!(

@@ -93,6 +93,9 @@ pub struct Stats {
 
 /// One row to score: its token ids and, for each wanted target, (position whose output
 /// predicts it, token id).
+/// Tokens of a text [`Runtime::embed`] reads at most.
+pub const EMBED_TOKENS: usize = 1024;
+
 /// Tokens of a context past what a call's contexts share from which it is scored apart from the
 /// others, so that the rows of its choices share it (see [`Runtime::choice_logprobs`]).
 const LONG_CONTEXT: usize = 256;
@@ -239,9 +242,14 @@ impl Runtime {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let limit = self.model.config.context_length;
         for row in rows {
             if row.targets.iter().any(|(pos, _)| *pos >= row.ids.len()) || row.ids.is_empty() {
                 return Err(EngineError::Invalid("a scored position lies outside its row".into()));
+            }
+            // Refused before any row runs, not after the rows that fit have.
+            if row.ids.len() > limit {
+                return Err(EngineError::TooLong { tokens: row.ids.len(), limit });
             }
         }
         // Shared prefix: common to all rows and before every scored position.
@@ -408,6 +416,10 @@ impl Runtime {
         if ids.iter().any(Vec::is_empty) {
             return Err(EngineError::Invalid("an empty context cannot be continued".into()));
         }
+        let limit = self.model.config.context_length;
+        if let Some(row) = ids.iter().find(|row| row.len() >= limit) {
+            return Err(EngineError::TooLong { tokens: row.len(), limit });
+        }
         let mut shared = ids[0].len() - 1;
         for row in &ids[1..] {
             shared = shared.min(common_prefix(&ids[0], row)).min(row.len() - 1);
@@ -488,7 +500,10 @@ impl Runtime {
         let mut out = Vec::with_capacity(texts.len());
         let mode = self.dense_mode();
         for text in texts {
-            let ids = self.tokenizer.encode_literal(text)?;
+            let mut ids = self.tokenizer.encode_literal(text)?;
+            // A long text is embedded by its beginning: a prompt grown by long demonstrations
+            // is still one the optimizer reads, and its features need not cost seconds.
+            ids.truncate(EMBED_TOKENS.min(self.model.config.context_length));
             if ids.is_empty() {
                 out.push(vec![0.0; self.model.config.hidden]);
                 continue;

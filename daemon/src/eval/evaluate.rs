@@ -18,7 +18,7 @@ use super::cache::EvalCache;
 use super::layout::{answer_after, model_text};
 use super::rewards;
 use super::stats::{self, Interval};
-use crate::engine::{Engine, GenerateParams, store};
+use crate::engine::{Engine, EngineError, GenerateParams, store};
 
 /// Bumped when scoring changes, so cached evaluations of older code are not reused.
 pub const EVAL_VERSION: u32 = 4;
@@ -314,7 +314,8 @@ impl Evaluator {
         let mut examples = Vec::with_capacity(total);
         let mut evaluations = 0;
         for chunk in data.examples.chunks(self.chunk.max(1)) {
-            let (results, spent) = self.score_examples(prepared, chunk)?;
+            let (results, spent) =
+                self.score_examples(prepared, chunk).map_err(|e| self.located(e, prepared, chunk, data))?;
             examples.extend(results);
             evaluations += spent;
             progress(examples.len(), total);
@@ -341,6 +342,35 @@ impl Evaluator {
             cache.put(&key, &evaluation);
         }
         Ok(evaluation)
+    }
+
+    /// `error` of scoring `examples` of `data`, naming the example where it is one's alone: a
+    /// prompt too long for the model's context with one of them names the longest.
+    fn located(&self, error: EvalError, prepared: &PreparedPrompt, examples: &[Example], data: &Dataset) -> EvalError {
+        let EvalError::Engine(EngineError::TooLong { limit, .. }) = error else { return error };
+        let Some((tokens, example)) = self
+            .context_tokens(prepared, examples)
+            .ok()
+            .and_then(|(lengths, _)| lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n))
+        else {
+            return error;
+        };
+        EvalError::Invalid(format!(
+            "{}:{}: the prompt with this example is {tokens} tokens, and the model's context holds {limit} \
+             (shorten the example or the prompt)",
+            data.path.display(),
+            example.line
+        ))
+    }
+
+    /// The tokens the model reads for each example ([`Evaluator::contexts`]) and the most its
+    /// context holds.
+    pub fn context_tokens(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<(Vec<usize>, usize)> {
+        let contexts = self.contexts(prepared, examples)?;
+        Ok(self.engine.run(move |rt| {
+            let lengths = contexts.iter().map(|c| rt.tokenize(c).map(|t| t.len())).collect::<Result<_, _>>()?;
+            Ok((lengths, rt.model.config.context_length))
+        })?)
     }
 
     /// The text the model reads for each example: the prompt rendered with its input,

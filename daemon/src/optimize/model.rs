@@ -15,10 +15,10 @@ use super::labels::{
 };
 use super::search::{Outcome, Scorer, TemplateRanking};
 use super::{OptimizeError, Result};
-use crate::engine::{ChatTurn, GenerateParams};
-use crate::eval::evaluate::load_split;
+use crate::engine::{ChatTurn, EngineError, GenerateParams};
+use crate::eval::evaluate::{EvalError, load_split};
 use crate::eval::layout::answer_after;
-use crate::eval::{Evaluator, PreparedPrompt, Split};
+use crate::eval::{Evaluator, ExampleResult, PreparedPrompt, Split};
 
 /// Refuses a prompt without the training and validation splits an optimization needs.
 pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
@@ -80,6 +80,25 @@ pub struct ModelScorer<'e> {
     pub paraphrase_calls: usize,
     /// The task model's tokens as text (read when labels are first ranked).
     vocabulary: Vec<String>,
+    /// Prompts (their keys) too long for the model's context with some example they were
+    /// scored on, and that context's size: see [`ModelScorer::too_long`].
+    too_long: BTreeSet<String>,
+    context: usize,
+}
+
+/// The search's view of evaluated examples.
+fn outcomes(task: Task, results: Vec<ExampleResult>) -> Vec<Outcome> {
+    results
+        .into_iter()
+        .map(|r| {
+            // RLPrompt's gap reward (already ×200 / ×180) for classification.
+            let signal = match (task, r.components.get("gap")) {
+                (Task::Classify, Some(&gap)) => gap,
+                _ => r.score,
+            };
+            Outcome { score: r.score, signal, probabilities: r.label_probabilities.unwrap_or_default() }
+        })
+        .collect()
 }
 
 fn failed(e: impl std::fmt::Display) -> OptimizeError {
@@ -106,7 +125,18 @@ impl<'e> ModelScorer<'e> {
             dim,
             paraphrase_calls: 0,
             vocabulary: Vec::new(),
+            too_long: BTreeSet::new(),
+            context: 0,
         }
+    }
+
+    /// How many of the prompts scored did not fit the model's context with some example, its
+    /// size, and whether the prompt `original` was one. Such an example counts as a wrong
+    /// answer, the worst signal: an edit can make a prompt too long (a demonstration added to
+    /// long inputs), and it must lose, not end the run (a resumed run would meet it again).
+    pub fn too_long(&self, original: &str) -> (usize, usize, bool) {
+        let key = reprompt_protocol::hash::sha256_hex(original.as_bytes());
+        (self.too_long.len(), self.context, self.too_long.contains(&key))
     }
 
     /// A scorer of the training split only (no validation needed), for ranking label words.
@@ -214,6 +244,14 @@ impl<'e> ModelScorer<'e> {
                 context.push_str("Answer:");
             }
         }
+        // A training example too long for the model's context with this prompt takes no part.
+        let (lengths, limit) = self.evaluator.context_tokens(prepared, &self.train.examples).map_err(failed)?;
+        let fits = lengths.into_iter().map(|n| n < limit);
+        let (contexts, gold): (Vec<String>, Vec<usize>) =
+            contexts.into_iter().zip(gold).zip(fits).filter(|(_, fits)| *fits).map(|(pair, _)| pair).unzip();
+        if (0..classes).any(|c| !gold.contains(&c)) {
+            return Ok(None);
+        }
         let columns = ranking_columns(&self.vocabulary, fixed);
         let mut log_probs = Vec::with_capacity(contexts.len());
         for chunk in contexts.chunks(32) {
@@ -267,6 +305,36 @@ impl<'e> ModelScorer<'e> {
         Ok(out)
     }
 
+    /// Scores the examples the prompt at `key` fits the model's context with; the others count
+    /// as wrong answers with the worst signal (all of them where even those do not fit once
+    /// their answers are added).
+    fn score_fitting(&mut self, key: &str, examples: &[dataset::Example]) -> Result<Vec<Outcome>> {
+        let prepared = &self.prepared[key];
+        let (lengths, limit) = self.evaluator.context_tokens(prepared, examples).map_err(failed)?;
+        let fits: Vec<bool> = lengths.into_iter().map(|n| n < limit).collect();
+        let fitting: Vec<_> = examples.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(e, _)| e.clone()).collect();
+        let mut scored = Vec::new();
+        if !fitting.is_empty() {
+            match self.evaluator.score_examples(prepared, &fitting) {
+                Ok((results, _)) => scored = outcomes(prepared.task, results),
+                Err(EvalError::Engine(EngineError::TooLong { .. })) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        let wrong = |e: &dataset::Example| Outcome {
+            score: 0.0,
+            // RLPrompt's gap with the gold label at 0 and another at 1; 0 for generation.
+            signal: if prepared.task == Task::Classify && e.label.is_some() { -180.0 } else { 0.0 },
+            probabilities: Vec::new(),
+        };
+        let mut scored = scored.into_iter();
+        Ok(examples
+            .iter()
+            .zip(fits)
+            .map(|(e, fits)| fits.then(|| scored.next()).flatten().unwrap_or_else(|| wrong(e)))
+            .collect())
+    }
+
     fn split(&self, split: Split) -> &Dataset {
         match split {
             Split::Validation => &self.validation,
@@ -281,7 +349,14 @@ impl Scorer for ModelScorer<'_> {
         let prepared = &self.prepared[&key];
         let data = self.split(split);
         let examples: Vec<_> = indices.iter().map(|&i| data.examples[i].clone()).collect();
-        let (results, spent) = self.evaluator.score_examples(prepared, &examples).map_err(failed)?;
+        let (results, spent) = match self.evaluator.score_examples(prepared, &examples) {
+            Err(EvalError::Engine(EngineError::TooLong { limit, .. })) => {
+                self.context = limit;
+                self.too_long.insert(key.clone());
+                return self.score_fitting(&key, &examples);
+            }
+            other => other.map_err(failed)?,
+        };
         // The search paid for this in advance; spending more would break its budget.
         if spent != examples.len() * prepared.evaluations_per_example() {
             return Err(OptimizeError::Input(format!(
@@ -290,17 +365,7 @@ impl Scorer for ModelScorer<'_> {
                 prepared.evaluations_per_example()
             )));
         }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                // RLPrompt's gap reward (already ×200 / ×180) for classification.
-                let signal = match (prepared.task, r.components.get("gap")) {
-                    (Task::Classify, Some(&gap)) => gap,
-                    _ => r.score,
-                };
-                Outcome { score: r.score, signal, probabilities: r.label_probabilities.unwrap_or_default() }
-            })
-            .collect())
+        Ok(outcomes(prepared.task, results))
     }
 
     fn split_len(&self, split: Split) -> usize {
