@@ -91,8 +91,6 @@ pub struct Stats {
     pub prefix_hits: u64,
 }
 
-/// One row to score: its token ids and, for each wanted target, (position whose output
-/// predicts it, token id).
 /// Tokens of a text [`Runtime::embed`] reads at most.
 pub const EMBED_TOKENS: usize = 1024;
 
@@ -100,6 +98,8 @@ pub const EMBED_TOKENS: usize = 1024;
 /// others, so that the rows of its choices share it (see [`Runtime::choice_logprobs`]).
 const LONG_CONTEXT: usize = 256;
 
+/// One row to score: its token ids and, for each wanted target, (position whose output
+/// predicts it, token id).
 struct RowSpec {
     ids: Vec<u32>,
     targets: Vec<(usize, u32)>,

@@ -245,8 +245,13 @@ impl<'e> ModelScorer<'e> {
             }
         }
         // A training example too long for the model's context with this prompt takes no part.
-        let (lengths, limit) = self.evaluator.context_tokens(prepared, &self.train.examples).map_err(failed)?;
-        let fits = lengths.into_iter().map(|n| n < limit);
+        let texts = contexts.clone();
+        let fits: Vec<bool> = engine
+            .run(move |rt| {
+                let limit = rt.model.config.context_length;
+                texts.iter().map(|c| rt.tokenize(c).map(|ids| ids.len() <= limit)).collect()
+            })
+            .map_err(failed)?;
         let (contexts, gold): (Vec<String>, Vec<usize>) =
             contexts.into_iter().zip(gold).zip(fits).filter(|(_, fits)| *fits).map(|(pair, _)| pair).unzip();
         if (0..classes).any(|c| !gold.contains(&c)) {
