@@ -378,5 +378,16 @@ fn a_prompt_too_long_for_the_context_with_an_example_loses_instead_of_ending_the
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("train.tsv:10: the prompt with this example is 9"), "{stderr}");
     assert!(stderr.contains("tokens, and the model's context holds 8192"), "{stderr}");
+    // A test example the prompt as written does not fit is named before the search.
+    std::fs::write(&train, some(&train)).unwrap();
+    let test = dir.join("data/test.tsv");
+    std::fs::write(&test, some(&test) + &format!("{}\t0\n", "bad ".repeat(9000).trim_end())).unwrap();
+    let run_dir = dir.join("run-test");
+    let args = ["optimize", p, "--budget", "120", "--run-dir", run_dir.to_str().unwrap()];
+    let out = reprompt(&args, &cache);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("test.tsv:10: the prompt with this test example is 9"), "{stderr}");
+    assert!(!run_dir.join("checkpoint").exists(), "nothing was searched");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -304,13 +304,23 @@ pub fn optimize(
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
     let data_labels = data_label_names(doc, file);
     config.data = Some(scorer.data_digest(&doc.source, data_labels.as_ref())?);
-    // The test split is read before the search, so that a problem in it is found before the
-    // budget is spent, not after.
+    // The test split is read before the search, so that a problem in it (a bad row, an example
+    // the prompt as written does not fit the model's context with) is found before the budget
+    // is spent, not after.
     let test_data = match test_limit {
         Some(limit) if doc.settings.test.is_some() => {
             let mut data = load_split(doc, file, Split::Test)?;
             if let Some(limit) = limit {
                 data.examples.truncate(limit);
+            }
+            let (lengths, context) = evaluator.context_tokens(&PreparedPrompt::new(doc, file)?, &data.examples)?;
+            if let Some((tokens, example)) = lengths.into_iter().zip(&data.examples).find(|(n, _)| *n >= context) {
+                bail!(
+                    "{}:{}: the prompt with this test example is {tokens} tokens, and the model's context holds \
+                     {context} (shorten the example, or leave the test split out with --no-test)",
+                    data.path.display(),
+                    example.line
+                );
             }
             Some(data)
         }
