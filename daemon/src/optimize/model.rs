@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use reprompt_protocol::dataset::{self, Dataset, DatasetSpec};
-use reprompt_protocol::settings::Task;
+use reprompt_protocol::settings::{RewardSpec, Task};
 use reprompt_protocol::{PromptDocument, parse};
 
 use super::edits::{DemoSource, EditSpace};
@@ -99,6 +99,29 @@ fn outcomes(task: Task, results: Vec<ExampleResult>) -> Vec<Outcome> {
             Outcome { score: r.score, signal, probabilities: r.label_probabilities.unwrap_or_default() }
         })
         .collect()
+}
+
+/// The lowest score `reward` gives an example: 0 for rewards of 0 to 1 (accuracy, matches),
+/// RLPrompt's −180 for the gap; where a part has no floor (a likelihood, a length, a
+/// perplexity weighed down) the lowest score a search keeps.
+fn worst_score(reward: &RewardSpec) -> f64 {
+    let mut floor = 0.0;
+    for (name, weight) in &reward.components {
+        let range = match name.as_str() {
+            "accuracy" | "exact_match" | "f1" | "numeric_match" | "contains" | "regex" | "json_schema"
+            | "consistency" => (0.0, 1.0),
+            "perplexity_f1" => (0.0, 2.0),
+            "gap" => (-180.0, 200.0),
+            "perplexity" => (1.0, f64::INFINITY),
+            _ => (f64::NEG_INFINITY, f64::INFINITY), // `logprob`, `length`
+        };
+        let worst = weight * if *weight >= 0.0 { range.0 } else { range.1 };
+        if !worst.is_finite() {
+            return -super::search::SCORE_BOUND;
+        }
+        floor += worst;
+    }
+    floor
 }
 
 fn failed(e: impl std::fmt::Display) -> OptimizeError {
@@ -318,25 +341,38 @@ impl<'e> ModelScorer<'e> {
         let (lengths, limit) = self.evaluator.context_tokens(prepared, examples).map_err(failed)?;
         let fits: Vec<bool> = lengths.into_iter().map(|n| n < limit).collect();
         let fitting: Vec<_> = examples.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(e, _)| e.clone()).collect();
-        let mut scored = Vec::new();
+        let floor = worst_score(&prepared.reward);
+        let wrong = |e: &dataset::Example| {
+            Outcome {
+                score: floor,
+                // RLPrompt's gap with the gold label at 0 and another at 1; the score for generation.
+                signal: if prepared.task == Task::Classify && e.label.is_some() { -180.0 } else { floor },
+                probabilities: Vec::new(),
+            }
+            .finite()
+        };
+        let mut scored: Vec<Option<Outcome>> = Vec::new();
         if !fitting.is_empty() {
             match self.evaluator.score_examples(prepared, &fitting) {
-                Ok((results, _)) => scored = outcomes(prepared.task, results),
-                Err(EvalError::Engine(EngineError::TooLong { .. })) => {}
+                Ok((results, _)) => scored = outcomes(prepared.task, results).into_iter().map(Some).collect(),
+                // An answer of several tokens, added, can pass the context: one by one, then.
+                Err(EvalError::Engine(EngineError::TooLong { .. })) => {
+                    for example in &fitting {
+                        scored.push(match self.evaluator.score_examples(prepared, std::slice::from_ref(example)) {
+                            Ok((results, _)) => outcomes(prepared.task, results).pop(),
+                            Err(EvalError::Engine(EngineError::TooLong { .. })) => None,
+                            Err(e) => return Err(failed(e)),
+                        });
+                    }
+                }
                 Err(e) => return Err(failed(e)),
             }
         }
-        let wrong = |e: &dataset::Example| Outcome {
-            score: 0.0,
-            // RLPrompt's gap with the gold label at 0 and another at 1; 0 for generation.
-            signal: if prepared.task == Task::Classify && e.label.is_some() { -180.0 } else { 0.0 },
-            probabilities: Vec::new(),
-        };
         let mut scored = scored.into_iter();
         Ok(examples
             .iter()
             .zip(fits)
-            .map(|(e, fits)| fits.then(|| scored.next()).flatten().unwrap_or_else(|| wrong(e)))
+            .map(|(e, fits)| fits.then(|| scored.next()).flatten().flatten().unwrap_or_else(|| wrong(e)))
             .collect())
     }
 
@@ -481,6 +517,22 @@ mod tests {
         let fixed = vec![vec!["no".to_string(), "yes".to_string()], vec!["bad".to_string(), "ok".to_string()]];
         // The short words of the sets join, spaced only; fragments and function words stay out.
         assert_eq!(ranking_columns(&vocabulary, &fixed), vec![0, 1, 2, 4]);
+    }
+
+    #[test]
+    fn an_example_a_prompt_does_not_fit_scores_below_any_answer() {
+        let reward =
+            |parts: &[(&str, f64)]| RewardSpec { components: parts.iter().map(|(n, w)| (n.to_string(), *w)).collect() };
+        assert_eq!(worst_score(&reward(&[("accuracy", 1.0)])), 0.0);
+        assert_eq!(worst_score(&reward(&[("gap", 1.0)])), -180.0);
+        assert_eq!(worst_score(&reward(&[("f1", 1.0), ("exact_match", -0.5)])), -0.5);
+        assert_eq!(worst_score(&reward(&[("perplexity_f1", 2.0)])), 0.0);
+        // A part without a floor: the lowest score a search keeps.
+        let lowest = -crate::optimize::search::SCORE_BOUND;
+        assert_eq!(worst_score(&reward(&[("accuracy", 1.0), ("length", -0.001)])), lowest);
+        assert_eq!(worst_score(&reward(&[("logprob", 1.0)])), lowest);
+        assert_eq!(worst_score(&reward(&[("perplexity", -1.0)])), lowest);
+        assert_eq!(worst_score(&reward(&[("perplexity", 1.0)])), 1.0);
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct Outcome {
 }
 
 /// Bound of the scores a search keeps (see [`Outcome::finite`]).
-const SCORE_BOUND: f64 = 1e12;
+pub(crate) const SCORE_BOUND: f64 = 1e12;
 
 impl Outcome {
     /// The outcome with finite numbers: a reward can be −∞ (a `logprob` part where the model
