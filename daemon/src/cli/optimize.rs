@@ -212,7 +212,7 @@ pub struct Report {
 }
 
 /// Prompts a run scored that were too long for the model's context with some example: each
-/// such example counted as a wrong answer ([`ModelScorer::too_long`]).
+/// such example scored as the worst answer ([`ModelScorer::too_long`]).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct TooLong {
     pub prompts: usize,
@@ -652,7 +652,7 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
         writeln!(
             out,
             "{} of the prompts scored{} did not fit the model's context ({} tokens) with some examples: each such \
-             example counted as a wrong answer",
+             example scored as the worst answer",
             too_long.prompts,
             if too_long.original { ", the original among them," } else { "" },
             too_long.context

@@ -154,8 +154,8 @@ impl<'e> ModelScorer<'e> {
     }
 
     /// How many of the prompts scored did not fit the model's context with some example, its
-    /// size, and whether the prompt `original` was one. Such an example counts as a wrong
-    /// answer, the worst signal: an edit can make a prompt too long (a demonstration added to
+    /// size, and whether the prompt `original` was one. Such an example scores the worst
+    /// answer, with the worst signal: an edit can make a prompt too long (a demonstration added to
     /// long inputs), and it must lose, not end the run (a resumed run would meet it again).
     pub fn too_long(&self, original: &str) -> (usize, usize, bool) {
         let key = reprompt_protocol::hash::sha256_hex(original.as_bytes());
@@ -333,9 +333,9 @@ impl<'e> ModelScorer<'e> {
         Ok(out)
     }
 
-    /// Scores the examples the prompt at `key` fits the model's context with; the others count
-    /// as wrong answers with the worst signal (all of them where even those do not fit once
-    /// their answers are added).
+    /// Scores the examples the prompt at `key` fits the model's context with (one by one where
+    /// an answer's tokens, added, pass it); the others score the lowest the reward gives
+    /// ([`worst_score`]) with the worst signal.
     fn score_fitting(&mut self, key: &str, examples: &[dataset::Example]) -> Result<Vec<Outcome>> {
         let prepared = &self.prepared[key];
         let (lengths, limit) = self.evaluator.context_tokens(prepared, examples).map_err(failed)?;
