@@ -313,8 +313,10 @@ pub fn optimize(
             if let Some(limit) = limit {
                 data.examples.truncate(limit);
             }
-            let (lengths, context) = evaluator.context_tokens(&PreparedPrompt::new(doc, file)?, &data.examples)?;
-            if let Some((tokens, example)) = lengths.into_iter().zip(&data.examples).find(|(n, _)| *n >= context) {
+            let original = PreparedPrompt::new(doc, file)?;
+            if let Some((tokens, example, context)) =
+                evaluator.longest_context(&original, &data.examples)?.filter(|(n, _, context)| n >= context)
+            {
                 bail!(
                     "{}:{}: the prompt with this test example is {tokens} tokens, and the model's context holds \
                      {context} (shorten the example, or leave the test split out with --no-test)",

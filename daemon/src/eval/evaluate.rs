@@ -348,10 +348,7 @@ impl Evaluator {
     /// prompt too long for the model's context with one of them names the longest.
     fn located(&self, error: EvalError, prepared: &PreparedPrompt, examples: &[Example], data: &Dataset) -> EvalError {
         let EvalError::Engine(EngineError::TooLong { limit, .. }) = error else { return error };
-        let Some((tokens, example)) = self
-            .context_tokens(prepared, examples)
-            .ok()
-            .and_then(|(lengths, _)| lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n))
+        let Some((tokens, example)) = self.longest_context(prepared, examples).ok().flatten().map(|(n, e, _)| (n, e))
         else {
             return error;
         };
@@ -361,6 +358,17 @@ impl Evaluator {
             data.path.display(),
             example.line
         ))
+    }
+
+    /// The example of `examples` the model reads the most tokens for with this prompt, those
+    /// tokens, and the most the model's context holds (`None` without examples).
+    pub fn longest_context<'x>(
+        &self,
+        prepared: &PreparedPrompt,
+        examples: &'x [Example],
+    ) -> Result<Option<(usize, &'x Example, usize)>> {
+        let (lengths, limit) = self.context_tokens(prepared, examples)?;
+        Ok(lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
     }
 
     /// The tokens the model reads for each example ([`Evaluator::contexts`]) and the most its
