@@ -328,3 +328,46 @@ fn next_token_distributions_agree_with_choice_scoring() {
     }
     assert_eq!(fragment, [true, true, true, true, false, false, false, false, false, false, false], "{words:?}");
 }
+
+#[test]
+fn generating_contexts_together_matches_generating_each_alone() {
+    // Dense weights: the batch's arithmetic equals each row's up to float rounding, so greedy
+    // texts agree. (Quantized decoding rounds activations to 8 bits, which turns those last
+    // bits into different rounding: free text then drifts as it does between any two roundings.)
+    let mut rt = runtime(Weights::Dense, RuntimeOptions::default());
+    let reviews = [
+        "an utterly charming film",
+        "slow",
+        "the plot goes nowhere and the actors seem bored by every scene they are in",
+        "a triumph",
+        "it is neither funny nor moving, and far too long for what it has to say about anything",
+    ];
+    let contexts: Vec<String> = reviews.iter().map(|r| plain_prompt(r)).collect();
+    let greedy = GenerateParams { max_tokens: 20, ..GenerateParams::default() };
+    let stopped = GenerateParams { stop: vec!["Sentiment".into()], ..greedy.clone() };
+    for params in [greedy, stopped] {
+        let passes = rt.stats.forward_passes;
+        let together = rt.generate(&contexts, &params).unwrap();
+        let batched_passes = rt.stats.forward_passes - passes;
+        let passes = rt.stats.forward_passes;
+        for (i, context) in contexts.iter().enumerate() {
+            rt.clear_prefixes();
+            let alone = rt.generate(std::slice::from_ref(context), &params).unwrap().remove(0);
+            assert_eq!(together[i], alone, "context {i}");
+        }
+        let single_passes = rt.stats.forward_passes - passes;
+        assert!(batched_passes * 2 < single_passes, "{batched_passes} passes together, {single_passes} alone");
+        if !params.stop.is_empty() {
+            // Rows stopped at different tokens: the batch went on without the finished ones.
+            let stops: Vec<(StopReason, usize)> = together.iter().map(|g| (g.stop, g.tokens)).collect();
+            assert!(stops.iter().any(|s| s.0 == StopReason::StopSequence), "{stops:?}");
+            assert!(stops.iter().any(|s| s.1 != stops[0].1), "{stops:?}");
+        }
+    }
+    // Sampling: each context keeps its own random stream, batched or not.
+    let sampled = GenerateParams { max_tokens: 12, temperature: 0.9, top_p: 0.95, seed: 5, stop: Vec::new() };
+    let together = rt.generate(&contexts, &sampled).unwrap();
+    rt.options.max_batch_rows = 1;
+    let one_by_one = rt.generate(&contexts, &sampled).unwrap();
+    assert_eq!(together, one_by_one);
+}

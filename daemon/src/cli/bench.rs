@@ -15,7 +15,7 @@ use reprompt_protocol::settings::Task;
 
 use crate::engine::EngineError;
 use crate::engine::model::{Mode, Weights};
-use crate::engine::runtime::{Runtime, RuntimeOptions};
+use crate::engine::runtime::{GenerateParams, Runtime, RuntimeOptions};
 use crate::engine::tokenizer::literal;
 use crate::engine::{DeviceChoice, store};
 
@@ -183,6 +183,35 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let ms_per_example = median(per_example);
     let tokens_per_example =
         contexts.iter().map(|c| rt.tokenize(c).map(|t| t.len())).sum::<Result<usize, _>>()? / contexts.len();
+    // Generation: 8 of those contexts continued together (one batch, the prefix shared) and
+    // one at a time, greedy. The texts are counted, not required, equal: decoding rounds
+    // activations to 8 bits, and a batched prompt pass's last bits differ from a lone one's, so
+    // free text can take another word at a near tie (with dense weights they agree: engine tests).
+    let params = GenerateParams { max_tokens: 48, ..GenerateParams::default() };
+    let generate_contexts = &contexts[..8];
+    let (mut together, mut alone) = (Vec::new(), Vec::new());
+    let mut same = 0;
+    let mut generated_tokens = 0;
+    for i in 0..=repeats.min(3) {
+        rt.clear_prefixes();
+        let t = Instant::now();
+        let batched = rt.generate(generate_contexts, &params)?;
+        let batched_seconds = t.elapsed().as_secs_f64();
+        rt.clear_prefixes();
+        let t = Instant::now();
+        let mut single = Vec::new();
+        for context in generate_contexts {
+            single.extend(rt.generate(std::slice::from_ref(context), &params)?);
+        }
+        let single_seconds = t.elapsed().as_secs_f64();
+        generated_tokens = batched.iter().map(|g| g.tokens).sum::<usize>();
+        same = batched.iter().zip(&single).filter(|(a, b)| a == b).count();
+        if i > 0 {
+            together.push(generated_tokens as f64 / batched_seconds);
+            alone.push(single.iter().map(|g| g.tokens).sum::<usize>() as f64 / single_seconds);
+        }
+    }
+    let (together, alone) = (median(together), median(alone));
     // A long prompt with its attention in one block, as before blocks (side by side with the
     // blocked pp2048 above); last, so its transient memory is not in the peak RSS reported.
     let peak_rss = peak_rss_mb();
@@ -198,6 +227,10 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "prompt_tokens_per_s": prompt_tps,
         "prompt_2048_one_block_tokens_per_s": one_block_2048,
         "decode_tokens_per_s": decode_tps,
+        "generate_8_tokens_per_s": together,
+        "generate_8_one_at_a_time_tokens_per_s": alone,
+        "generate_8_tokens": generated_tokens,
+        "generate_8_same_texts": same,
         "ms_per_scored_example": ms_per_example,
         "scored_examples": contexts.len(),
         "tokens_per_scored_example": tokens_per_example,
@@ -219,6 +252,11 @@ fn engine(args: &EngineBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             pp2048 / one_block_2048
         )?;
         writeln!(out, "decode tg64      {:.0} tok/s", decode_tps)?;
+        writeln!(
+            out,
+            "generate 8×48    {together:.0} tok/s (one at a time: {alone:.0} tok/s, {:.2}×; {generated_tokens} tokens, {same} of 8 texts the same)",
+            together / alone,
+        )?;
         writeln!(
             out,
             "scoring          {:.1} ms per SST-2 example ({} examples, {} tokens each, accuracy {:.1}%)",

@@ -1,10 +1,12 @@
 //! Our llama forward pass, built from candle ops (candle's `quantized_llama` was the reference).
 //!
 //! What the upstream model lacks and reprompt needs: batches of rows that share a cached prefix
-//! (right-padded, so the causal mask is the only mask needed), hidden states and logits at any
-//! positions, and two weight forms — dense f32 (fastest for prompt processing: real GEMMs) and
-//! quantized (fastest for one-token decoding: fewer bytes to stream). GQA attention groups the
-//! query heads of each KV head into one matmul instead of copying K and V per head.
+//! (right-padded, so the causal mask is the only mask needed), decoding steps of such rows, each
+//! at its own position and masked from its padding, into caches with room for the tokens to
+//! come, hidden states and logits at any positions, and two weight forms — dense f32 (fastest
+//! for prompt processing: real GEMMs) and quantized (fastest for one-token decoding: fewer bytes
+//! to stream). GQA attention groups the query heads of each KV head into one matmul instead of
+//! copying K and V per head.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -78,6 +80,71 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(|(k, v)| (k.elem_count() + v.elem_count()) * 4).sum()
     }
+}
+
+/// Keys and values of rows being decoded, in buffers `(batch, kv_heads, capacity, head_dim)`
+/// with room for the tokens still to come: a step writes its token's keys and values into the
+/// next slot instead of copying the whole cache into a new one (at a few hundred slots and a
+/// dozen rows that copy cost more than the step's arithmetic).
+#[derive(Debug)]
+pub struct DecodeCache {
+    layers: Vec<(Tensor, Tensor)>,
+    /// Slots filled.
+    pub len: usize,
+    capacity: usize,
+}
+
+impl DecodeCache {
+    /// The cache of a prompt pass, with room for `room` more slots.
+    pub fn new(cache: &KvCache, room: usize) -> Result<Self> {
+        let capacity = cache.len + room;
+        let layers = cache
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let with_room = |t: &Tensor| -> Result<Tensor> {
+                    let (batch, heads, len, dim) = t.dims4()?;
+                    let buffer = Tensor::zeros((batch, heads, capacity, dim), t.dtype(), t.device())?;
+                    debug_assert_eq!(len, cache.len);
+                    buffer.slice_set(&t.contiguous()?, 2, 0)?;
+                    Ok(buffer)
+                };
+                Ok((with_room(k)?, with_room(v)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, len: cache.len, capacity })
+    }
+
+    /// The cache of the given rows of its batch, in that order.
+    pub fn select(&self, rows: &[usize]) -> Result<Self> {
+        let Some((first, _)) = self.layers.first() else {
+            return Ok(Self { layers: Vec::new(), len: self.len, capacity: self.capacity });
+        };
+        let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<u32>>(), rows.len(), first.device())?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((k.index_select(&index, 0)?, v.index_select(&index, 0)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, len: self.len, capacity: self.capacity })
+    }
+}
+
+/// What a pass attends to before its own tokens.
+#[derive(Clone, Copy)]
+enum Past<'a> {
+    /// Nothing, or a prefix's cache (copied into the pass's own cache).
+    Prefix(Option<&'a KvCache>),
+    /// Rows being decoded: one token each, written into the cache's next slot.
+    Decode(&'a DecodeCache, Step<'a>),
+}
+
+/// One decoding step of rows whose caches hold padding: each row's position, and the additive
+/// bias over its cache slots (0 for a key, −∞ for padding), `(batch, 1, 1, slots + 1)`.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    positions: &'a [usize],
+    bias: Option<&'a Tensor>,
 }
 
 pub struct Model {
@@ -230,11 +297,60 @@ impl Model {
         mode: Mode,
         keep_cache: bool,
     ) -> Result<(Tensor, Option<KvCache>)> {
-        let cfg = &self.config;
         let start = prefix.map_or(0, |p| p.len);
-        if start + seq > cfg.context_length {
-            return Err(super::error::EngineError::TooLong { tokens: start + seq, limit: cfg.context_length });
+        if start + seq > self.config.context_length {
+            return Err(super::error::EngineError::TooLong { tokens: start + seq, limit: self.config.context_length });
         }
+        self.run(tokens, batch, seq, Past::Prefix(prefix), mode, keep_cache)
+    }
+
+    /// One token per row after `cache`, each at its own position (`positions`), attending to the
+    /// cache slots `bias` leaves open (all of them without one): the decoding step of rows of
+    /// different lengths that were right-padded to one batch. The cache's slot count may pass
+    /// the context length (padding is no position); positions may not. Returns the hidden
+    /// states `(batch, hidden)`; the cache holds the new tokens in one more slot.
+    pub fn step(
+        &self,
+        tokens: &[u32],
+        positions: &[usize],
+        cache: &mut DecodeCache,
+        bias: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        if let Some(&far) = positions.iter().find(|&&p| p >= self.config.context_length) {
+            return Err(super::error::EngineError::TooLong { tokens: far + 1, limit: self.config.context_length });
+        }
+        let rows = cache.layers.first().map_or(Ok(0), |(k, _)| k.dim(0))?;
+        if positions.len() != tokens.len() || rows != tokens.len() || cache.layers.len() != self.layers.len() {
+            return Err(super::error::EngineError::Invalid(format!(
+                "{} tokens and {} positions for a cache of {rows} rows",
+                tokens.len(),
+                positions.len()
+            )));
+        }
+        if cache.len >= cache.capacity {
+            return Err(super::error::EngineError::Invalid("the decoding cache is full".into()));
+        }
+        let step = Step { positions, bias };
+        let (hidden, _) = self.run(tokens, tokens.len(), 1, Past::Decode(cache, step), mode, false)?;
+        cache.len += 1;
+        Ok(hidden)
+    }
+
+    fn run(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        seq: usize,
+        past: Past<'_>,
+        mode: Mode,
+        keep_cache: bool,
+    ) -> Result<(Tensor, Option<KvCache>)> {
+        let cfg = &self.config;
+        let (prefix, step, start) = match past {
+            Past::Prefix(prefix) => (prefix, None, prefix.map_or(0, |p| p.len)),
+            Past::Decode(cache, step) => (None, Some(step), cache.len),
+        };
         if tokens.len() != batch * seq || seq == 0 {
             return Err(super::error::EngineError::Invalid(format!(
                 "{} tokens for {batch} rows of {seq}",
@@ -246,8 +362,21 @@ impl Model {
         let total = start + seq;
         let ids = Tensor::from_slice(tokens, batch * seq, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
-        let cos = self.cos.narrow(0, start, seq)?;
-        let sin = self.sin.narrow(0, start, seq)?;
+        let (cos, sin) = match &step {
+            Some(step) => {
+                let at = Tensor::from_vec(
+                    step.positions.iter().map(|&p| p as u32).collect::<Vec<u32>>(),
+                    batch,
+                    &self.device,
+                )?;
+                let half = cfg.head_dim / 2;
+                (
+                    self.cos.index_select(&at, 0)?.reshape((batch, 1, half))?,
+                    self.sin.index_select(&at, 0)?.reshape((batch, 1, half))?,
+                )
+            }
+            None => (self.cos.narrow(0, start, seq)?, self.sin.narrow(0, start, seq)?),
+        };
         // Query positions per attention block: all of them but in a long pass (see
         // `attention_blocks`); a block attends to the keys up to its last position only.
         let (split, most) = self.attention_blocks;
@@ -261,7 +390,7 @@ impl Model {
                 let len = block.min(seq - from);
                 let keys = start + from + len;
                 if seq == 1 {
-                    return Ok(None);
+                    return Ok(step.as_ref().and_then(|s| s.bias.cloned()));
                 }
                 let bias: Vec<f32> = (0..groups * len)
                     .flat_map(|r| {
@@ -289,8 +418,14 @@ impl Model {
             let v = v.reshape((batch, seq, kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            let (k, v) = match prefix {
-                Some(p) => {
+            let (k, v) = match (past, prefix) {
+                (Past::Decode(cache, _), _) => {
+                    let (ck, cv) = &cache.layers[li];
+                    ck.slice_set(&k, 2, cache.len)?;
+                    cv.slice_set(&v, 2, cache.len)?;
+                    (ck.narrow(2, 0, cache.len + 1)?, cv.narrow(2, 0, cache.len + 1)?)
+                }
+                (_, Some(p)) => {
                     let (pk, pv) = &p.layers[li];
                     let widen = |t: &Tensor| -> Result<Tensor> {
                         Ok(if t.dim(0)? == batch {
@@ -301,7 +436,7 @@ impl Model {
                     };
                     (Tensor::cat(&[&widen(pk)?, &k], 2)?, Tensor::cat(&[&widen(pv)?, &v], 2)?)
                 }
-                None => (k, v),
+                (_, None) => (k, v),
             };
             let mut blocks = Vec::with_capacity(masks.len());
             for (from, mask) in (0..seq).step_by(block).zip(&masks) {
@@ -539,6 +674,77 @@ mod tests {
         }
         assert_eq!(cache.map(|c| c.len), Some(ids.len()));
         assert!(max_diff(&last, &one_pass) < 1e-4, "{}", max_diff(&last, &one_pass));
+    }
+
+    #[test]
+    fn a_step_of_padded_rows_at_their_own_positions_matches_each_row_alone() {
+        let model = tiny_model(Weights::Both);
+        let prefix: Vec<u32> = vec![5, 17, 3, 88, 42];
+        let suffixes: [&[u32]; 3] = [&[11, 12, 13, 14], &[70], &[1, 2]];
+        let next: [u32; 3] = [60, 61, 62];
+        let (_, cache) = model.forward(&prefix, 1, prefix.len(), None, Mode::Dense, true).unwrap();
+        let seq = 4;
+        let mut tokens = Vec::new();
+        for s in suffixes {
+            tokens.extend_from_slice(s);
+            tokens.extend(std::iter::repeat_n(0, seq - s.len()));
+        }
+        let (_, padded) = model.forward(&tokens, 3, seq, cache.as_ref(), Mode::Dense, true).unwrap();
+        let padded = padded.unwrap();
+        let slots = prefix.len() + seq + 1;
+        let padding_end = prefix.len() + seq;
+        let bias = |rows: &[usize], slots: usize| {
+            let values: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| {
+                    let open = prefix.len() + suffixes[r].len();
+                    (0..slots).map(move |j| if j >= open && j < padding_end { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            Tensor::from_vec(values, (rows.len(), 1, 1, slots), &Device::Cpu).unwrap()
+        };
+        for mode in [Mode::Dense, Mode::Quantized] {
+            let positions: Vec<usize> = suffixes.iter().map(|s| prefix.len() + s.len()).collect();
+            let mut cache = DecodeCache::new(&padded, 2).unwrap();
+            let hidden = model.step(&next, &positions, &mut cache, Some(&bias(&[0, 1, 2], slots)), mode).unwrap();
+            assert_eq!(cache.len, slots);
+            // Alone: the row's prompt in one dense pass, then its tokens decoded one by one.
+            let alone = |prompt: Vec<u32>, decoded: &[u32]| -> Vec<f32> {
+                let (_, mut cache) = model.forward(&prompt, 1, prompt.len(), None, Mode::Dense, true).unwrap();
+                let mut last = Vec::new();
+                for &token in decoded {
+                    let (hidden, next) = model.forward(&[token], 1, 1, cache.as_ref(), mode, true).unwrap();
+                    cache = next;
+                    last = hidden.i(0).unwrap().to_vec1().unwrap();
+                }
+                last
+            };
+            let prompt = |row: usize| -> Vec<u32> { prefix.iter().chain(suffixes[row]).copied().collect() };
+            for (row, &token) in next.iter().enumerate() {
+                let alone = alone(prompt(row), &[token]);
+                let batched: Vec<f32> = hidden.i(row).unwrap().to_vec1().unwrap();
+                assert!(max_diff(&batched, &alone) < 1e-5, "{mode:?} row {row}: {}", max_diff(&batched, &alone));
+            }
+            // Rows 2 and 1 of the batch, selected out of it, take a second step.
+            let mut kept = cache.select(&[2, 1]).unwrap();
+            let after: Vec<usize> = [2, 1].iter().map(|&r| prefix.len() + suffixes[r].len() + 1).collect();
+            let hidden = model.step(&[7, 8], &after, &mut kept, Some(&bias(&[2, 1], slots + 1)), mode).unwrap();
+            for (b, (row, token)) in [(2usize, 7u32), (1, 8)].into_iter().enumerate() {
+                let alone = alone(prompt(row), &[next[row], token]);
+                let batched: Vec<f32> = hidden.i(b).unwrap().to_vec1().unwrap();
+                assert!(max_diff(&batched, &alone) < 1e-5, "{mode:?} row {row}, second step");
+            }
+            // The cache has room for two steps, not three.
+            let third = model.step(&[9, 9], &after.iter().map(|p| p + 1).collect::<Vec<_>>(), &mut kept, None, mode);
+            assert!(matches!(third, Err(crate::engine::EngineError::Invalid(_))), "{third:?}");
+        }
+        // A position past the context, or a row count other than the cache's, is refused.
+        let mut cache = DecodeCache::new(&padded, 2).unwrap().select(&[0]).unwrap();
+        let past = model.step(&[1], &[256], &mut cache, None, Mode::Dense);
+        assert!(matches!(past, Err(crate::engine::EngineError::TooLong { .. })), "{past:?}");
+        let rows = model.step(&[1, 2], &[9, 9], &mut cache, None, Mode::Dense);
+        assert!(matches!(rows, Err(crate::engine::EngineError::Invalid(_))), "{rows:?}");
+        assert_eq!(cache.len, prefix.len() + seq);
     }
 
     #[test]
