@@ -391,3 +391,56 @@ fn a_prompt_too_long_for_the_context_with_an_example_loses_instead_of_ending_the
     assert!(!run_dir.join("checkpoint").exists(), "nothing was searched");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn test_examples_the_optimized_prompt_does_not_fit_score_as_the_worst_answer() {
+    use reprompt::eval::evaluate::load_split;
+    use reprompt::eval::{Evaluator, PreparedPrompt, Split};
+    let (dir, _cache) = scratch("testfit");
+    // The test split: four short reviews and, second, one of ~8000 tokens that the prompt as
+    // written fits the model's context with and a prompt ~600 tokens longer does not. The gap
+    // reward, whose worst (−180) no real answer reaches here.
+    let test = dir.join("data/test.tsv");
+    let rows: Vec<String> = std::fs::read_to_string(&test).unwrap().lines().take(5).map(String::from).collect();
+    let long = format!("{}\t1", "good ".repeat(8040).trim_end());
+    let text = [&rows[..3], std::slice::from_ref(&long), &rows[3..]].concat().join("\n") + "\n";
+    std::fs::write(&test, text).unwrap();
+    let file = dir.join("sentiment.prompt");
+    let original_text =
+        std::fs::read_to_string(&file).unwrap().replace("reprompt.reward: accuracy", "reprompt.reward: gap");
+    std::fs::write(&file, &original_text).unwrap();
+    let longer_text = original_text
+        .replace("Review: {{sentence}}", &format!("{}\nReview: {{{{sentence}}}}", "Read it closely. ".repeat(200)));
+    let (original_doc, longer_doc) =
+        (reprompt_protocol::parse(&original_text, Some(&file)), reprompt_protocol::parse(&longer_text, Some(&file)));
+    let engine = reprompt::cli::score::open_engine(&original_doc, &file, reprompt::engine::DeviceChoice::Cpu).unwrap();
+    let evaluator = Evaluator::new(engine, None);
+    let data = load_split(&original_doc, &file, Split::Test).unwrap();
+    let (original, longer) =
+        (PreparedPrompt::new(&original_doc, &file).unwrap(), PreparedPrompt::new(&longer_doc, &file).unwrap());
+    let (tokens, context) = evaluator.context_tokens(&original, &data.examples).unwrap();
+    assert!(tokens[2] < context, "the original fits: {tokens:?}");
+    let (tokens, _) = evaluator.context_tokens(&longer, &data.examples).unwrap();
+    assert!(tokens[2] > context && tokens.iter().filter(|&&n| n >= context).count() == 1, "{tokens:?}");
+
+    let (scores, too_long) = reprompt::cli::optimize::score_fitting_test(&evaluator, &longer, &data).unwrap();
+    assert_eq!((scores.len(), too_long), (5, 1));
+    assert_eq!(scores[2], -180.0, "{scores:?}");
+    // The others are scored as they are on their own.
+    let mut short = data.clone();
+    short.examples.remove(2);
+    short.hash = "the short reviews".into();
+    let alone: Vec<f64> = evaluator
+        .evaluate(&longer, &short, Split::Test, &mut |_, _| {})
+        .unwrap()
+        .examples
+        .iter()
+        .map(|e| e.score)
+        .collect();
+    assert_eq!([scores[0], scores[1], scores[3], scores[4]].to_vec(), alone);
+    assert!(alone.iter().all(|&s| s > -180.0), "{alone:?}");
+    // Scored whole, the split is an error that names the example: what ended a run before.
+    let err = evaluator.evaluate(&longer, &data, Split::Test, &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("test.tsv:4: the prompt with this example is"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -135,6 +135,16 @@ fn ranked_label_words_score_as_ranked() {
         "{line}"
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("added `Answer:` cue"));
+    // A training example the prompt does not fit the model's context with is left out, and
+    // the command says so.
+    let train = std::fs::read_to_string(dir.join("data/train.tsv")).unwrap();
+    let long = format!("{train}{}\t1\n", "good ".repeat(9000).trim_end());
+    std::fs::write(dir.join("data/train.tsv"), long).unwrap();
+    let out = reprompt(&["labels", file.to_str().unwrap(), "--keep", "2"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 training example was left out") && stderr.contains("(8192 tokens)"), "{stderr}");
+    std::fs::write(dir.join("data/train.tsv"), train).unwrap();
     let chat = reprompt(&["labels", "examples/sentiment/sentiment.prompt", "--keep", "2"], &cache);
     assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
     assert!(String::from_utf8_lossy(&chat.stderr).contains("added `Answer:` cue"));

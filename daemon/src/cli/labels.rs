@@ -56,6 +56,15 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
              after an added `Answer:` cue; with the prompt as written they may score differently"
         );
     }
+    if ranking.left_out > 0 {
+        eprintln!(
+            "note: {} training example{} left out: the prompt with {} does not fit the model's context ({} tokens)",
+            ranking.left_out,
+            if ranking.left_out == 1 { " was" } else { "s were" },
+            if ranking.left_out == 1 { "it" } else { "them" },
+            ranking.context
+        );
+    }
     let sets: Vec<Vec<String>> = ranking.sets.iter().map(|r| r.words.clone()).collect();
     let groups = labels::word_groups(&sets, labels::GROUP_WORDS);
     let rows: Vec<Row> = ranking

@@ -22,7 +22,7 @@ use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::files::write_atomic;
 use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
-use crate::optimize::model::{ModelScorer, data_label_names};
+use crate::optimize::model::{ModelScorer, data_label_names, worst_score};
 use crate::optimize::search::{
     IDLE_ROUNDS, Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint,
     remove_checkpoint,
@@ -204,6 +204,9 @@ pub struct Report {
     pub policy: Option<String>,
     /// Prompts scored that did not fit the model's context with some example.
     pub too_long: TooLong,
+    /// Test examples the optimized prompt did not fit the model's context with, each scored as
+    /// the worst answer.
+    pub test_too_long: usize,
     pub search: SearchResult,
     /// The best prompt's score on each test example, in the split's order (empty without a
     /// test split); for paired comparisons, not written to `report.json`.
@@ -374,18 +377,19 @@ pub fn optimize(
     let mut test = (None, None);
     let mut test_examples = 0;
     let mut best_test_scores = Vec::new();
+    let mut test_too_long = 0;
     if let Some(data) = test_data {
         test_examples = data.examples.len();
         let original = PreparedPrompt::new(doc, file)?;
-        let mut scored = evaluator.evaluate(&original, &data, Split::Test, &mut |_, _| {})?;
+        let scored = evaluator.evaluate(&original, &data, Split::Test, &mut |_, _| {})?;
         test.0 = Some(scored.aggregate.mean);
+        best_test_scores = scored.examples.iter().map(|e| e.score).collect();
         if result.improved {
             let best_doc = parse(&result.best_text, Some(file));
             let best = PreparedPrompt::new(&best_doc, file)?;
-            scored = evaluator.evaluate(&best, &data, Split::Test, &mut |_, _| {})?;
+            (best_test_scores, test_too_long) = score_fitting_test(evaluator, &best, &data)?;
         }
-        test.1 = Some(scored.aggregate.mean);
-        best_test_scores = scored.examples.iter().map(|e| e.score).collect();
+        test.1 = Some(best_test_scores.iter().sum::<f64>() / best_test_scores.len().max(1) as f64);
     }
     Ok(Report {
         file: file.to_path_buf(),
@@ -405,9 +409,43 @@ pub fn optimize(
         paraphrase_calls,
         policy: warm.map(|w| w.name.clone()),
         too_long,
+        test_too_long,
         search: result,
         best_test_scores,
     })
+}
+
+/// The optimized prompt's score on each test example, and how many of them it did not fit the
+/// model's context with: those are scored as the worst answer, as in the search (the prompt as
+/// written was checked to fit them all before it). Its edits were chosen on training and
+/// validation data alone, so a test example it is too long for counts against it, not out.
+pub fn score_fitting_test(
+    evaluator: &Evaluator,
+    best: &PreparedPrompt,
+    data: &reprompt_protocol::dataset::Dataset,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let (lengths, context) = evaluator.context_tokens(best, &data.examples)?;
+    let fits: Vec<bool> = lengths.iter().map(|&n| n < context).collect();
+    let too_long = fits.iter().filter(|f| !**f).count();
+    if too_long == 0 {
+        let scored = evaluator.evaluate(best, data, Split::Test, &mut |_, _| {})?;
+        return Ok((scored.examples.iter().map(|e| e.score).collect(), 0));
+    }
+    let worst = worst_score(&best.reward);
+    let mut fitting = Vec::new();
+    if too_long < data.examples.len() {
+        // Its own hash: an evaluation of these examples is no evaluation of the split's first n.
+        let left_out: Vec<usize> = data.examples.iter().zip(&fits).filter(|(_, f)| !**f).map(|(e, _)| e.line).collect();
+        let subset = reprompt_protocol::dataset::Dataset {
+            path: data.path.clone(),
+            hash: reprompt_protocol::hash::sha256_hex(format!("{} without lines {left_out:?}", data.hash).as_bytes()),
+            examples: data.examples.iter().zip(&fits).filter(|(_, f)| **f).map(|(e, _)| e.clone()).collect(),
+        };
+        fitting = evaluator.evaluate(best, &subset, Split::Test, &mut |_, _| {})?.examples;
+    }
+    let mut scores = fitting.into_iter().map(|e| e.score);
+    let all = fits.iter().map(|&f| if f { scores.next().unwrap_or(worst) } else { worst }).collect();
+    Ok((all, too_long))
 }
 
 /// A progress bar over the budget showing the best scores so far.
@@ -658,6 +696,14 @@ fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &
             too_long.prompts,
             if too_long.original { ", the original among them," } else { "" },
             too_long.context
+        )?;
+    }
+    if report.test_too_long > 0 {
+        writeln!(
+            out,
+            "the optimized prompt did not fit the model's context with {} of the {} test examples: each scored as \
+             the worst answer",
+            report.test_too_long, report.test_examples
         )?;
     }
     if report.search.derived > 0 {

@@ -65,6 +65,10 @@ pub struct LabelRanking {
     /// The ranking's labelling and each of the fixed sets asked for, judged out of sample
     /// ([`cross_fitted`]: those that could be); `None` where no fixed sets were asked for.
     pub screened: Option<Vec<Screened>>,
+    /// Training examples left out: the prompt with them does not fit the model's context.
+    pub left_out: usize,
+    /// The model's context, tokens.
+    pub context: usize,
 }
 
 /// Scores prompt variants of the file at `path` with the task model.
@@ -104,7 +108,7 @@ fn outcomes(task: Task, results: Vec<ExampleResult>) -> Vec<Outcome> {
 /// The lowest score `reward` gives an example: 0 for rewards of 0 to 1 (accuracy, matches),
 /// RLPrompt's −180 for the gap; where a part has no floor (a likelihood, a length, a
 /// perplexity weighed down) the lowest score a search keeps.
-fn worst_score(reward: &RewardSpec) -> f64 {
+pub fn worst_score(reward: &RewardSpec) -> f64 {
     let mut floor = 0.0;
     for (name, weight) in &reward.components {
         let range = match name.as_str() {
@@ -269,12 +273,17 @@ impl<'e> ModelScorer<'e> {
         }
         // A training example too long for the model's context with this prompt takes no part.
         let texts = contexts.clone();
-        let fits: Vec<bool> = engine
+        let (fits, context): (Vec<bool>, usize) = engine
             .run(move |rt| {
                 let limit = rt.model.config.context_length;
-                texts.iter().map(|c| rt.tokenize(c).map(|ids| ids.len() <= limit)).collect()
+                let fits = texts
+                    .iter()
+                    .map(|c| rt.tokenize(c).map(|ids| ids.len() <= limit))
+                    .collect::<std::result::Result<_, _>>()?;
+                Ok((fits, limit))
             })
             .map_err(failed)?;
+        let left_out = fits.iter().filter(|f| !**f).count();
         let (contexts, gold): (Vec<String>, Vec<usize>) =
             contexts.into_iter().zip(gold).zip(fits).filter(|(_, fits)| *fits).map(|(pair, _)| pair).unzip();
         if (0..classes).any(|c| !gold.contains(&c)) {
@@ -299,7 +308,7 @@ impl<'e> ModelScorer<'e> {
             if new.is_empty() {
                 let screened = (!fixed.is_empty())
                     .then(|| cross_fitted(&log_probs, &gold, classes, &vocabulary, true, &fragments, fixed));
-                return Ok(Some(LabelRanking { sets, cue_added, screened }));
+                return Ok(Some(LabelRanking { sets, cue_added, screened, left_out, context }));
             }
             for (word, is) in new.iter().zip(self.fragments(&new)?) {
                 if is {
