@@ -95,38 +95,38 @@ pub struct DecodeCache {
 }
 
 impl DecodeCache {
-    /// The cache of a prompt pass, with room for `room` more slots.
-    pub fn new(cache: &KvCache, room: usize) -> Result<Self> {
-        let capacity = cache.len + room;
-        let layers = cache
-            .layers
-            .iter()
-            .map(|(k, v)| {
-                let with_room = |t: &Tensor| -> Result<Tensor> {
-                    let (batch, heads, len, dim) = t.dims4()?;
-                    let buffer = Tensor::zeros((batch, heads, capacity, dim), t.dtype(), t.device())?;
-                    debug_assert_eq!(len, cache.len);
-                    buffer.slice_set(&t.contiguous()?, 2, 0)?;
-                    Ok(buffer)
-                };
-                Ok((with_room(k)?, with_room(v)?))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { layers, len: cache.len, capacity })
+    /// The cache of a prompt pass, with room for `room` more slots; each layer of the pass's
+    /// cache is freed once copied, so the two are never whole side by side.
+    pub fn new(cache: KvCache, room: usize) -> Result<Self> {
+        let (len, capacity) = (cache.len, cache.len + room);
+        let with_room = |t: Tensor| -> Result<Tensor> {
+            let (batch, heads, _, dim) = t.dims4()?;
+            let buffer = Tensor::zeros((batch, heads, capacity, dim), t.dtype(), t.device())?;
+            buffer.slice_set(&t.contiguous()?, 2, 0)?;
+            Ok(buffer)
+        };
+        let layers =
+            cache.layers.into_iter().map(|(k, v)| Ok((with_room(k)?, with_room(v)?))).collect::<Result<_>>()?;
+        Ok(Self { layers, len, capacity })
     }
 
-    /// The cache of the given rows of its batch, in that order.
+    /// The cache of the given rows of its batch, in that order. Only the filled slots are
+    /// copied: the room after them is fresh zeroed memory, which on the CPU the system maps
+    /// only as steps write to it.
     pub fn select(&self, rows: &[usize]) -> Result<Self> {
         let Some((first, _)) = self.layers.first() else {
             return Ok(Self { layers: Vec::new(), len: self.len, capacity: self.capacity });
         };
         let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<u32>>(), rows.len(), first.device())?;
-        let layers = self
-            .layers
-            .iter()
-            .map(|(k, v)| Ok((k.index_select(&index, 0)?, v.index_select(&index, 0)?)))
-            .collect::<Result<_>>()?;
-        Ok(Self { layers, len: self.len, capacity: self.capacity })
+        let capacity = self.capacity;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let (_, heads, _, dim) = t.dims4()?;
+            let buffer = Tensor::zeros((rows.len(), heads, capacity, dim), t.dtype(), t.device())?;
+            buffer.slice_set(&t.narrow(2, 0, self.len)?.contiguous()?.index_select(&index, 0)?, 2, 0)?;
+            Ok(buffer)
+        };
+        let layers = self.layers.iter().map(|(k, v)| Ok((pick(k)?, pick(v)?))).collect::<Result<_>>()?;
+        Ok(Self { layers, len: self.len, capacity })
     }
 }
 
@@ -705,7 +705,7 @@ mod tests {
         };
         for mode in [Mode::Dense, Mode::Quantized] {
             let positions: Vec<usize> = suffixes.iter().map(|s| prefix.len() + s.len()).collect();
-            let mut cache = DecodeCache::new(&padded, 2).unwrap();
+            let mut cache = DecodeCache::new(padded.clone(), 2).unwrap();
             let hidden = model.step(&next, &positions, &mut cache, Some(&bias(&[0, 1, 2], slots)), mode).unwrap();
             assert_eq!(cache.len, slots);
             // Alone: the row's prompt in one dense pass, then its tokens decoded one by one.
@@ -739,7 +739,7 @@ mod tests {
             assert!(matches!(third, Err(crate::engine::EngineError::Invalid(_))), "{third:?}");
         }
         // A position past the context, or a row count other than the cache's, is refused.
-        let mut cache = DecodeCache::new(&padded, 2).unwrap().select(&[0]).unwrap();
+        let mut cache = DecodeCache::new(padded, 2).unwrap().select(&[0]).unwrap();
         let past = model.step(&[1], &[256], &mut cache, None, Mode::Dense);
         assert!(matches!(past, Err(crate::engine::EngineError::TooLong { .. })), "{past:?}");
         let rows = model.step(&[1, 2], &[9, 9], &mut cache, None, Mode::Dense);
