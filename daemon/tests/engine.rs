@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, IndexOp, Tensor};
 use reprompt::engine::model::{Mode, Weights};
-use reprompt::engine::runtime::{GenerateParams, Runtime, RuntimeOptions, StopReason};
+use reprompt::engine::runtime::{GenerateParams, Runtime, RuntimeOptions, StopReason, stream_seed};
 use reprompt::engine::tokenizer::{literal, unmarked};
 use reprompt::engine::{ChatTurn, EngineError, store};
 use reprompt::optimize::labels::{FRAGMENT_FRAME, FRAGMENT_MASS, continuation_mass};
@@ -370,4 +370,16 @@ fn generating_contexts_together_matches_generating_each_alone() {
     rt.options.max_batch_rows = 1;
     let one_by_one = rt.generate(&contexts, &sampled).unwrap();
     assert_eq!(together, one_by_one);
+    rt.options.max_batch_rows = RuntimeOptions::default().max_batch_rows;
+    // The samples of two calls drawn in one, each as its own call draws them.
+    let seeds: Vec<u64> = (0..2u64).flat_map(|c| (0..3).map(move |s| stream_seed(100 + c, s))).collect();
+    let merged: Vec<String> = contexts[..2].iter().flat_map(|c| std::iter::repeat_n(c.clone(), 3)).collect();
+    let drawn = rt.generate_seeded(&merged, &sampled, &seeds).unwrap();
+    for (c, context) in contexts[..2].iter().enumerate() {
+        let own = GenerateParams { seed: 100 + c as u64, ..sampled.clone() };
+        let alone = rt.generate(&vec![context.clone(); 3], &own).unwrap();
+        assert_eq!(drawn[3 * c..3 * c + 3], alone[..], "context {c}");
+    }
+    assert!(drawn[..3].iter().any(|g| g != &drawn[0]), "three samples, one text: {drawn:?}");
+    assert!(rt.generate_seeded(&merged, &sampled, &seeds[1..]).is_err());
 }

@@ -65,6 +65,29 @@ fn the_generation_example_scores_numeric_answers() {
         assert!(x["gold"].as_str().unwrap_or_default().contains("####"));
         assert!(x["components"]["numeric_match"].is_number());
     }
+    // With consistency, 5 samples per example more, drawn the same on every run.
+    let dir = cache.join("consistency");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(workspace().join("examples/gsm8k/gsm8k.prompt"))
+        .unwrap()
+        .replace("reprompt.reward: numeric_match", "reprompt.reward: {numeric_match: 1, consistency: 0.5}");
+    let text = text.replace("data/", &format!("{}/", workspace().join("examples/gsm8k/data").display()));
+    let file = dir.join("consistency.prompt");
+    std::fs::write(&file, text).unwrap();
+    let args = ["score", file.to_str().unwrap(), "--split", "test", "--limit", "2", "--no-cache", "--json"];
+    let runs: Vec<Value> = (0..2)
+        .map(|_| {
+            let out = reprompt(&args, &cache);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).expect("JSON")
+        })
+        .collect();
+    assert_eq!(runs[0]["evaluations"], 2 * (1 + 5));
+    for x in runs[0]["examples"].as_array().expect("examples") {
+        let agreement = x["components"]["consistency"].as_f64().expect("consistency");
+        assert!((0.0..=1.0).contains(&agreement) && (agreement * 5.0).fract() == 0.0, "{x}");
+    }
+    assert_eq!(runs[0]["examples"], runs[1]["examples"]);
     let _ = std::fs::remove_dir_all(&cache);
 }
 

@@ -20,7 +20,7 @@ use candle_core::Device;
 pub use chat::ChatTurn;
 pub use error::{EngineError, Result};
 pub use model::Weights;
-pub use runtime::{GenerateParams, Generation, Likelihood, Runtime, RuntimeOptions, Stats, StopReason};
+pub use runtime::{GenerateParams, Generation, Likelihood, Runtime, RuntimeOptions, Stats, StopReason, stream_seed};
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -149,6 +149,15 @@ impl Engine {
 
     pub fn generate(&self, contexts: Vec<String>, params: GenerateParams) -> Result<Vec<Generation>> {
         self.run(move |rt| rt.generate(&contexts, &params))
+    }
+
+    pub fn generate_seeded(
+        &self,
+        contexts: Vec<String>,
+        params: GenerateParams,
+        seeds: Vec<u64>,
+    ) -> Result<Vec<Generation>> {
+        self.run(move |rt| rt.generate_seeded(&contexts, &params, &seeds))
     }
 
     pub fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {

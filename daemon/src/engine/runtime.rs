@@ -434,6 +434,21 @@ impl Runtime {
     /// the batch's longest and masked from its padding: every weight is read once per step for
     /// all of a batch's rows, not once per row.
     pub fn generate(&mut self, contexts: &[String], params: &GenerateParams) -> Result<Vec<Generation>> {
+        let seeds: Vec<u64> = (0..contexts.len()).map(|i| stream_seed(params.seed, i)).collect();
+        self.generate_seeded(contexts, params, &seeds)
+    }
+
+    /// [`Runtime::generate`] with each context's random stream seeded by `seeds[i]` (`params.seed`
+    /// unused): samples of several calls drawn in one, each as its own call would have.
+    pub fn generate_seeded(
+        &mut self,
+        contexts: &[String],
+        params: &GenerateParams,
+        seeds: &[u64],
+    ) -> Result<Vec<Generation>> {
+        if seeds.len() != contexts.len() {
+            return Err(EngineError::Invalid(format!("{} seeds for {} contexts", seeds.len(), contexts.len())));
+        }
         let ids: Vec<Vec<u32>> = contexts.iter().map(|c| self.tokenize(c)).collect::<Result<_>>()?;
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -479,8 +494,7 @@ impl Runtime {
             }
             let batch = &order[at..end];
             let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            let mut rngs: Vec<Rng> =
-                batch.iter().map(|&i| Rng::new(params.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+            let mut rngs: Vec<Rng> = batch.iter().map(|&i| Rng::new(seeds[i])).collect();
             for (&i, generation) in
                 batch.iter().zip(self.generate_batch(&rows, shared, prefix.as_ref(), params, &mut rngs)?)
             {
@@ -617,6 +631,11 @@ impl Runtime {
         }
         Ok(out)
     }
+}
+
+/// The seed of the random stream of the `index`-th context of a [`Runtime::generate`] call.
+pub fn stream_seed(seed: u64, index: usize) -> u64 {
+    seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn continuation_row(context: &[u32], continuation: &[u32]) -> RowSpec {

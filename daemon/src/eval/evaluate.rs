@@ -18,7 +18,7 @@ use super::cache::EvalCache;
 use super::layout::{answer_after, model_text};
 use super::rewards;
 use super::stats::{self, Interval};
-use crate::engine::{Engine, EngineError, GenerateParams, store};
+use crate::engine::{Engine, EngineError, GenerateParams, store, stream_seed};
 
 /// Bumped when scoring changes, so cached evaluations of older code are not reused.
 pub const EVAL_VERSION: u32 = 4;
@@ -519,17 +519,26 @@ impl Evaluator {
             }
         }
         if prepared.needs("consistency") {
+            // Every example's samples in one call (decoded in batches), each drawn from the
+            // stream a call of its own example's samples, seeded by its line, would use.
             const SAMPLES: usize = CONSISTENCY_SAMPLES;
-            for (i, context) in contexts.iter().enumerate() {
-                let params = GenerateParams {
-                    temperature: prepared.generate.temperature.max(0.7),
-                    max_tokens: prepared.generate.max_tokens.min(64),
-                    seed: examples[i].line as u64,
-                    ..prepared.generate.clone()
-                };
-                let samples = self.engine.generate(vec![context.clone(); SAMPLES], params)?;
-                let texts: Vec<String> = samples.into_iter().map(|g| g.text).collect();
-                components[i].insert("consistency".into(), rewards::consistency(&texts));
+            let params = GenerateParams {
+                temperature: prepared.generate.temperature.max(0.7),
+                max_tokens: prepared.generate.max_tokens.min(64),
+                ..prepared.generate.clone()
+            };
+            let mut sampled = Vec::with_capacity(contexts.len() * SAMPLES);
+            let mut seeds = Vec::with_capacity(contexts.len() * SAMPLES);
+            for (context, example) in contexts.iter().zip(examples) {
+                for s in 0..SAMPLES {
+                    sampled.push(context.clone());
+                    seeds.push(stream_seed(example.line as u64, s));
+                }
+            }
+            let samples = self.engine.generate_seeded(sampled, params, seeds)?;
+            for (c, per_example) in components.iter_mut().zip(samples.chunks(SAMPLES)) {
+                let texts: Vec<String> = per_example.iter().map(|g| g.text.clone()).collect();
+                c.insert("consistency".into(), rewards::consistency(&texts));
                 spent += SAMPLES;
             }
         }
