@@ -397,7 +397,7 @@ fn test_examples_the_optimized_prompt_does_not_fit_score_as_the_worst_answer() {
     use reprompt::eval::evaluate::load_split;
     use reprompt::eval::{Evaluator, PreparedPrompt, Split};
     let (dir, _cache) = scratch("testfit");
-    // The test split: four short reviews and, second, one of ~8000 tokens that the prompt as
+    // The test split: four short reviews and, third, one of ~8000 tokens that the prompt as
     // written fits the model's context with and a prompt ~600 tokens longer does not. The gap
     // reward, whose worst (−180) no real answer reaches here.
     let test = dir.join("data/test.tsv");
@@ -442,5 +442,55 @@ fn test_examples_the_optimized_prompt_does_not_fit_score_as_the_worst_answer() {
     // Scored whole, the split is an error that names the example: what ended a run before.
     let err = evaluator.evaluate(&longer, &data, Split::Test, &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("test.tsv:4: the prompt with this example is"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_test_example_whose_answer_passes_the_context_scores_as_the_worst_answer() {
+    use reprompt::eval::evaluate::load_split;
+    use reprompt::eval::{EvalError, Evaluator, PreparedPrompt, Split};
+    let (dir, _cache) = scratch("answerfit");
+    // Label words of several tokens are added to the prompt to be scored: with a review just
+    // short of the context, the prompt fits and the prompt with an answer does not. The gap
+    // reward, whose worst (−180) no real answer reaches here.
+    let file = dir.join("long-labels.prompt");
+    std::fs::write(
+        &file,
+        "---\nreprompt.format: plain\nreprompt.labels: [absolutely terrible in every way, absolutely wonderful in every way]\n\
+         reprompt.dataset: data/train.tsv\nreprompt.test: data/test.tsv\nreprompt.reward: gap\n---\n\
+         Review: {{sentence}}\nSentiment:",
+    )
+    .unwrap();
+    let rows: Vec<String> =
+        std::fs::read_to_string(dir.join("data/test.tsv")).unwrap().lines().take(3).map(String::from).collect();
+    let write_test = |words: usize| {
+        let long = format!("{}\t1", "good ".repeat(words).trim_end());
+        std::fs::write(dir.join("data/test.tsv"), [&rows[..], std::slice::from_ref(&long)].concat().join("\n") + "\n")
+            .unwrap();
+    };
+    write_test(8000);
+    let doc = reprompt_protocol::parse(&std::fs::read_to_string(&file).unwrap(), Some(&file));
+    let engine = reprompt::cli::score::open_engine(&doc, &file, reprompt::engine::DeviceChoice::Cpu).unwrap();
+    let evaluator = Evaluator::new(engine, None);
+    let prepared = PreparedPrompt::new(&doc, &file).unwrap();
+    // The long review sized to 2 tokens short of the context (" good" is one token).
+    let mut words = 8000;
+    let mut tokens = Vec::new();
+    let mut context = 0;
+    for _ in 0..3 {
+        write_test(words);
+        let data = load_split(&doc, &file, Split::Test).unwrap();
+        (tokens, context) = evaluator.context_tokens(&prepared, &data.examples).unwrap();
+        words = (words + context).checked_sub(2 + tokens[2]).unwrap();
+    }
+    assert_eq!(tokens[2] + 2, context, "{tokens:?}");
+    let data = load_split(&doc, &file, Split::Test).unwrap();
+
+    let err = evaluator.evaluate(&prepared, &data, Split::Test, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, EvalError::TooLong(_)), "{err}");
+    let (scores, too_long) = reprompt::cli::optimize::score_fitting_test(&evaluator, &prepared, &data).unwrap();
+    assert_eq!((scores.len(), too_long), (3, 1));
+    assert_eq!(scores[2], -180.0, "{scores:?}");
+    assert!(scores[..2].iter().all(|&s| s > -180.0), "{scores:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -37,6 +37,9 @@ pub enum EvalError {
     Engine(#[from] crate::engine::EngineError),
     #[error("{0}")]
     Invalid(String),
+    /// A prompt too long for the model's context with the example the message names.
+    #[error("{0}")]
+    TooLong(String),
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
@@ -352,7 +355,7 @@ impl Evaluator {
         else {
             return error;
         };
-        EvalError::Invalid(format!(
+        EvalError::TooLong(format!(
             "{}:{}: the prompt with this example is {tokens} tokens, and the model's context holds {limit} \
              (shorten the example or the prompt)",
             data.path.display(),
