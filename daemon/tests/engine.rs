@@ -383,3 +383,25 @@ fn generating_contexts_together_matches_generating_each_alone() {
     assert!(drawn[..3].iter().any(|g| g != &drawn[0]), "three samples, one text: {drawn:?}");
     assert!(rt.generate_seeded(&merged, &sampled, &seeds[1..]).is_err());
 }
+
+#[test]
+fn a_batch_of_many_rows_steps_on_dense_weights_and_still_answers() {
+    // Fourteen rows (steps of 12 or more run on the dense weights, then on Q8_0 as rows
+    // finish), of two lengths (the shorter rows masked from their padding).
+    let mut rt = runtime(Weights::Both, RuntimeOptions::default());
+    let ask = |question: &str| rt.chat_prompt(&[ChatTurn::new("user", question)], true).unwrap();
+    let france = ask("What is the capital of France? Answer with one word.");
+    let italy = ask("Which city is the capital of Italy? Answer with one word.");
+    assert_ne!(rt.tokenize(&france).unwrap().len(), rt.tokenize(&italy).unwrap().len());
+    let contexts: Vec<String> = (0..14).map(|i| if i % 2 == 0 { france.clone() } else { italy.clone() }).collect();
+    let params = GenerateParams { max_tokens: 12, ..GenerateParams::default() };
+    let passes = rt.stats.forward_passes;
+    let answers = rt.generate(&contexts, &params).unwrap();
+    for (i, answer) in answers.iter().enumerate() {
+        let city = if i % 2 == 0 { "Paris" } else { "Rome" };
+        assert!(answer.text.contains(city), "row {i}: {answer:?}");
+    }
+    // One prompt pass and a step per token: all fourteen decoded together.
+    let steps = answers.iter().map(|g| g.tokens).max().unwrap();
+    assert!(rt.stats.forward_passes - passes <= 1 + steps as u64 + 1, "{} passes", rt.stats.forward_passes - passes);
+}
