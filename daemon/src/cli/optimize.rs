@@ -16,7 +16,7 @@ use reprompt_protocol::{PromptDocument, Severity, parse};
 use serde::Serialize;
 
 use crate::cli::score::open_engine;
-use crate::engine::{DeviceChoice, EngineError};
+use crate::engine::DeviceChoice;
 use crate::eval::evaluate::load_split;
 use crate::eval::{EvalCache, EvalError, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::files::write_atomic;
@@ -424,44 +424,20 @@ pub fn score_fitting_test(
     best: &PreparedPrompt,
     data: &reprompt_protocol::dataset::Dataset,
 ) -> anyhow::Result<(Vec<f64>, usize)> {
+    // The split in one evaluation (cached) where the prompt fits every example; an answer's
+    // tokens, added, can still pass the context.
     let (lengths, context) = evaluator.context_tokens(best, &data.examples)?;
-    let fits: Vec<bool> = lengths.iter().map(|&n| n < context).collect();
-    // The examples that fit, in one evaluation (cached; a subset under a hash of its own, so
-    // that it is never taken for the split's first n).
-    let subset = if fits.iter().all(|f| *f) {
-        std::borrow::Cow::Borrowed(data)
-    } else {
-        let left_out: Vec<usize> = data.examples.iter().zip(&fits).filter(|(_, f)| !**f).map(|(e, _)| e.line).collect();
-        std::borrow::Cow::Owned(reprompt_protocol::dataset::Dataset {
-            path: data.path.clone(),
-            hash: reprompt_protocol::hash::sha256_hex(format!("{} without lines {left_out:?}", data.hash).as_bytes()),
-            examples: data.examples.iter().zip(&fits).filter(|(_, f)| **f).map(|(e, _)| e.clone()).collect(),
-        })
-    };
-    let scored: Vec<Option<f64>> = if subset.examples.is_empty() {
-        Vec::new()
-    } else {
-        match evaluator.evaluate(best, &subset, Split::Test, &mut |_, _| {}) {
-            Ok(scored) => scored.examples.iter().map(|e| Some(e.score)).collect(),
-            // An answer's tokens, added to an example that fits, can pass the context: one by
-            // one, then.
-            Err(EvalError::TooLong(_)) => subset
-                .examples
-                .iter()
-                .map(|e| match evaluator.score_examples(best, std::slice::from_ref(e)) {
-                    Ok((results, _)) => Ok(results.first().map(|r| r.score)),
-                    Err(EvalError::Engine(EngineError::TooLong { .. })) => Ok(None),
-                    Err(e) => Err(e),
-                })
-                .collect::<Result<_, _>>()?,
+    if lengths.iter().all(|&n| n < context) {
+        match evaluator.evaluate(best, data, Split::Test, &mut |_, _| {}) {
+            Ok(scored) => return Ok((scored.examples.iter().map(|e| e.score).collect(), 0)),
+            Err(EvalError::TooLong(_)) => {}
             Err(e) => return Err(e.into()),
         }
-    };
-    let mut scored = scored.into_iter();
-    let scores: Vec<Option<f64>> = fits.iter().map(|&f| if f { scored.next().flatten() } else { None }).collect();
+    }
+    let scored = evaluator.score_fitting(best, &data.examples)?;
     let worst = worst_score(&best.reward);
-    let too_long = scores.iter().filter(|s| s.is_none()).count();
-    Ok((scores.into_iter().map(|s| s.unwrap_or(worst)).collect(), too_long))
+    let too_long = scored.iter().filter(|s| s.is_none()).count();
+    Ok((scored.into_iter().map(|s| s.map_or(worst, |r| r.score)).collect(), too_long))
 }
 
 /// A progress bar over the budget showing the best scores so far.

@@ -363,6 +363,33 @@ impl Evaluator {
         ))
     }
 
+    /// Scores the examples the prompt fits the model's context with, one by one where an
+    /// answer's tokens, added, pass it; `None` for each example that does not fit.
+    pub fn score_fitting(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<Vec<Option<ExampleResult>>> {
+        let (lengths, limit) = self.context_tokens(prepared, examples)?;
+        let fits: Vec<bool> = lengths.into_iter().map(|n| n < limit).collect();
+        let fitting: Vec<Example> =
+            examples.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(e, _)| e.clone()).collect();
+        let mut scored: Vec<Option<ExampleResult>> = Vec::new();
+        if !fitting.is_empty() {
+            match self.score_examples(prepared, &fitting) {
+                Ok((results, _)) => scored = results.into_iter().map(Some).collect(),
+                Err(EvalError::Engine(EngineError::TooLong { .. })) => {
+                    for example in &fitting {
+                        scored.push(match self.score_examples(prepared, std::slice::from_ref(example)) {
+                            Ok((results, _)) => results.into_iter().next(),
+                            Err(EvalError::Engine(EngineError::TooLong { .. })) => None,
+                            Err(e) => return Err(e),
+                        });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut scored = scored.into_iter();
+        Ok(fits.into_iter().map(|fits| if fits { scored.next().flatten() } else { None }).collect())
+    }
+
     /// The example of `examples` the model reads the most tokens for with this prompt, those
     /// tokens, and the most the model's context holds (`None` without examples).
     pub fn longest_context<'x>(

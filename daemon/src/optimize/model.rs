@@ -347,9 +347,6 @@ impl<'e> ModelScorer<'e> {
     /// ([`worst_score`]) with the worst signal.
     fn score_fitting(&mut self, key: &str, examples: &[dataset::Example]) -> Result<Vec<Outcome>> {
         let prepared = &self.prepared[key];
-        let (lengths, limit) = self.evaluator.context_tokens(prepared, examples).map_err(failed)?;
-        let fits: Vec<bool> = lengths.into_iter().map(|n| n < limit).collect();
-        let fitting: Vec<_> = examples.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(e, _)| e.clone()).collect();
         let floor = worst_score(&prepared.reward);
         let wrong = |e: &dataset::Example| {
             Outcome {
@@ -360,28 +357,11 @@ impl<'e> ModelScorer<'e> {
             }
             .finite()
         };
-        let mut scored: Vec<Option<Outcome>> = Vec::new();
-        if !fitting.is_empty() {
-            match self.evaluator.score_examples(prepared, &fitting) {
-                Ok((results, _)) => scored = outcomes(prepared.task, results).into_iter().map(Some).collect(),
-                // An answer of several tokens, added, can pass the context: one by one, then.
-                Err(EvalError::Engine(EngineError::TooLong { .. })) => {
-                    for example in &fitting {
-                        scored.push(match self.evaluator.score_examples(prepared, std::slice::from_ref(example)) {
-                            Ok((results, _)) => outcomes(prepared.task, results).pop(),
-                            Err(EvalError::Engine(EngineError::TooLong { .. })) => None,
-                            Err(e) => return Err(failed(e)),
-                        });
-                    }
-                }
-                Err(e) => return Err(failed(e)),
-            }
-        }
-        let mut scored = scored.into_iter();
+        let scored = self.evaluator.score_fitting(prepared, examples).map_err(failed)?;
         Ok(examples
             .iter()
-            .zip(fits)
-            .map(|(e, fits)| fits.then(|| scored.next()).flatten().flatten().unwrap_or_else(|| wrong(e)))
+            .zip(scored)
+            .map(|(e, r)| r.and_then(|r| outcomes(prepared.task, vec![r]).pop()).unwrap_or_else(|| wrong(e)))
             .collect())
     }
 
