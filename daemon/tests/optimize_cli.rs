@@ -387,7 +387,7 @@ fn a_prompt_too_long_for_the_context_with_an_example_loses_instead_of_ending_the
     let out = reprompt(&args, &cache);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("test.tsv:10: the prompt with this test example is 9"), "{stderr}");
+    assert!(stderr.contains("test.tsv:10: the prompt with this test example and its answer take 9"), "{stderr}");
     assert!(!run_dir.join("checkpoint").exists(), "nothing was searched");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -488,6 +488,20 @@ fn a_test_example_whose_answer_passes_the_context_scores_as_the_worst_answer() {
 
     let err = evaluator.evaluate(&prepared, &data, Split::Test, &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, EvalError::TooLong(_)), "{err}");
+    // As the prompt to optimize, it is refused before the search: its test score would end
+    // the run. The longest row is the prompt with the longest label's words, its last token
+    // predicted, not read.
+    let (row, longest, limit) = evaluator.longest_row(&prepared, &data.examples).unwrap().unwrap();
+    assert_eq!((longest.line, limit), (4, context));
+    assert!(row > context && row < tokens[2] + 10, "{row} for {tokens:?}");
+    let err = reprompt::cli::optimize::check_test_fits(&evaluator, &prepared, &data).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("test.tsv:4: the prompt with this test example and its answer take {row} tokens")),
+        "{err}"
+    );
+    let mut short = data.clone();
+    short.examples.truncate(2);
+    reprompt::cli::optimize::check_test_fits(&evaluator, &prepared, &short).unwrap();
     let (scores, too_long) = reprompt::cli::optimize::score_fitting_test(&evaluator, &prepared, &data).unwrap();
     assert_eq!((scores.len(), too_long), (3, 1));
     assert_eq!(scores[2], -180.0, "{scores:?}");

@@ -70,7 +70,8 @@ fn the_generation_example_scores_numeric_answers() {
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(workspace().join("examples/gsm8k/gsm8k.prompt"))
         .unwrap()
-        .replace("reprompt.reward: numeric_match", "reprompt.reward: {numeric_match: 1, consistency: 0.5}");
+        .replace("reprompt.reward: numeric_match", "reprompt.reward: {numeric_match: 1, consistency: 0.5}")
+        .replace("maxOutputTokens: 256", "maxOutputTokens: 96");
     let text = text.replace("data/", &format!("{}/", workspace().join("examples/gsm8k/data").display()));
     let file = dir.join("consistency.prompt");
     std::fs::write(&file, text).unwrap();

@@ -316,17 +316,7 @@ pub fn optimize(
             if let Some(limit) = limit {
                 data.examples.truncate(limit);
             }
-            let original = PreparedPrompt::new(doc, file)?;
-            if let Some((tokens, example, context)) =
-                evaluator.longest_context(&original, &data.examples)?.filter(|(n, _, context)| n >= context)
-            {
-                bail!(
-                    "{}:{}: the prompt with this test example is {tokens} tokens, and the model's context holds \
-                     {context} (shorten the example, or leave the test split out with --no-test)",
-                    data.path.display(),
-                    example.line
-                );
-            }
+            check_test_fits(evaluator, &PreparedPrompt::new(doc, file)?, &data)?;
             Some(data)
         }
         _ => None,
@@ -413,6 +403,27 @@ pub fn optimize(
         search: result,
         best_test_scores,
     })
+}
+
+/// Refuses a test split the prompt as written does not fit the model's context with, an
+/// answer included ([`Evaluator::longest_row`]): its test score would end the run after the
+/// search had spent its budget.
+pub fn check_test_fits(
+    evaluator: &Evaluator,
+    original: &PreparedPrompt,
+    data: &reprompt_protocol::dataset::Dataset,
+) -> anyhow::Result<()> {
+    if let Some((tokens, example, context)) =
+        evaluator.longest_row(original, &data.examples)?.filter(|(n, _, context)| n > context)
+    {
+        bail!(
+            "{}:{}: the prompt with this test example and its answer take {tokens} tokens, and the model's context \
+             holds {context} (shorten the example, or leave the test split out with --no-test)",
+            data.path.display(),
+            example.line
+        );
+    }
+    Ok(())
 }
 
 /// The optimized prompt's score on each test example, and how many of them it did not fit the

@@ -225,19 +225,44 @@ impl PreparedPrompt {
         self.reward.components.iter().any(|(n, _)| n == name)
     }
 
+    /// Every answer word of every label, label by label (the label alone where the prompt
+    /// names no other words).
+    fn answer_words(&self) -> Vec<Vec<String>> {
+        if self.label_words.len() == self.labels.len() {
+            self.label_words.clone()
+        } else {
+            self.labels.iter().map(|l| vec![l.clone()]).collect()
+        }
+    }
+
+    /// The version of how `consistency` reads its samples ([`CONSISTENCY_VERSION`]) when the
+    /// reward has it: part of what its cached results and a checkpoint's scores are keyed by,
+    /// so changing it leaves every other reward's cache alone.
+    pub fn sampling_version(&self) -> Option<u32> {
+        self.needs("consistency").then_some(CONSISTENCY_VERSION)
+    }
+
     /// Task-model evaluations one example costs with this prompt's reward: the answer itself,
     /// one more for a generation's likelihood (`logprob`, `perplexity`, `perplexity_f1`) and
     /// [`CONSISTENCY_SAMPLES`] for `consistency`'s samples. What [`Evaluator::score_examples`]
     /// reports spending, example by example.
     pub fn evaluations_per_example(&self) -> usize {
-        let likelihood =
-            self.task == Task::Generate && ["logprob", "perplexity", "perplexity_f1"].iter().any(|n| self.needs(n));
-        1 + usize::from(likelihood) + if self.needs("consistency") { CONSISTENCY_SAMPLES } else { 0 }
+        1 + usize::from(self.scores_likelihood()) + if self.needs("consistency") { CONSISTENCY_SAMPLES } else { 0 }
+    }
+
+    /// Whether a generation's reward reads the gold answer's likelihood (`logprob`,
+    /// `perplexity`, `perplexity_f1`): one more pass over the prompt and that answer.
+    fn scores_likelihood(&self) -> bool {
+        self.task == Task::Generate && ["logprob", "perplexity", "perplexity_f1"].iter().any(|n| self.needs(n))
     }
 }
 
 /// Samples drawn per example for the `consistency` reward.
 pub const CONSISTENCY_SAMPLES: usize = 5;
+
+/// Bumped when `consistency` changes what it compares (2: the samples' answers, read by
+/// [`rewards::sample_answer`], where 1 compared their whole texts).
+pub const CONSISTENCY_VERSION: u32 = 2;
 
 /// Loads the dataset of `split` named by the prompt at `path`.
 pub fn load_split(doc: &PromptDocument, path: &Path, split: Split) -> Result<Dataset> {
@@ -288,20 +313,20 @@ impl Evaluator {
         if data.examples.is_empty() {
             return Err(EvalError::Invalid(format!("{}: no examples to score", data.path.display())));
         }
-        let key = reprompt_protocol::hash::sha256_hex(
-            json!({
-                "version": EVAL_VERSION,
-                "prompt": prepared.render_hash,
-                "device": format!("{:?}", self.engine.device),
-                "model": self.model_id,
-                "dataset": data.hash,
-                "reward": prepared.reward,
-                "split": split,
-                "n": data.examples.len(),
-            })
-            .to_string()
-            .as_bytes(),
-        );
+        let mut material = json!({
+            "version": EVAL_VERSION,
+            "prompt": prepared.render_hash,
+            "device": format!("{:?}", self.engine.device),
+            "model": self.model_id,
+            "dataset": data.hash,
+            "reward": prepared.reward,
+            "split": split,
+            "n": data.examples.len(),
+        });
+        if let Some(version) = prepared.sampling_version() {
+            material["sampling"] = json!(version);
+        }
+        let key = reprompt_protocol::hash::sha256_hex(material.to_string().as_bytes());
         if let Some(cache) = &self.cache
             && let Some(mut hit) = cache.get(&key)
         {
@@ -401,6 +426,46 @@ impl Evaluator {
         Ok(lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
     }
 
+    /// The example of `examples` whose scoring takes the longest row of the model's context
+    /// with this prompt, that row's tokens and the most the context holds (`None` without
+    /// examples). A row is the prompt with an answer: every label word of a classification
+    /// (its last token predicted, not read), a generation's gold answer where the reward reads
+    /// its likelihood, and room for one token where the model generates. The prompt fits an
+    /// example when its longest row does not pass the context.
+    pub fn longest_row<'x>(
+        &self,
+        prepared: &PreparedPrompt,
+        examples: &'x [Example],
+    ) -> Result<Option<(usize, &'x Example, usize)>> {
+        let contexts = self.contexts(prepared, examples)?;
+        let words: Vec<String> = prepared.answer_words().into_iter().flatten().collect();
+        let answers: Vec<Vec<String>> = contexts
+            .iter()
+            .zip(examples)
+            .map(|(c, e)| match prepared.task {
+                Task::Classify => words.iter().map(|w| answer_after(c, w)).collect(),
+                Task::Generate if prepared.scores_likelihood() => {
+                    vec![answer_after(c, e.answer.as_deref().unwrap_or_default())]
+                }
+                Task::Generate => Vec::new(),
+            })
+            .collect();
+        let generates = prepared.task == Task::Generate || prepared.needs("consistency");
+        let (lengths, limit): (Vec<usize>, usize) = self.engine.run(move |rt| {
+            let mut lengths = Vec::with_capacity(contexts.len());
+            for (context, answers) in contexts.iter().zip(&answers) {
+                let read = rt.tokenize(context)?.len();
+                let mut row = if generates { read + 1 } else { read };
+                for answer in answers {
+                    row = row.max(read + rt.tokenizer.encode_literal(answer)?.len().max(1) - 1);
+                }
+                lengths.push(row);
+            }
+            Ok((lengths, rt.model.config.context_length))
+        })?;
+        Ok(lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
+    }
+
     /// The tokens the model reads for each example ([`Evaluator::contexts`]) and the most its
     /// context holds.
     pub fn context_tokens(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<(Vec<usize>, usize)> {
@@ -450,11 +515,7 @@ impl Evaluator {
             Task::Classify => {
                 // Every answer word of every label, label by label; a label's probability is
                 // the sum of its words'.
-                let label_words: Vec<Vec<String>> = if prepared.label_words.len() == prepared.labels.len() {
-                    prepared.label_words.clone()
-                } else {
-                    prepared.labels.iter().map(|l| vec![l.clone()]).collect()
-                };
+                let label_words = prepared.answer_words();
                 let sizes: Vec<usize> = label_words.iter().map(Vec::len).collect();
                 let flat: Vec<&String> = label_words.iter().flatten().collect();
                 let choices: Vec<Vec<String>> =
@@ -531,7 +592,7 @@ impl Evaluator {
                     predictions[i] = text;
                     golds[i] = gold;
                 }
-                if ["logprob", "perplexity", "perplexity_f1"].iter().any(|n| prepared.needs(n)) {
+                if prepared.scores_likelihood() {
                     let pairs: Vec<(String, String)> = contexts
                         .iter()
                         .zip(examples)
@@ -551,12 +612,16 @@ impl Evaluator {
         if prepared.needs("consistency") {
             // Every example's samples in one call (decoded in batches), each drawn from the
             // stream a call of its own example's samples, seeded by its line, would use.
+            // A numeric answer comes after its reasoning: those samples get the prompt's own
+            // length; other answers come first, and 64 tokens show them.
             const SAMPLES: usize = CONSISTENCY_SAMPLES;
+            let numeric = prepared.task == Task::Generate && prepared.needs("numeric_match");
             let params = GenerateParams {
                 temperature: prepared.generate.temperature.max(0.7),
-                max_tokens: prepared.generate.max_tokens.min(64),
+                max_tokens: if numeric { prepared.generate.max_tokens } else { prepared.generate.max_tokens.min(64) },
                 ..prepared.generate.clone()
             };
+            let label_words = prepared.answer_words();
             let mut sampled = Vec::with_capacity(contexts.len() * SAMPLES);
             let mut seeds = Vec::with_capacity(contexts.len() * SAMPLES);
             for (context, example) in contexts.iter().zip(examples) {
@@ -567,8 +632,9 @@ impl Evaluator {
             }
             let samples = self.engine.generate_seeded(sampled, params, seeds)?;
             for (c, per_example) in components.iter_mut().zip(samples.chunks(SAMPLES)) {
-                let texts: Vec<String> = per_example.iter().map(|g| g.text.clone()).collect();
-                c.insert("consistency".into(), rewards::consistency(&texts));
+                let answers: Vec<String> =
+                    per_example.iter().map(|g| rewards::sample_answer(&g.text, numeric, &label_words)).collect();
+                c.insert("consistency".into(), rewards::consistency(&answers));
                 spent += SAMPLES;
             }
         }

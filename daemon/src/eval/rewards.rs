@@ -215,20 +215,41 @@ pub fn json_schema_valid(output: &str, schema: &jsonschema::Validator) -> f64 {
     }
 }
 
-/// Agreement of sampled outputs: the share of samples equal (normalised) to the most common
-/// non-empty answer; saying nothing agrees with nothing (else silence would score best).
-pub fn consistency(samples: &[String]) -> f64 {
-    if samples.is_empty() {
+/// What a sampled output answers, as `consistency` compares samples: for a numeric task the
+/// number it answers with ([`predicted_number`]), for a classification the label whose word
+/// (normalised, whole) it begins with, else its normalised text; empty when it answers nothing.
+/// `label_words` holds each label's words, the label's own first.
+pub fn sample_answer(output: &str, numeric: bool, label_words: &[Vec<String>]) -> String {
+    if numeric {
+        return predicted_number(output).map(|n| format!("{n}")).unwrap_or_default();
+    }
+    let text = normalize_answer(output);
+    // The longest word first, so `not good` is not read as `not`.
+    let mut words: Vec<(usize, String)> = label_words
+        .iter()
+        .enumerate()
+        .flat_map(|(label, words)| words.iter().map(move |w| (label, normalize_answer(w))))
+        .filter(|(_, w)| !w.is_empty())
+        .collect();
+    words.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
+    for (label, word) in words {
+        if text == word || text.starts_with(&format!("{word} ")) {
+            return label_words[label][0].clone();
+        }
+    }
+    text
+}
+
+/// Agreement of sampled outputs, each read by [`sample_answer`]: the share of samples giving
+/// the most common non-empty answer; answering nothing agrees with nothing (else silence would
+/// score best).
+pub fn consistency(answers: &[String]) -> f64 {
+    if answers.is_empty() {
         return 0.0;
     }
-    let normalized: Vec<String> = samples.iter().map(|s| normalize_answer(s)).collect();
-    let best = normalized
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| normalized.iter().filter(|t| *t == s).count())
-        .max()
-        .unwrap_or(0);
-    best as f64 / samples.len() as f64
+    let best =
+        answers.iter().filter(|s| !s.is_empty()).map(|s| answers.iter().filter(|t| *t == s).count()).max().unwrap_or(0);
+    best as f64 / answers.len() as f64
 }
 
 #[cfg(test)]
@@ -342,13 +363,39 @@ mod tests {
     }
 
     #[test]
+    fn samples_agree_on_what_they_answer_not_on_their_words() {
+        // Three reasonings that end at 18 agree, however they get there; one without a number
+        // answers nothing.
+        let math = [
+            "16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18",
+            "She sells 9 eggs at $2: 9 × 2 = 18 dollars",
+            "#### 18.00",
+            "I cannot tell.",
+            "#### -18",
+        ];
+        let answers: Vec<String> = math.iter().map(|s| sample_answer(s, true, &[])).collect();
+        assert_eq!(answers, ["18", "18", "18", "", "-18"]);
+        assert!(close(consistency(&answers), 0.6));
+        // A classification's sample answers the label whose word it begins with.
+        let words = vec![vec!["negative".to_string(), "not good".into()], vec!["positive".into(), "not".into()]];
+        let read = |s: &str| sample_answer(s, false, &words);
+        assert_eq!(read("Negative. The film drags."), "negative");
+        assert_eq!(read("not good at all"), "negative");
+        assert_eq!(read("Not bad"), "positive");
+        assert_eq!(read("positive"), "positive");
+        assert_eq!(read("positively great"), "positively great");
+        assert_eq!(read("The review is positive"), "review is positive");
+    }
+
+    #[test]
     fn contains_regex_json_consistency_and_perplexity_f1() {
         assert!(close(contains("I think it is Paris, France", "paris"), 1.0));
         assert!(close(regex_match("Answer: 42", &regex::Regex::new(r"^Answer: \d+$").unwrap()), 1.0));
         let schema = jsonschema::validator_for(&serde_json::json!({"type": "object", "required": ["a"]})).unwrap();
         assert!(close(json_schema_valid("```json\n{\"a\": 1}\n```", &schema), 1.0));
         assert!(close(json_schema_valid("{\"b\": 1}", &schema), 0.0));
-        assert!(close(consistency(&["Yes".into(), "yes.".into(), "no".into(), "yes".into()]), 0.75));
+        let read = |samples: &[&str]| -> Vec<String> { samples.iter().map(|s| sample_answer(s, false, &[])).collect() };
+        assert!(close(consistency(&read(&["Yes", "yes.", "no", "yes"])), 0.75));
         assert!(close(perplexity_f1(0.5, 4.0), 0.75));
     }
 }

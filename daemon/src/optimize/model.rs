@@ -188,12 +188,15 @@ impl<'e> ModelScorer<'e> {
         let mut space = EditSpace::builtin(Vec::new());
         space.data_labels = data_labels.cloned();
         let banks = serde_json::to_string(&space).unwrap_or_default();
-        let scoring = serde_json::json!({
+        let mut scoring = serde_json::json!({
             "model": self.evaluator.model_id,
             "device": format!("{:?}", self.evaluator.engine.device),
             "rendering": self.prepared[&key].render_hash,
             "edit banks": reprompt_protocol::hash::sha256_hex(banks.as_bytes()),
         });
+        if let Some(version) = self.prepared[&key].sampling_version() {
+            scoring["sampling"] = serde_json::json!(version);
+        }
         Ok(super::search::data_digest(&self.train.hash, &self.validation.hash, &scoring.to_string()))
     }
 
