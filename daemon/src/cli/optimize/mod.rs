@@ -3,16 +3,20 @@
 //! candidates, and offers the winner as a Dotprompt variant file with a diff, a JSON report and
 //! a learning-curve plot.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod summary;
+mod target;
+
+use summary::print_summary;
+pub use target::{check_target, claim_target, write_prompt};
+
 use super::plot::plot;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use reprompt_protocol::check::check_document;
-use reprompt_protocol::{PromptDocument, Severity, parse};
+use reprompt_protocol::{PromptDocument, parse};
 use serde::Serialize;
 
 use crate::cli::score::open_engine;
@@ -24,10 +28,8 @@ use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
 use crate::optimize::model::{ModelScorer, data_label_names, worst_score};
 use crate::optimize::search::{
-    IDLE_ROUNDS, Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint,
-    remove_checkpoint,
+    Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint, remove_checkpoint,
 };
-use crate::report::printable;
 
 /// Budget when neither `--budget` nor `reprompt.budget` gives one.
 pub const DEFAULT_BUDGET: usize = 2000;
@@ -543,249 +545,6 @@ pub fn run(args: &OptimizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses `target` as the place of the prompt `text` read from `source` (which has no errors:
-/// [`read_prompt`]) where the files it names relative to itself (data, partials, a model file)
-/// are not found from there, or where its data would be other files than the ones it was
-/// scored on, and where it names a directory.
-pub fn check_target(target: &Path, text: &str, source: &Path) -> anyhow::Result<()> {
-    let refuse = |why: &str| {
-        anyhow::anyhow!(
-            "cannot write the optimized prompt to {}: {why} (write it beside {}, or name its files by absolute paths)",
-            target.display(),
-            source.display()
-        )
-    };
-    if target.is_dir() || target.as_os_str().to_string_lossy().ends_with(['/', std::path::MAIN_SEPARATOR]) {
-        anyhow::bail!("cannot write the optimized prompt to {}: it names a directory, not a file", target.display());
-    }
-    let doc = parse(text, Some(target));
-    if let Some(e) = check_document(&doc, target).into_iter().find(|d| d.severity == Severity::Error) {
-        return Err(refuse(&e.message));
-    }
-    for (split, _) in doc.settings.splits() {
-        let there = doc.settings.split_path(split, target).and_then(|p| p.canonicalize().ok());
-        let here = doc.settings.split_path(split, source).and_then(|p| p.canonicalize().ok());
-        if there != here {
-            let there = there.map_or_else(String::new, |p| p.display().to_string());
-            return Err(refuse(&format!("`reprompt.{split}` would name {there}, not the file it was scored on")));
-        }
-    }
-    Ok(())
-}
-
-/// Where reprompt notes what it wrote to the variant files of `dir`: file name → SHA-256.
-fn written_record(dir: &Path) -> PathBuf {
-    dir.join(".reprompt").join("written.json")
-}
-
-fn read_written(dir: &Path) -> BTreeMap<String, String> {
-    std::fs::read(written_record(dir)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
-}
-
-fn parts(target: &Path) -> (PathBuf, String) {
-    let dir = target.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-    (dir, target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-}
-
-/// Before a run: whether the winner may go to `target`, and what `target` holds now (`None`:
-/// no file yet), which it must still hold when the winner is written. The prompt's own file
-/// may always be rewritten (what it holds is `text`, as read for the run); another existing
-/// file only where reprompt wrote it and nobody edited it since, or with `force`: a variant
-/// tuned by hand is never replaced silently.
-pub fn claim_target(target: &Path, source: &Path, text: &str, force: bool) -> anyhow::Result<Option<Vec<u8>>> {
-    if same_file(target, source) {
-        // What the run optimizes is what must still be there (not a later read of the file).
-        return Ok(Some(text.as_bytes().to_vec()));
-    }
-    let current = match std::fs::read(target) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
-    };
-    if !force {
-        let (dir, name) = parts(target);
-        if read_written(&dir).get(&name) != Some(&reprompt_protocol::hash::sha256_hex(&current)) {
-            bail!(
-                "{} exists and is not what reprompt last wrote there (edited by hand?): pass --force to replace \
-                 it, or --output to write elsewhere",
-                target.display()
-            );
-        }
-    }
-    Ok(Some(current))
-}
-
-/// Writes an optimized prompt after checking it again: it must parse without errors, find its
-/// files from `target` as it does from `source` ([`check_target`]), and `target` must hold what
-/// it held when the run started (`before`, from [`claim_target`]): edits made meanwhile are
-/// never overwritten. The file is replaced in one step ([`write_atomic`]).
-pub fn write_prompt(target: &Path, text: &str, source: &Path, before: Option<&[u8]>) -> anyhow::Result<()> {
-    let doc = parse(text, Some(target));
-    if let Some(e) = doc.diagnostics.iter().find(|d| d.severity == Severity::Error) {
-        bail!("refusing to write an invalid prompt ({})", e.message);
-    }
-    check_target(target, text, source)?;
-    let now = std::fs::read(target).ok();
-    if now.as_deref() != before {
-        bail!("{} changed during the run: it is left as it is", target.display());
-    }
-    write_atomic(target, text.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
-    if !same_file(target, source) {
-        let (dir, name) = parts(target);
-        let mut written = read_written(&dir);
-        written.insert(name, reprompt_protocol::hash::sha256_hex(text.as_bytes()));
-        let record = written_record(&dir);
-        // The prompt is written: a record that cannot be is worth a warning, not a failure (the
-        // next run then asks for --force).
-        if let Err(e) = std::fs::create_dir_all(record.parent().unwrap_or(&dir))
-            .and_then(|()| write_atomic(&record, &serde_json::to_vec_pretty(&written)?))
-        {
-            eprintln!("warning: cannot note what was written in {}: {e}", record.display());
-        }
-    }
-    Ok(())
-}
-
-/// A score as a percentage; `–` for none (NaN: a budget too small to score it).
-fn pct(x: f64) -> String {
-    if x.is_finite() { format!("{:.1}%", 100.0 * x) } else { "–".into() }
-}
-
-/// Why a run left part of its budget unspent, when that says something: nothing new was
-/// reachable, or more than a tenth of it is left (so a larger budget is asked for knowingly).
-fn unspent_note(result: &SearchResult) -> Option<String> {
-    let unspent = result.budget.saturating_sub(result.evaluations);
-    if unspent > 0 && result.exhausted {
-        Some(format!(
-            "{unspent} evaluations unspent: the search scored nothing new in its last {IDLE_ROUNDS} rounds (nothing new \
-             was reachable)"
-        ))
-    } else if unspent * 10 > result.budget {
-        Some(format!(
-            "{unspent} evaluations unspent: {} of the budget are held back to validate the best prompts, and the \
-             search stops once the rest cannot pay another minibatch (a larger --budget searches further)",
-            result.gate_reserve
-        ))
-    } else {
-        None
-    }
-}
-
-fn print_summary(report: &Report, original: &str, written: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
-    writeln!(
-        out,
-        "{} · strategy {} · seed {} · {}/{} evaluations · {:.0} s · {} prompts considered",
-        report.file.display(),
-        report.strategy.name(),
-        report.seed,
-        report.evaluations,
-        report.budget,
-        report.seconds,
-        report.search.prompts_seen
-    )?;
-    if let Some(note) = unspent_note(&report.search) {
-        writeln!(out, "{note}")?;
-    }
-    let too_long = report.too_long;
-    if too_long.prompts > 0 {
-        writeln!(
-            out,
-            "{} of the prompts scored{} did not fit the model's context ({} tokens) with some examples: each such \
-             example scored as the worst answer",
-            too_long.prompts,
-            if too_long.original { ", the original among them," } else { "" },
-            too_long.context
-        )?;
-    }
-    if report.test_too_long > 0 {
-        writeln!(
-            out,
-            "the optimized prompt did not fit the model's context with {} of the {} test examples: each scored as \
-             the worst answer",
-            report.test_too_long, report.test_examples
-        )?;
-    }
-    if report.search.derived > 0 {
-        writeln!(
-            out,
-            "calibrations scored from other calibrations' results, without the model: {} example results",
-            report.search.derived
-        )?;
-    }
-    if let Some(policy) = &report.policy {
-        writeln!(out, "policy started from {policy}")?;
-    }
-    if !report.search.ranked_labels.is_empty() {
-        let sets: Vec<String> = report.search.ranked_labels.iter().map(|s| s.join(" / ")).collect();
-        writeln!(out, "label words ranked by the model: {}", sets.join(", "))?;
-    }
-    for groups in &report.search.ranked_groups {
-        let words: Vec<String> = groups.iter().map(|g| g.join(", ")).collect();
-        writeln!(out, "label words ranked by the model, per label: {}", words.join(" / "))?;
-    }
-    if !report.search.template_screen.is_empty() {
-        let screened: Vec<String> = report
-            .search
-            .template_screen
-            .iter()
-            .map(|(words, accuracy, ranked)| {
-                let name = if *ranked { "the ranked words".to_string() } else { words.clone() };
-                format!("{name} {}", pct(*accuracy))
-            })
-            .collect();
-        writeln!(out, "template label words, calibrated, out of sample on train: {}", screened.join(", "))?;
-    }
-    writeln!(out)?;
-    let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);
-    writeln!(out, "  {:<10} {:>8} {:>11} {:>8}", "", "train", "validation", "test")?;
-    for (name, scores) in [("original", &report.original), ("optimized", &report.best)] {
-        let (train, validation) = (pct(scores.train), pct(scores.validation));
-        writeln!(out, "  {name:<10} {train:>8} {validation:>11} {:>8}", test(scores))?;
-    }
-    let d = report.paired_difference;
-    writeln!(
-        out,
-        "\n  validation difference {:+.1} points, 95% interval [{:+.1}, {:+.1}] (paired bootstrap over {} examples)",
-        100.0 * d.mean,
-        100.0 * d.low,
-        100.0 * d.high,
-        report.search.validation_examples
-    )?;
-    // The winner is the best of several on these very examples: its lead there is biased up.
-    let compared = report.search.validated.len();
-    if report.improved && compared > 2 {
-        writeln!(
-            out,
-            "  (the best of {compared} prompts compared on these examples, so the difference flatters it; a test \
-             split measures it without that bias)"
-        )?;
-    }
-    if !report.improved {
-        writeln!(out, "\nNo candidate beat the original on the validation split; the prompt is left as it is.")?;
-        return Ok(());
-    }
-    // Edits and the diff carry the prompt's text and the model's paraphrases: untrusted.
-    writeln!(out, "\nedits:")?;
-    for (i, e) in report.edits.iter().enumerate() {
-        writeln!(out, "  {}. {}", i + 1, printable(e))?;
-    }
-    let target = written.map_or("optimized".to_string(), |p| p.display().to_string());
-    let diff = similar::TextDiff::from_lines(original, &report.text)
-        .unified_diff()
-        .context_radius(2)
-        .header(&report.file.display().to_string(), &target)
-        .to_string();
-    writeln!(out, "\n{}", printable(&diff))?;
-    if let Some(path) = written {
-        writeln!(out, "wrote {}", path.display())?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,120 +566,5 @@ mod tests {
         let err = lock_run_dir(&file).unwrap_err().to_string();
         assert!(err.ends_with("a-file is a file: a run keeps its checkpoints in a directory (give another)"), "{err}");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
-    }
-
-    /// The example's data under `ROOT/sentiment/data`; returns that directory and the prompt text.
-    fn example_copy(root: &Path) -> (PathBuf, String) {
-        let _ = std::fs::remove_dir_all(root);
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sentiment");
-        let beside = root.join("sentiment");
-        std::fs::create_dir_all(beside.join("data")).unwrap();
-        for name in ["train.tsv", "dev.tsv", "test.tsv"] {
-            std::fs::copy(examples.join("data").join(name), beside.join("data").join(name)).unwrap();
-        }
-        (beside, std::fs::read_to_string(examples.join("sentiment.prompt")).unwrap())
-    }
-
-    #[test]
-    fn a_prompt_edited_during_the_run_or_by_hand_is_never_overwritten() {
-        let root = std::env::temp_dir().join(format!("reprompt-claim-{}", std::process::id()));
-        let (beside, text) = example_copy(&root);
-        let source = beside.join("sentiment.prompt");
-        std::fs::write(&source, &text).unwrap();
-        let better = text.replace("one word", "a single word");
-
-        // In place: edits made while the run went on are kept.
-        let before = claim_target(&source, &source, &text, false).unwrap();
-        let edited = format!("{text}Be brief.\n");
-        std::fs::write(&source, &edited).unwrap();
-        let err = write_prompt(&source, &better, &source, before.as_deref()).unwrap_err().to_string();
-        assert!(err.contains("changed during the run"), "{err}");
-        assert_eq!(std::fs::read_to_string(&source).unwrap(), edited);
-        std::fs::write(&source, &text).unwrap();
-        let before = claim_target(&source, &source, &text, false).unwrap();
-        write_prompt(&source, &better, &source, before.as_deref()).unwrap();
-        assert_eq!(std::fs::read_to_string(&source).unwrap(), better);
-
-        // A variant written by hand is refused before any run, unless forced.
-        let variant = beside.join("sentiment.optimized.prompt");
-        std::fs::write(&variant, "mine").unwrap();
-        let err = claim_target(&variant, &source, &text, false).unwrap_err().to_string();
-        assert!(err.contains("--force"), "{err}");
-        assert_eq!(claim_target(&variant, &source, &text, true).unwrap().as_deref(), Some(&b"mine"[..]));
-        // One reprompt wrote, untouched since, may be replaced by the next run.
-        std::fs::remove_file(&variant).unwrap();
-        assert_eq!(claim_target(&variant, &source, &text, false).unwrap(), None);
-        write_prompt(&variant, &text, &source, None).unwrap();
-        assert_eq!(claim_target(&variant, &source, &text, false).unwrap().as_deref(), Some(text.as_bytes()));
-        // A file that appeared during the run is not overwritten either.
-        std::fs::remove_file(&variant).unwrap();
-        std::fs::write(&variant, "made meanwhile").unwrap();
-        assert!(write_prompt(&variant, &text, &source, None).is_err());
-        assert_eq!(std::fs::read_to_string(&variant).unwrap(), "made meanwhile");
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn an_optimized_prompt_is_written_only_where_its_data_is_found() {
-        let root = std::env::temp_dir().join(format!("reprompt-write-{}", std::process::id()));
-        let (beside, text) = example_copy(&root);
-
-        let source = beside.join("sentiment.prompt");
-        let variant = beside.join("sentiment.optimized.prompt");
-        write_prompt(&variant, &text, &source, None).unwrap();
-        assert_eq!(std::fs::read_to_string(&variant).unwrap(), text);
-
-        // Elsewhere its `data/…` paths point at nothing: refused, nothing written.
-        let elsewhere = root.join("elsewhere");
-        std::fs::create_dir_all(&elsewhere).unwrap();
-        let err = write_prompt(&elsewhere.join("sentiment.prompt"), &text, &source, None).unwrap_err().to_string();
-        assert!(err.contains("no file at") && err.contains("write it beside"), "{err}");
-        assert!(!elsewhere.join("sentiment.prompt").exists());
-
-        // Nor where it would find other data than it was scored on.
-        std::fs::create_dir_all(elsewhere.join("data")).unwrap();
-        for name in ["train.tsv", "dev.tsv", "test.tsv"] {
-            std::fs::copy(beside.join("data").join(name), elsewhere.join("data").join(name)).unwrap();
-        }
-        let err = check_target(&elsewhere.join("sentiment.prompt"), &text, &source).unwrap_err().to_string();
-        assert!(err.contains("not the file it was scored on"), "{err}");
-        // In place is always fine.
-        check_target(&source, &text, &source).unwrap();
-        // A directory is no file to write.
-        let err = check_target(&beside, &text, &source).unwrap_err().to_string();
-        assert!(err.contains("it names a directory"), "{err}");
-        let err = check_target(&root.join("not-yet/"), &text, &source).unwrap_err().to_string();
-        assert!(err.contains("it names a directory"), "{err}");
-
-        // An invalid prompt is refused too.
-        let broken = text.replacen("{{sentence}}", "{{#if}}", 1);
-        assert!(write_prompt(&beside.join("broken.prompt"), &broken, &source, None).is_err());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn a_budget_left_unspent_says_why_when_it_matters() {
-        // A search's result as `reprompt optimize --json` wrote it (the example, budget 150).
-        let mut result: SearchResult =
-            serde_json::from_str(include_str!("../../tests/fixtures/search-result.json")).expect("a result");
-        result.budget = 2000;
-        result.gate_reserve = 160;
-        result.evaluations = 1965;
-        assert_eq!(unspent_note(&result), None, "35 left of 2000 is the last step's change");
-        result.evaluations = 1700;
-        let note = unspent_note(&result).expect("300 left");
-        assert!(note.starts_with("300 evaluations unspent: 160 of the budget are held back"), "{note}");
-        result.exhausted = true;
-        result.evaluations = 1990;
-        let note = unspent_note(&result).expect("nothing new was reachable");
-        assert!(note.starts_with("10 evaluations unspent: the search scored nothing new"), "{note}");
-        result.evaluations = 2000;
-        assert_eq!(unspent_note(&result), None);
-    }
-
-    #[test]
-    fn a_score_never_measured_shows_as_a_dash() {
-        assert_eq!(pct(0.8125), "81.2%");
-        assert_eq!(pct(f64::NAN), "–");
     }
 }
