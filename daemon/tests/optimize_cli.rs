@@ -372,6 +372,12 @@ fn a_prompt_too_long_for_the_context_with_an_example_loses_instead_of_ending_the
     assert!(report["evaluations"].as_u64() <= Some(120));
     // The reviews that fit are scored as ever: only the long one counts as wrong.
     assert!(report["original"]["train"].as_f64() > Some(0.0), "{}", report["original"]);
+    // The same command again resumes the finished run, scoring nothing, and says the same.
+    let again = reprompt(&args, &cache);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("resuming"), "{}", String::from_utf8_lossy(&again.stderr));
+    let again: Value = serde_json::from_slice(&again.stdout).expect("JSON report");
+    assert_eq!(again["evaluations"], report["evaluations"]);
+    assert_eq!(again["too_long"], report["too_long"]);
     // `score` names the example instead.
     let out = reprompt(&["score", p, "--split", "train", "--no-cache"], &cache);
     assert_eq!(out.status.code(), Some(2));

@@ -466,6 +466,11 @@ impl Evaluator {
         Ok(lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
     }
 
+    /// The most tokens the model's context holds.
+    pub fn context_length(&self) -> Result<usize> {
+        Ok(self.engine.run(|rt| Ok(rt.model.config.context_length))?)
+    }
+
     /// The tokens the model reads for each example ([`Evaluator::contexts`]) and the most its
     /// context holds.
     pub fn context_tokens(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<(Vec<usize>, usize)> {

@@ -84,10 +84,6 @@ pub struct ModelScorer<'e> {
     pub paraphrase_calls: usize,
     /// The task model's tokens as text (read when labels are first ranked).
     vocabulary: Vec<String>,
-    /// Prompts (their keys) too long for the model's context with some example they were
-    /// scored on, and that context's size: see [`ModelScorer::too_long`].
-    too_long: BTreeSet<String>,
-    context: usize,
 }
 
 /// The search's view of evaluated examples.
@@ -100,7 +96,12 @@ fn outcomes(task: Task, results: Vec<ExampleResult>) -> Vec<Outcome> {
                 (Task::Classify, Some(&gap)) => gap,
                 _ => r.score,
             };
-            Outcome { score: r.score, signal, probabilities: r.label_probabilities.unwrap_or_default() }
+            Outcome {
+                score: r.score,
+                signal,
+                probabilities: r.label_probabilities.unwrap_or_default(),
+                too_long: false,
+            }
         })
         .collect()
 }
@@ -152,18 +153,7 @@ impl<'e> ModelScorer<'e> {
             dim,
             paraphrase_calls: 0,
             vocabulary: Vec::new(),
-            too_long: BTreeSet::new(),
-            context: 0,
         }
-    }
-
-    /// How many of the prompts scored did not fit the model's context with some example, its
-    /// size, and whether the prompt `original` was one. Such an example scores the worst
-    /// answer, with the worst signal: an edit can make a prompt too long (a demonstration added to
-    /// long inputs), and it must lose, not end the run (a resumed run would meet it again).
-    pub fn too_long(&self, original: &str) -> (usize, usize, bool) {
-        let key = reprompt_protocol::hash::sha256_hex(original.as_bytes());
-        (self.too_long.len(), self.context, self.too_long.contains(&key))
     }
 
     /// A scorer of the training split only (no validation needed), for ranking label words.
@@ -347,7 +337,9 @@ impl<'e> ModelScorer<'e> {
 
     /// Scores the examples the prompt at `key` fits the model's context with (one by one where
     /// an answer's tokens, added, pass it); the others score the lowest the reward gives
-    /// ([`worst_score`]) with the worst signal.
+    /// ([`worst_score`]) with the worst signal, marked [`Outcome::too_long`]: an edit can make a
+    /// prompt too long (a demonstration added to long inputs), and it must lose, not end the
+    /// run (a resumed run would meet it again).
     fn score_fitting(&mut self, key: &str, examples: &[dataset::Example]) -> Result<Vec<Outcome>> {
         let prepared = &self.prepared[key];
         let floor = worst_score(&prepared.reward);
@@ -357,6 +349,7 @@ impl<'e> ModelScorer<'e> {
                 // RLPrompt's gap with the gold label at 0 and another at 1; the score for generation.
                 signal: if prepared.task == Task::Classify && e.label.is_some() { -180.0 } else { floor },
                 probabilities: Vec::new(),
+                too_long: true,
             }
             .finite()
         };
@@ -383,11 +376,7 @@ impl Scorer for ModelScorer<'_> {
         let data = self.split(split);
         let examples: Vec<_> = indices.iter().map(|&i| data.examples[i].clone()).collect();
         let (results, spent) = match self.evaluator.score_examples(prepared, &examples) {
-            Err(EvalError::Engine(EngineError::TooLong { limit, .. })) => {
-                self.context = limit;
-                self.too_long.insert(key.clone());
-                return self.score_fitting(&key, &examples);
-            }
+            Err(EvalError::Engine(EngineError::TooLong { .. })) => return self.score_fitting(&key, &examples),
             other => other.map_err(failed)?,
         };
         // The search paid for this in advance; spending more would break its budget.

@@ -217,7 +217,7 @@ pub struct Report {
 }
 
 /// Prompts a run scored that were too long for the model's context with some example: each
-/// such example scored as the worst answer ([`ModelScorer::too_long`]).
+/// such example scored as the worst answer ([`crate::optimize::search::Outcome::too_long`]).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct TooLong {
     pub prompts: usize,
@@ -363,8 +363,12 @@ pub fn optimize(
             Err(stop) => bail!("the search stopped early: {stop:?}"),
         };
         drop(search);
-        let (prompts, context, original) = scorer.too_long(&text);
-        (result, scorer.paraphrase_calls, TooLong { prompts, context, original })
+        let too_long = TooLong {
+            prompts: result.too_long,
+            context: if result.too_long > 0 { evaluator.context_length()? } else { 0 },
+            original: result.original_too_long,
+        };
+        (result, scorer.paraphrase_calls, too_long)
     };
     let mut test = (None, None);
     let mut test_examples = 0;

@@ -199,6 +199,7 @@ impl Scorer for Leaning {
                     score: f64::from(u8::from(predicted == gold)),
                     signal: crate::eval::rewards::gap(&probabilities, gold),
                     probabilities,
+                    too_long: false,
                 }
             })
             .collect())

@@ -98,6 +98,8 @@ impl Search<'_> {
             derived: self.state.derived,
             gate_reserve: self.gate_reserve(),
             exhausted: self.state.strategy.idle >= IDLE_ROUNDS,
+            too_long: self.state.records.values().filter(|r| r.too_long()).count(),
+            original_too_long: self.state.records[&original].too_long(),
         })
     }
 }

@@ -61,6 +61,10 @@ pub struct Outcome {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probabilities: Vec<f64>,
+    /// Whether the prompt did not fit the model's context with this example, which then
+    /// scored as the worst answer: kept with the result, so a resumed run still counts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub too_long: bool,
 }
 
 /// Bound of the scores a search keeps (see [`Outcome::finite`]).
@@ -290,6 +294,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether the prompt did not fit the model's context with some example it was scored on.
+    fn too_long(&self) -> bool {
+        self.train.iter().chain(&self.validation).flatten().any(|o| o.too_long)
+    }
+
     fn outcomes(&self, split: Split) -> &[Option<Outcome>] {
         match split {
             Split::Validation => &self.validation,
@@ -465,6 +474,12 @@ pub struct SearchResult {
     /// (else its share of the budget could no longer pay a minibatch).
     #[serde(default)]
     pub exhausted: bool,
+    /// Prompts recorded with some example they did not fit the model's context with (each
+    /// such example scored as the worst answer), and whether the original was one.
+    #[serde(default)]
+    pub too_long: usize,
+    #[serde(default)]
+    pub original_too_long: bool,
 }
 
 /// Rounds in a row that score nothing new, by the model or from a calibration's results,

@@ -56,7 +56,7 @@ impl Family {
         let score = self.reward.iter().map(|(name, w)| w * if name == "accuracy" { accuracy } else { gap }).sum();
         // Bounded like the scorer's outcomes, whatever the source (rebiasing refuses
         // probabilities that are not finite: a safeguard, so no recorded result ever is).
-        Outcome { score, signal: gap, probabilities }.finite()
+        Outcome { score, signal: gap, probabilities, too_long: false }.finite()
     }
 }
 
