@@ -6,6 +6,7 @@
 //! load. TSV follows the quirks of the RLPrompt few-shot files: a header line, and each line
 //! split on its last tab (sentences may contain tabs), quotes read literally.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,10 @@ pub struct DatasetSpec {
     pub optional: Vec<String>,
     /// Variable → column, where they differ (`reprompt.columns`).
     pub columns: Map<String, Value>,
+    /// Variable → the JSON types its input schema allows (`string`, `integer`, …), where it
+    /// names any: a value of another type is a bad row (a text cell counts where it reads as
+    /// one of them: `3` for an integer).
+    pub types: BTreeMap<String, Vec<String>>,
     pub task: Task,
     pub labels: Vec<String>,
     /// Each label's answer words, its name first (`Settings::label_words`); a gold answer may
@@ -108,10 +113,30 @@ impl DatasetSpec {
             .filter(|v| defaults.contains(v) || required.as_ref().is_some_and(|r| !r.contains(v)))
             .cloned()
             .collect();
+        let types = doc
+            .input_schema()
+            .as_ref()
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object)
+            .map(|properties| {
+                properties
+                    .iter()
+                    .filter_map(|(name, property)| {
+                        let types: Vec<String> = match property.get("type")? {
+                            Value::String(t) => vec![t.clone()],
+                            Value::Array(ts) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+                            _ => return None,
+                        };
+                        (!types.is_empty()).then(|| (name.clone(), types))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             variables,
             optional,
             columns: settings.columns.clone().unwrap_or_default(),
+            types,
             task: settings.task_or_default(),
             labels: settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default(),
             label_words: settings.label_words.clone(),
@@ -402,6 +427,24 @@ fn shortened(cell: &str) -> String {
     }
 }
 
+/// Whether `value` is of one of the JSON Schema `types`; a string also where it reads as one
+/// (a TSV or CSV cell is text: `3` for an integer, `true` for a boolean).
+fn of_type(value: &Value, types: &[String]) -> bool {
+    types.iter().any(|t| match (t.as_str(), value) {
+        ("string", Value::String(_))
+        | ("number", Value::Number(_))
+        | ("boolean", Value::Bool(_))
+        | ("array", Value::Array(_))
+        | ("object", Value::Object(_))
+        | ("null", Value::Null) => true,
+        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|x| x.fract() == 0.0),
+        ("integer", Value::String(s)) => s.trim().parse::<i64>().is_ok(),
+        ("number", Value::String(s)) => s.trim().parse::<f64>().is_ok_and(f64::is_finite),
+        ("boolean", Value::String(s)) => matches!(s.trim(), "true" | "false"),
+        _ => false,
+    })
+}
+
 fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Result<Example, String> {
     let mut input = Map::new();
     for variable in &spec.variables {
@@ -414,6 +457,16 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
             Some(Value::Null) => return Err(format!("`{column}` is empty")),
             Some(Value::String(s)) if s.trim().is_empty() => return Err(format!("`{column}` is empty")),
             Some(value) => {
+                if let Some(types) = spec.types.get(variable).filter(|types| !of_type(value, types)) {
+                    let found = match value {
+                        Value::String(s) => format!("`{}`", shortened(s)),
+                        other => crate::yaml::describe(other).into_owned(),
+                    };
+                    return Err(format!(
+                        "`{column}` is {found}, and the input schema declares {} for `{{{{{variable}}}}}`",
+                        types.join(" or ")
+                    ));
+                }
                 input.insert(variable.clone(), value.clone());
             }
         }
@@ -469,6 +522,7 @@ mod tests {
             variables: vec!["sentence".into()],
             optional: Vec::new(),
             columns: Map::new(),
+            types: BTreeMap::new(),
             task,
             labels: vec!["terrible".into(), "great".into()],
             label_words: vec![vec!["terrible".into(), "awful".into()], vec!["great".into()]],
@@ -595,5 +649,44 @@ mod tests {
         let path = write("m.csv", "text,label\nx,0\n");
         let issues = load(&path, &spec(Task::Classify)).unwrap_err();
         assert!(issues[0].message.contains("missing column `sentence`"), "{}", issues[0]);
+    }
+
+    #[test]
+    fn values_of_a_type_the_input_schema_does_not_declare_are_bad_rows() {
+        let doc = crate::parse(
+            "---\ninput:\n  schema:\n    question: string\n    count: integer\n    note?: string\n\
+             reprompt.task: generate\n---\n{{question}} {{count}} {{note}}",
+            None,
+        );
+        let spec = DatasetSpec::for_document(&doc);
+        assert_eq!(spec.types["count"], ["integer"]);
+        assert_eq!(spec.types["note"], ["string", "null"]);
+        let rows = [
+            r#"{"question": "2+2?", "count": 3, "note": null, "answer": "4"}"#,
+            r#"{"question": {"text": "2+2?"}, "count": 3, "answer": "4"}"#,
+            r#"{"question": ["2+2?"], "count": 3, "answer": "4"}"#,
+            r#"{"question": 4, "count": 3, "answer": "4"}"#,
+            r#"{"question": "2+2?", "count": 2.5, "answer": "4"}"#,
+            r#"{"question": "2+2?", "count": "three", "answer": "4"}"#,
+            r#"{"question": "2+2?", "count": 3.0, "note": 1, "answer": "4"}"#,
+        ];
+        let issues = load(&write("typed.jsonl", &(rows.join("\n") + "\n")), &spec).unwrap_err();
+        let found: Vec<(usize, &str)> = issues.iter().map(|i| (i.line, i.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (2, "`question` is a mapping, and the input schema declares string for `{{question}}`"),
+                (3, "`question` is a list, and the input schema declares string for `{{question}}`"),
+                (4, "`question` is a number, and the input schema declares string for `{{question}}`"),
+                (5, "`count` is a number, and the input schema declares integer for `{{count}}`"),
+                (6, "`count` is `three`, and the input schema declares integer for `{{count}}`"),
+                (7, "`note` is a number, and the input schema declares string or null for `{{note}}`"),
+            ]
+        );
+        // A text cell is read as the type it spells.
+        let data = load(&write("typed.tsv", "question\tcount\tanswer\n2+2?\t3\t4\n"), &spec).unwrap();
+        assert_eq!(data.examples[0].input["count"], "3");
+        let issues = load(&write("typed.csv", "question,count,answer\n2+2?,3,4\n2+2?,3.5,4\n"), &spec).unwrap_err();
+        assert_eq!(issues.iter().map(|i| i.line).collect::<Vec<_>>(), [3]);
     }
 }

@@ -74,6 +74,7 @@ fn read_sst2(path: &Path) -> anyhow::Result<Vec<(String, usize)>> {
         variables: vec!["sentence".into()],
         optional: Vec::new(),
         columns: serde_json::Map::new(),
+        types: Default::default(),
         task: Task::Classify,
         labels: vec!["terrible".into(), "great".into()],
         label_words: Vec::new(),
