@@ -512,5 +512,15 @@ fn a_test_example_whose_answer_passes_the_context_scores_as_the_worst_answer() {
     assert_eq!((scores.len(), too_long), (3, 1));
     assert_eq!(scores[2], -180.0, "{scores:?}");
     assert!(scores[..2].iter().all(|&s| s > -180.0), "{scores:?}");
+    // Shortened until its longest row fills the context exactly, the review fits: the
+    // engine scores it (a real answer), and the prompt is no longer refused.
+    write_test(words - (row - context));
+    let data = load_split(&doc, &file, Split::Test).unwrap();
+    let (rows, _) = evaluator.row_tokens(&prepared, &data.examples).unwrap();
+    assert_eq!(rows[2], context, "{rows:?}");
+    reprompt::cli::optimize::check_test_fits(&evaluator, &prepared, &data).unwrap();
+    let (scores, too_long) = reprompt::cli::optimize::score_fitting_test(&evaluator, &prepared, &data).unwrap();
+    assert_eq!((scores.len(), too_long), (3, 0));
+    assert!(scores.iter().all(|&s| s > -180.0), "{scores:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -122,9 +122,13 @@ impl DatasetSpec {
                 properties
                     .iter()
                     .filter_map(|(name, property)| {
+                        // A list with something other than a type name (`x?(object): any`
+                        // compiles to `[null, "null"]`, as in the reference) constrains nothing.
                         let types: Vec<String> = match property.get("type")? {
                             Value::String(t) => vec![t.clone()],
-                            Value::Array(ts) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+                            Value::Array(ts) => {
+                                ts.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<_>>()?
+                            }
                             _ => return None,
                         };
                         (!types.is_empty()).then(|| (name.clone(), types))
@@ -427,9 +431,11 @@ fn shortened(cell: &str) -> String {
     }
 }
 
-/// Whether `value` is of one of the JSON Schema `types`; a string also where it reads as one
-/// (a TSV or CSV cell is text: `3` for an integer, `true` for a boolean).
+/// Whether `value` is of one of the JSON Schema `types`; a string also where it spells one
+/// (a TSV or CSV cell is text: `3` or `3.0` for an integer, `True` for a boolean, `[1, 2]`
+/// for an array).
 fn of_type(value: &Value, types: &[String]) -> bool {
+    let integral = |x: f64| x.is_finite() && x.fract() == 0.0;
     types.iter().any(|t| match (t.as_str(), value) {
         ("string", Value::String(_))
         | ("number", Value::Number(_))
@@ -437,10 +443,12 @@ fn of_type(value: &Value, types: &[String]) -> bool {
         | ("array", Value::Array(_))
         | ("object", Value::Object(_))
         | ("null", Value::Null) => true,
-        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|x| x.fract() == 0.0),
-        ("integer", Value::String(s)) => s.trim().parse::<i64>().is_ok(),
+        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(integral),
+        ("integer", Value::String(s)) => s.trim().parse::<f64>().is_ok_and(integral),
         ("number", Value::String(s)) => s.trim().parse::<f64>().is_ok_and(f64::is_finite),
-        ("boolean", Value::String(s)) => matches!(s.trim(), "true" | "false"),
+        ("boolean", Value::String(s)) => ["true", "false"].iter().any(|b| s.trim().eq_ignore_ascii_case(b)),
+        ("array", Value::String(s)) => matches!(serde_json::from_str(s), Ok(Value::Array(_))),
+        ("object", Value::String(s)) => matches!(serde_json::from_str(s), Ok(Value::Object(_))),
         _ => false,
     })
 }
@@ -684,9 +692,15 @@ mod tests {
             ]
         );
         // A text cell is read as the type it spells.
-        let data = load(&write("typed.tsv", "question\tcount\tanswer\n2+2?\t3\t4\n"), &spec).unwrap();
+        let data = load(&write("typed.tsv", "question\tcount\tanswer\n2+2?\t3\t4\n2+2?\t3.0\t4\n"), &spec).unwrap();
         assert_eq!(data.examples[0].input["count"], "3");
         let issues = load(&write("typed.csv", "question,count,answer\n2+2?,3,4\n2+2?,3.5,4\n"), &spec).unwrap_err();
         assert_eq!(issues.iter().map(|i| i.line).collect::<Vec<_>>(), [3]);
+        let cell = |text: &str, ty: &str| of_type(&Value::String(text.into()), &[ty.to_string()]);
+        assert!(cell("True", "boolean") && cell("[1, 2]", "array") && cell("{\"a\": 1}", "object"));
+        assert!(!cell("yes", "boolean") && !cell("[1, 2", "array") && !cell("[1]", "object") && !cell("nan", "number"));
+        // An optional object of any fields compiles to `[null, "null"]`: no constraint.
+        let doc = crate::parse("---\ninput:\n  schema:\n    x?(object): any\n---\n{{x}}", None);
+        assert!(DatasetSpec::for_document(&doc).types.is_empty(), "{:?}", DatasetSpec::for_document(&doc).types);
     }
 }

@@ -388,31 +388,16 @@ impl Evaluator {
         ))
     }
 
-    /// Scores the examples the prompt fits the model's context with, one by one where an
-    /// answer's tokens, added, pass it; `None` for each example that does not fit.
+    /// Scores the examples the prompt fits the model's context with, answers included
+    /// ([`Evaluator::row_tokens`]); `None` for each example that does not fit.
     pub fn score_fitting(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<Vec<Option<ExampleResult>>> {
-        let (lengths, limit) = self.context_tokens(prepared, examples)?;
-        let fits: Vec<bool> = lengths.into_iter().map(|n| n < limit).collect();
+        let (rows, limit) = self.row_tokens(prepared, examples)?;
+        let fits: Vec<bool> = rows.into_iter().map(|n| n <= limit).collect();
         let fitting: Vec<Example> =
             examples.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(e, _)| e.clone()).collect();
-        let mut scored: Vec<Option<ExampleResult>> = Vec::new();
-        if !fitting.is_empty() {
-            match self.score_examples(prepared, &fitting) {
-                Ok((results, _)) => scored = results.into_iter().map(Some).collect(),
-                Err(EvalError::Engine(EngineError::TooLong { .. })) => {
-                    for example in &fitting {
-                        scored.push(match self.score_examples(prepared, std::slice::from_ref(example)) {
-                            Ok((results, _)) => results.into_iter().next(),
-                            Err(EvalError::Engine(EngineError::TooLong { .. })) => None,
-                            Err(e) => return Err(e),
-                        });
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut scored = scored.into_iter();
-        Ok(fits.into_iter().map(|fits| if fits { scored.next().flatten() } else { None }).collect())
+        let mut scored =
+            if fitting.is_empty() { Vec::new() } else { self.score_examples(prepared, &fitting)?.0 }.into_iter();
+        Ok(fits.into_iter().map(|fits| if fits { scored.next() } else { None }).collect())
     }
 
     /// The example of `examples` the model reads the most tokens for with this prompt, those
@@ -427,16 +412,24 @@ impl Evaluator {
     }
 
     /// The example of `examples` whose scoring takes the longest row of the model's context
-    /// with this prompt, that row's tokens and the most the context holds (`None` without
-    /// examples). A row is the prompt with an answer: every label word of a classification
-    /// (its last token predicted, not read), a generation's gold answer where the reward reads
-    /// its likelihood, and room for one token where the model generates. The prompt fits an
-    /// example when its longest row does not pass the context.
+    /// with this prompt ([`Evaluator::row_tokens`]), that row's tokens and the most the
+    /// context holds (`None` without examples).
     pub fn longest_row<'x>(
         &self,
         prepared: &PreparedPrompt,
         examples: &'x [Example],
     ) -> Result<Option<(usize, &'x Example, usize)>> {
+        let (rows, limit) = self.row_tokens(prepared, examples)?;
+        Ok(rows.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
+    }
+
+    /// For each example, the tokens of the longest row of the model's context its scoring
+    /// takes with this prompt, and the most the context holds. A row is the prompt with an
+    /// answer: every label word of a classification (its last token predicted, not read), a
+    /// generation's gold answer where the reward reads its likelihood, and room for one token
+    /// where the model generates. The prompt fits an example when its longest row does not
+    /// pass the context: the engine refuses exactly the rows that do.
+    pub fn row_tokens(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<(Vec<usize>, usize)> {
         let contexts = self.contexts(prepared, examples)?;
         let words: Vec<String> = prepared.answer_words().into_iter().flatten().collect();
         let answers: Vec<Vec<String>> = contexts
@@ -463,7 +456,7 @@ impl Evaluator {
             }
             Ok((lengths, rt.model.config.context_length))
         })?;
-        Ok(lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
+        Ok((lengths, limit))
     }
 
     /// The most tokens the model's context holds.

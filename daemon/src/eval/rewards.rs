@@ -221,7 +221,8 @@ pub fn json_schema_valid(output: &str, schema: &jsonschema::Validator) -> f64 {
 /// `label_words` holds each label's words, the label's own first.
 pub fn sample_answer(output: &str, numeric: bool, label_words: &[Vec<String>]) -> String {
     if numeric {
-        return predicted_number(output).map(|n| format!("{n}")).unwrap_or_default();
+        // `-0` answers what `0` does.
+        return predicted_number(output).map(|n| format!("{}", if n == 0.0 { 0.0 } else { n })).unwrap_or_default();
     }
     let text = normalize_answer(output);
     // The longest word first, so `not good` is not read as `not`.

@@ -335,8 +335,8 @@ impl<'e> ModelScorer<'e> {
         Ok(out)
     }
 
-    /// Scores the examples the prompt at `key` fits the model's context with (one by one where
-    /// an answer's tokens, added, pass it); the others score the lowest the reward gives
+    /// Scores the examples the prompt at `key` fits the model's context with, answers included
+    /// ([`Evaluator::score_fitting`]); the others score the lowest the reward gives
     /// ([`worst_score`]) with the worst signal, marked [`Outcome::too_long`]: an edit can make a
     /// prompt too long (a demonstration added to long inputs), and it must lose, not end the
     /// run (a resumed run would meet it again).

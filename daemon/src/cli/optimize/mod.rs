@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::cli::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::evaluate::load_split;
-use crate::eval::{EvalCache, EvalError, Evaluator, FileCache, PreparedPrompt, Split};
+use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::files::write_atomic;
 use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
@@ -441,15 +441,11 @@ pub fn score_fitting_test(
     best: &PreparedPrompt,
     data: &reprompt_protocol::dataset::Dataset,
 ) -> anyhow::Result<(Vec<f64>, usize)> {
-    // The split in one evaluation (cached) where the prompt fits every example; an answer's
-    // tokens, added, can still pass the context.
-    let (lengths, context) = evaluator.context_tokens(best, &data.examples)?;
-    if lengths.iter().all(|&n| n < context) {
-        match evaluator.evaluate(best, data, Split::Test, &mut |_, _| {}) {
-            Ok(scored) => return Ok((scored.examples.iter().map(|e| e.score).collect(), 0)),
-            Err(EvalError::TooLong(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+    // The split in one evaluation (cached) where the prompt fits every example.
+    let (rows, context) = evaluator.row_tokens(best, &data.examples)?;
+    if rows.iter().all(|&n| n <= context) {
+        let scored = evaluator.evaluate(best, data, Split::Test, &mut |_, _| {})?;
+        return Ok((scored.examples.iter().map(|e| e.score).collect(), 0));
     }
     let scored = evaluator.score_fitting(best, &data.examples)?;
     let worst = worst_score(&best.reward);
