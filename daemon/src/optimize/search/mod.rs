@@ -960,6 +960,54 @@ mod tests {
         }
     }
 
+    /// [`Planted`] where a prompt with a demonstration does not fit the context with every
+    /// fourth example (scored as the worst answer, not put to the model), each example
+    /// costing three evaluations; counts what the model would have evaluated.
+    struct Cramped {
+        planted: Planted,
+        evaluated: usize,
+    }
+
+    impl Scorer for Cramped {
+        fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
+            let mut out = self.planted.score(text, split, indices)?;
+            for (o, &i) in out.iter_mut().zip(indices) {
+                if text.contains("review number") && i % 4 == 0 {
+                    *o = Outcome { score: 0.0, signal: -1.0, probabilities: Vec::new(), too_long: true };
+                } else {
+                    self.evaluated += 3;
+                }
+            }
+            Ok(out)
+        }
+        fn split_len(&self, split: Split) -> usize {
+            self.planted.split_len(split)
+        }
+        fn evaluations_per_example(&mut self, _text: &str) -> Result<usize> {
+            Ok(3)
+        }
+        fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
+            self.planted.embed(text)
+        }
+        fn feature_dim(&self) -> usize {
+            self.planted.feature_dim()
+        }
+    }
+
+    #[test]
+    fn an_example_a_prompt_does_not_fit_costs_nothing() {
+        for strategy in [Strategy::Ppo, Strategy::Random, Strategy::Greedy, Strategy::Evolution] {
+            let mut scorer = Cramped { planted: Planted { scored: 0, adversarial_validation: false }, evaluated: 0 };
+            let mut search = Search::new(EXAMPLE, config(strategy, 900), space(), &mut scorer).unwrap();
+            let result = search.run(None, None, &mut |_| {}).unwrap().unwrap();
+            drop(search);
+            assert!(result.too_long > 0 && !result.original_too_long, "{strategy:?}: {result:?}");
+            // What the budget counts is what the model evaluated, and stays within it.
+            assert_eq!(result.evaluations, scorer.evaluated, "{strategy:?}");
+            assert!(result.evaluations <= 900, "{strategy:?}");
+        }
+    }
+
     #[test]
     fn tiny_budgets_are_never_exceeded() {
         for budget in [40, 41, 57, 100, 333] {

@@ -92,7 +92,10 @@ impl Search<'_> {
             if results.len() != missing.len() {
                 return Err(OptimizeError::Input("the scorer returned a wrong number of results".into()));
             }
-            self.state.spent += cost;
+            // An example the prompt does not fit the model's context with was never put to
+            // the model: it costs nothing.
+            let unscored = results.iter().filter(|o| o.too_long).count();
+            self.state.spent += cost - unscored * (cost / missing.len());
             let record = self.state.records.get_mut(k).expect("recorded");
             let slots = match split {
                 Split::Validation => &mut record.validation,
