@@ -431,12 +431,13 @@ fn shortened(cell: &str) -> String {
     }
 }
 
-/// Whether `value` is of one of the JSON Schema `types`; a string also where it spells one
-/// (a TSV or CSV cell is text: `3` or `3.0` for an integer, `True` for a boolean, `[1, 2]`
-/// for an array).
-fn of_type(value: &Value, types: &[String]) -> bool {
-    let integral = |x: f64| x.is_finite() && x.fract() == 0.0;
-    types.iter().any(|t| match (t.as_str(), value) {
+/// `value` as one of the JSON Schema `types`: itself where it is of one; else a string read as
+/// the first of them it spells (a TSV or CSV cell is text: `3` or `3.0` for an integer, `True`
+/// for a boolean, `[1, 2]` for an array), so the template sees what a typed input would be
+/// (`{{#if}}` on `false`, `{{#each}}` over a list); `None` where it is none of them.
+fn as_type(value: &Value, types: &[String]) -> Option<Value> {
+    let integral = |x: f64| x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e18;
+    let is = |t: &String| match (t.as_str(), value) {
         ("string", Value::String(_))
         | ("number", Value::Number(_))
         | ("boolean", Value::Bool(_))
@@ -444,12 +445,25 @@ fn of_type(value: &Value, types: &[String]) -> bool {
         | ("object", Value::Object(_))
         | ("null", Value::Null) => true,
         ("integer", Value::Number(n)) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(integral),
-        ("integer", Value::String(s)) => s.trim().parse::<f64>().is_ok_and(integral),
-        ("number", Value::String(s)) => s.trim().parse::<f64>().is_ok_and(f64::is_finite),
-        ("boolean", Value::String(s)) => ["true", "false"].iter().any(|b| s.trim().eq_ignore_ascii_case(b)),
-        ("array", Value::String(s)) => matches!(serde_json::from_str(s), Ok(Value::Array(_))),
-        ("object", Value::String(s)) => matches!(serde_json::from_str(s), Ok(Value::Object(_))),
         _ => false,
+    };
+    if types.iter().any(is) {
+        return Some(value.clone());
+    }
+    let Value::String(text) = value else { return None };
+    let text = text.trim();
+    let whole = || text.parse::<i64>().ok().map(Value::from);
+    types.iter().find_map(|t| match t.as_str() {
+        "integer" => {
+            whole().or_else(|| text.parse::<f64>().ok().filter(|x| integral(*x)).map(|x| Value::from(x as i64)))
+        }
+        "number" => {
+            whole().or_else(|| text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number))
+        }
+        "boolean" => ["false", "true"].iter().position(|b| text.eq_ignore_ascii_case(b)).map(|b| Value::Bool(b == 1)),
+        "array" => serde_json::from_str::<Value>(text).ok().filter(Value::is_array),
+        "object" => serde_json::from_str::<Value>(text).ok().filter(Value::is_object),
+        _ => None,
     })
 }
 
@@ -465,17 +479,20 @@ fn to_example(line: usize, row: &Map<String, Value>, spec: &DatasetSpec) -> Resu
             Some(Value::Null) => return Err(format!("`{column}` is empty")),
             Some(Value::String(s)) if s.trim().is_empty() => return Err(format!("`{column}` is empty")),
             Some(value) => {
-                if let Some(types) = spec.types.get(variable).filter(|types| !of_type(value, types)) {
-                    let found = match value {
-                        Value::String(s) => format!("`{}`", shortened(s)),
-                        other => crate::yaml::describe(other).into_owned(),
-                    };
-                    return Err(format!(
-                        "`{column}` is {found}, and the input schema declares {} for `{{{{{variable}}}}}`",
-                        types.join(" or ")
-                    ));
-                }
-                input.insert(variable.clone(), value.clone());
+                let typed = match spec.types.get(variable) {
+                    None => value.clone(),
+                    Some(types) => as_type(value, types).ok_or_else(|| {
+                        let found = match value {
+                            Value::String(s) => format!("`{}`", shortened(s)),
+                            other => crate::yaml::describe(other).into_owned(),
+                        };
+                        format!(
+                            "`{column}` is {found}, and the input schema declares {} for `{{{{{variable}}}}}`",
+                            types.join(" or ")
+                        )
+                    })?,
+                };
+                input.insert(variable.clone(), typed);
             }
         }
     }
@@ -693,12 +710,22 @@ mod tests {
         );
         // A text cell is read as the type it spells.
         let data = load(&write("typed.tsv", "question\tcount\tanswer\n2+2?\t3\t4\n2+2?\t3.0\t4\n"), &spec).unwrap();
-        assert_eq!(data.examples[0].input["count"], "3");
+        assert_eq!(data.examples[0].input["count"], 3);
+        assert_eq!(data.examples[1].input["count"], 3);
         let issues = load(&write("typed.csv", "question,count,answer\n2+2?,3,4\n2+2?,3.5,4\n"), &spec).unwrap_err();
         assert_eq!(issues.iter().map(|i| i.line).collect::<Vec<_>>(), [3]);
-        let cell = |text: &str, ty: &str| of_type(&Value::String(text.into()), &[ty.to_string()]);
-        assert!(cell("True", "boolean") && cell("[1, 2]", "array") && cell("{\"a\": 1}", "object"));
-        assert!(!cell("yes", "boolean") && !cell("[1, 2", "array") && !cell("[1]", "object") && !cell("nan", "number"));
+        // Read as the value a typed input would be: `False` is false to `{{#if}}`.
+        let cell = |text: &str, ty: &str| as_type(&Value::String(text.into()), &[ty.to_string()]);
+        assert_eq!(cell("False", "boolean"), Some(Value::Bool(false)));
+        assert_eq!(cell(" [1, 2]", "array"), Some(serde_json::json!([1, 2])));
+        assert_eq!(cell("{\"a\": 1}", "object"), Some(serde_json::json!({"a": 1})));
+        assert_eq!(cell("2.5", "number"), Some(serde_json::json!(2.5)));
+        assert_eq!(cell("7", "string"), Some(Value::String("7".into())));
+        for (text, ty) in
+            [("yes", "boolean"), ("[1, 2", "array"), ("[1]", "object"), ("nan", "number"), ("1e30", "integer")]
+        {
+            assert_eq!(cell(text, ty), None, "{text} as {ty}");
+        }
         // An optional object of any fields compiles to `[null, "null"]`: no constraint.
         let doc = crate::parse("---\ninput:\n  schema:\n    x?(object): any\n---\n{{x}}", None);
         assert!(DatasetSpec::for_document(&doc).types.is_empty(), "{:?}", DatasetSpec::for_document(&doc).types);

@@ -389,15 +389,21 @@ impl Evaluator {
     }
 
     /// Scores the examples the prompt fits the model's context with, answers included
-    /// ([`Evaluator::row_tokens`]); `None` for each example that does not fit.
-    pub fn score_fitting(&self, prepared: &PreparedPrompt, examples: &[Example]) -> Result<Vec<Option<ExampleResult>>> {
+    /// ([`Evaluator::row_tokens`]; the model reads none of the others); `None` for each example
+    /// that does not fit, and the evaluations spent.
+    pub fn score_fitting(
+        &self,
+        prepared: &PreparedPrompt,
+        examples: &[Example],
+    ) -> Result<(Vec<Option<ExampleResult>>, usize)> {
         let (rows, limit) = self.row_tokens(prepared, examples)?;
         let fits: Vec<bool> = rows.into_iter().map(|n| n <= limit).collect();
         let fitting: Vec<Example> =
             examples.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(e, _)| e.clone()).collect();
-        let mut scored =
-            if fitting.is_empty() { Vec::new() } else { self.score_examples(prepared, &fitting)?.0 }.into_iter();
-        Ok(fits.into_iter().map(|fits| if fits { scored.next() } else { None }).collect())
+        let (scored, spent) =
+            if fitting.is_empty() { (Vec::new(), 0) } else { self.score_examples(prepared, &fitting)? };
+        let mut scored = scored.into_iter();
+        Ok((fits.into_iter().map(|fits| if fits { scored.next() } else { None }).collect(), spent))
     }
 
     /// The example of `examples` the model reads the most tokens for with this prompt, those

@@ -15,8 +15,8 @@ use super::labels::{
 };
 use super::search::{Outcome, Scorer, TemplateRanking};
 use super::{OptimizeError, Result};
-use crate::engine::{ChatTurn, EngineError, GenerateParams};
-use crate::eval::evaluate::{EvalError, load_split};
+use crate::engine::{ChatTurn, GenerateParams};
+use crate::eval::evaluate::load_split;
 use crate::eval::layout::answer_after;
 use crate::eval::{Evaluator, ExampleResult, PreparedPrompt, Split};
 
@@ -353,7 +353,16 @@ impl<'e> ModelScorer<'e> {
             }
             .finite()
         };
-        let scored = self.evaluator.score_fitting(prepared, examples).map_err(failed)?;
+        let (scored, spent) = self.evaluator.score_fitting(prepared, examples).map_err(failed)?;
+        // The search paid for this in advance (and refunds the examples left out); spending
+        // more would break its budget.
+        let fitting = scored.iter().filter(|r| r.is_some()).count();
+        if spent != fitting * prepared.evaluations_per_example() {
+            return Err(OptimizeError::Input(format!(
+                "scoring {fitting} examples spent {spent} evaluations, not the {} per example the budget counts",
+                prepared.evaluations_per_example()
+            )));
+        }
         Ok(examples
             .iter()
             .zip(scored)
@@ -372,22 +381,9 @@ impl<'e> ModelScorer<'e> {
 impl Scorer for ModelScorer<'_> {
     fn score(&mut self, text: &str, split: Split, indices: &[usize]) -> Result<Vec<Outcome>> {
         let key = self.prepare(text)?;
-        let prepared = &self.prepared[&key];
         let data = self.split(split);
         let examples: Vec<_> = indices.iter().map(|&i| data.examples[i].clone()).collect();
-        let (results, spent) = match self.evaluator.score_examples(prepared, &examples) {
-            Err(EvalError::Engine(EngineError::TooLong { .. })) => return self.score_fitting(&key, &examples),
-            other => other.map_err(failed)?,
-        };
-        // The search paid for this in advance; spending more would break its budget.
-        if spent != examples.len() * prepared.evaluations_per_example() {
-            return Err(OptimizeError::Input(format!(
-                "scoring {} examples spent {spent} evaluations, not the {} per example the budget counts",
-                examples.len(),
-                prepared.evaluations_per_example()
-            )));
-        }
-        Ok(outcomes(prepared.task, results))
+        self.score_fitting(&key, &examples)
     }
 
     fn split_len(&self, split: Split) -> usize {

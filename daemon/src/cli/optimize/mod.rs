@@ -447,7 +447,7 @@ pub fn score_fitting_test(
         let scored = evaluator.evaluate(best, data, Split::Test, &mut |_, _| {})?;
         return Ok((scored.examples.iter().map(|e| e.score).collect(), 0));
     }
-    let scored = evaluator.score_fitting(best, &data.examples)?;
+    let (scored, _) = evaluator.score_fitting(best, &data.examples)?;
     let worst = worst_score(&best.reward);
     let too_long = scored.iter().filter(|s| s.is_none()).count();
     Ok((scored.into_iter().map(|s| s.map_or(worst, |r| r.score)).collect(), too_long))

@@ -14,13 +14,18 @@ fn pct(x: f64) -> String {
 }
 
 /// Why a run left part of its budget unspent, when that says something: nothing new was
-/// reachable, or more than a tenth of it is left (so a larger budget is asked for knowingly).
+/// reachable (or only prompts too long for the model's context, which cost nothing), or more
+/// than a tenth of it is left (so a larger budget is asked for knowingly).
 fn unspent_note(result: &SearchResult) -> Option<String> {
     let unspent = result.budget.saturating_sub(result.evaluations);
     if unspent > 0 && result.exhausted {
+        let reachable = if result.too_long > 0 {
+            "nothing new was reachable but prompts too long for the model's context with some examples"
+        } else {
+            "nothing new was reachable"
+        };
         Some(format!(
-            "{unspent} evaluations unspent: the search scored nothing new in its last {IDLE_ROUNDS} rounds (nothing new \
-             was reachable)"
+            "{unspent} evaluations unspent: the search scored nothing new in its last {IDLE_ROUNDS} rounds ({reachable})"
         ))
     } else if unspent * 10 > result.budget {
         Some(format!(
@@ -169,6 +174,11 @@ mod tests {
         result.evaluations = 1990;
         let note = unspent_note(&result).expect("nothing new was reachable");
         assert!(note.starts_with("10 evaluations unspent: the search scored nothing new"), "{note}");
+        assert!(note.ends_with("(nothing new was reachable)"), "{note}");
+        // Prompts too long for the context are recorded free: a search can end among them.
+        result.too_long = 3;
+        let note = unspent_note(&result).expect("only too long prompts were reachable");
+        assert!(note.ends_with("but prompts too long for the model's context with some examples)"), "{note}");
         result.evaluations = 2000;
         assert_eq!(unspent_note(&result), None);
     }
