@@ -382,7 +382,7 @@ fn a_prompt_too_long_for_the_context_with_an_example_loses_instead_of_ending_the
     let out = reprompt(&["score", p, "--split", "train", "--no-cache"], &cache);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("train.tsv:10: the prompt with this example is 9"), "{stderr}");
+    assert!(stderr.contains("train.tsv:10: the prompt with this example and its answer take 9"), "{stderr}");
     assert!(stderr.contains("tokens, and the model's context holds 8192"), "{stderr}");
     // A test example the prompt as written does not fit is named before the search.
     std::fs::write(&train, some(&train)).unwrap();
@@ -447,7 +447,7 @@ fn test_examples_the_optimized_prompt_does_not_fit_score_as_the_worst_answer() {
     assert!(alone.iter().all(|&s| s > -180.0), "{alone:?}");
     // Scored whole, the split is an error that names the example: what ended a run before.
     let err = evaluator.evaluate(&longer, &data, Split::Test, &mut |_, _| {}).unwrap_err().to_string();
-    assert!(err.contains("test.tsv:4: the prompt with this example is"), "{err}");
+    assert!(err.contains("test.tsv:4: the prompt with this example and its answer take"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

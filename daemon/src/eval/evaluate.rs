@@ -376,13 +376,13 @@ impl Evaluator {
     /// prompt too long for the model's context with one of them names the longest.
     fn located(&self, error: EvalError, prepared: &PreparedPrompt, examples: &[Example], data: &Dataset) -> EvalError {
         let EvalError::Engine(EngineError::TooLong { limit, .. }) = error else { return error };
-        let Some((tokens, example)) = self.longest_context(prepared, examples).ok().flatten().map(|(n, e, _)| (n, e))
+        let Some((tokens, example)) = self.longest_row(prepared, examples).ok().flatten().map(|(n, e, _)| (n, e))
         else {
             return error;
         };
         EvalError::TooLong(format!(
-            "{}:{}: the prompt with this example is {tokens} tokens, and the model's context holds {limit} \
-             (shorten the example or the prompt)",
+            "{}:{}: the prompt with this example and its answer take {tokens} tokens, and the model's context \
+             holds {limit} (shorten the example or the prompt)",
             data.path.display(),
             example.line
         ))
@@ -404,17 +404,6 @@ impl Evaluator {
             if fitting.is_empty() { (Vec::new(), 0) } else { self.score_examples(prepared, &fitting)? };
         let mut scored = scored.into_iter();
         Ok((fits.into_iter().map(|fits| if fits { scored.next() } else { None }).collect(), spent))
-    }
-
-    /// The example of `examples` the model reads the most tokens for with this prompt, those
-    /// tokens, and the most the model's context holds (`None` without examples).
-    pub fn longest_context<'x>(
-        &self,
-        prepared: &PreparedPrompt,
-        examples: &'x [Example],
-    ) -> Result<Option<(usize, &'x Example, usize)>> {
-        let (lengths, limit) = self.context_tokens(prepared, examples)?;
-        Ok(lengths.into_iter().zip(examples).max_by_key(|(n, _)| *n).map(|(n, e)| (n, e, limit)))
     }
 
     /// The example of `examples` whose scoring takes the longest row of the model's context
