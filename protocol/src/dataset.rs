@@ -175,14 +175,32 @@ impl DatasetSpec {
 
 /// Examples of `later` whose input is an example's input in `earlier` too, as (line in
 /// `later`, line in `earlier`) in `later`'s order: scores on them are not held out. Inputs
-/// compare whole and exactly, as the model would see them; the gold is not compared.
+/// compare whole by their letters and digits, case, spacing and punctuation aside (`It's
+/// great!` is `it 's great .`, a copy tokenized otherwise); the gold is not compared.
 pub fn shared_inputs(earlier: &Dataset, later: &Dataset) -> Vec<(usize, usize)> {
-    let key = |e: &Example| serde_json::to_string(&e.input).unwrap_or_default();
+    let key = |e: &Example| {
+        let folded: Map<String, Value> = e.input.iter().map(|(k, v)| (k.clone(), folded(v))).collect();
+        serde_json::to_string(&folded).unwrap_or_default()
+    };
     let mut lines = std::collections::HashMap::new();
     for example in &earlier.examples {
         lines.entry(key(example)).or_insert(example.line);
     }
     later.examples.iter().filter_map(|e| lines.get(&key(e)).map(|&line| (e.line, line))).collect()
+}
+
+/// An input value as [`shared_inputs`] compares it: every text lower-cased down to its letters
+/// and digits (kept whole where it has none, so `?!` is not `...`).
+fn folded(value: &Value) -> Value {
+    match value {
+        Value::String(text) => {
+            let kept: String = text.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+            Value::String(if kept.is_empty() { text.clone() } else { kept })
+        }
+        Value::Array(items) => Value::Array(items.iter().map(folded).collect()),
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), folded(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Most examples one file may hold.
@@ -674,6 +692,23 @@ mod tests {
         let path = write("m.csv", "text,label\nx,0\n");
         let issues = load(&path, &spec(Task::Classify)).unwrap_err();
         assert!(issues[0].message.contains("missing column `sentence`"), "{}", issues[0]);
+    }
+
+    #[test]
+    fn a_copy_of_an_input_cased_spaced_or_punctuated_otherwise_is_shared() {
+        let train = load(
+            &write("shared-train.tsv", "sentence\tlabel\nIt's a great movie!\t1\n?!\t0\nplain\t0\n"),
+            &spec(Task::Classify),
+        )
+        .unwrap();
+        let test = load(
+            &write("shared-test.tsv", "sentence\tlabel\nit 's a GREAT movie .\t0\n...\t1\nplainer\t1\n?!\t1\n"),
+            &spec(Task::Classify),
+        )
+        .unwrap();
+        // The tokenized copy under another label is the same input; `...` is not `?!`.
+        assert_eq!(shared_inputs(&train, &test), [(2, 2), (5, 3)]);
+        assert_eq!(folded(&serde_json::json!({"a": ["Ab C", 1]})), serde_json::json!({"a": ["abc", 1]}));
     }
 
     #[test]
