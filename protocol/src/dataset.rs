@@ -64,8 +64,8 @@ pub struct DatasetSpec {
     /// Variable → column, where they differ (`reprompt.columns`).
     pub columns: Map<String, Value>,
     /// Variable → the JSON types its input schema allows (`string`, `integer`, …), where it
-    /// names any: a value of another type is a bad row (a text cell counts where it reads as
-    /// one of them: `3` for an integer).
+    /// names any: a value of another type is a bad row (a text cell counts where it spells one
+    /// of them, and is read as that value: `3` for an integer).
     pub types: BTreeMap<String, Vec<String>>,
     pub task: Task,
     pub labels: Vec<String>,

@@ -439,7 +439,7 @@ impl Evaluator {
             })
             .collect();
         let generates = prepared.task == Task::Generate || prepared.needs("consistency");
-        let (lengths, limit): (Vec<usize>, usize) = self.engine.run(move |rt| {
+        Ok(self.engine.run(move |rt| {
             let mut lengths = Vec::with_capacity(contexts.len());
             for (context, answers) in contexts.iter().zip(&answers) {
                 let read = rt.tokenize(context)?.len();
@@ -450,8 +450,7 @@ impl Evaluator {
                 lengths.push(row);
             }
             Ok((lengths, rt.model.config.context_length))
-        })?;
-        Ok((lengths, limit))
+        })?)
     }
 
     /// The most tokens the model's context holds.
