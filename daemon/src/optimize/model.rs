@@ -9,7 +9,7 @@ use reprompt_protocol::dataset::{self, Dataset, DatasetSpec};
 use reprompt_protocol::settings::{RewardSpec, Task};
 use reprompt_protocol::{PromptDocument, parse};
 
-use super::edits::{DemoSource, EditSpace};
+use super::edits::{Banks, DemoSource, EditSpace};
 use super::labels::{
     FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, Screened, continuation_mass, cross_fitted, label_word, rank_label_sets,
 };
@@ -170,12 +170,17 @@ impl<'e> ModelScorer<'e> {
     }
 
     /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits, this model
-    /// and device, the partials `original` includes, the built-in edit banks and the data's
+    /// and device, the partials `original` includes, the built-in edit `banks` and the data's
     /// label names a relabelled prompt keeps ([`data_label_names`]): what a checkpoint's
     /// scores and prompts were made with, so a run resumes only where they still hold.
-    pub fn data_digest(&mut self, original: &str, data_labels: Option<&Vec<Vec<String>>>) -> Result<String> {
+    pub fn data_digest(
+        &mut self,
+        original: &str,
+        banks: Banks,
+        data_labels: Option<&Vec<Vec<String>>>,
+    ) -> Result<String> {
         let key = self.prepare(original)?;
-        let mut space = EditSpace::builtin(Vec::new());
+        let mut space = EditSpace::with_banks(banks, Vec::new());
         space.data_labels = data_labels.cloned();
         let banks = serde_json::to_string(&space).unwrap_or_default();
         let mut scoring = serde_json::json!({

@@ -161,7 +161,7 @@ pub enum EditError {
     Variables { before: Vec<String>, after: Vec<String> },
 }
 
-/// Label-word sets that mean the same task, by number of labels (negative first).
+/// Label-word sets for sentiment, by number of labels (negative first).
 pub const LABEL_SETS: &[&[&str]] = &[
     &["terrible", "great"],
     &["bad", "good"],
@@ -171,7 +171,8 @@ pub const LABEL_SETS: &[&[&str]] = &[
     &["no", "yes"],
 ];
 
-/// Instruction phrases the optimizer may add (the built-in bank; the history adds more).
+/// Instruction phrases the optimizer may add to a sentiment prompt (the built-in bank; the
+/// history adds more).
 pub const PHRASES: &[&str] = &[
     "Answer with one word.",
     "Think about the overall opinion of the reviewer.",
@@ -180,8 +181,57 @@ pub const PHRASES: &[&str] = &[
     "Ignore details that do not express an opinion.",
 ];
 
-/// Answer cues: the line the model's answer follows (generic classification cues).
+/// Instruction phrases for other classifications: [`PHRASES`] less the ones about opinions.
+pub const CLASSIFY_PHRASES: &[&str] = &["Answer with one word.", "Be accurate.", "Read the text carefully."];
+
+/// Instruction phrases for generation: no "one word" (the answer may need its reasoning
+/// first), and zero-shot chain of thought's cue (Kojima et al., 2022).
+pub const GENERATE_PHRASES: &[&str] =
+    &["Let's think step by step.", "Be accurate.", "Read the text carefully.", "Check your answer before you give it."];
+
+/// Answer cues for a sentiment prompt: the line the model's answer follows, from generic to
+/// specific ([`named_cue`](super::search::named_cue) takes the most specific the prompt names).
 pub const CUES: &[&str] = &["Answer:", "Output:", "Label:", "Category:", "Sentiment:", "Topic:"];
+
+/// Answer cues for other classifications: [`CUES`] less `Sentiment:`.
+pub const CLASSIFY_CUES: &[&str] = &["Answer:", "Output:", "Label:", "Category:", "Topic:"];
+
+/// Answer cues for generation.
+pub const GENERATE_CUES: &[&str] = &["Answer:", "Output:", "Response:", "Solution:"];
+
+/// Which built-in banks fit a prompt ([`EditSpace::for_prompt`]): a sentiment phrase such as
+/// "Ignore details that do not express an opinion." only misleads a topic classifier, and
+/// "Answer with one word." a model that has to reason before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Banks {
+    /// A classification whose labels are one of [`LABEL_SETS`] (either order), or whose
+    /// template says `sentiment`.
+    Sentiment,
+    /// Any other classification: no built-in label words (the model ranks its own).
+    Classification,
+    /// A generation task.
+    Generation,
+}
+
+impl Banks {
+    /// The banks for `doc` as written.
+    pub fn of(doc: &PromptDocument) -> Self {
+        if doc.settings.task_or_default() != reprompt_protocol::settings::Task::Classify {
+            return Self::Generation;
+        }
+        let mut labels: Vec<String> =
+            doc.settings.labels.iter().flat_map(|l| l.value.iter()).map(|w| w.trim().to_lowercase()).collect();
+        labels.sort();
+        let sentiment_labels = LABEL_SETS.iter().any(|set| {
+            let mut set: Vec<&str> = set.to_vec();
+            set.sort_unstable();
+            set == labels
+        });
+        let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().to_lowercase();
+        let says_sentiment = body.split(|c: char| !c.is_alphanumeric()).any(|w| w == "sentiment");
+        if sentiment_labels || says_sentiment { Self::Sentiment } else { Self::Classification }
+    }
+}
 
 /// A training example the optimizer may show as a demonstration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,12 +276,28 @@ pub struct EditSpace {
 }
 
 impl EditSpace {
-    /// The built-in banks and `demos`.
+    /// The built-in sentiment banks and `demos`.
     pub fn builtin(demos: Vec<DemoSource>) -> Self {
+        Self::with_banks(Banks::Sentiment, demos)
+    }
+
+    /// The built-in banks that fit `doc` ([`Banks::of`]) and `demos`.
+    pub fn for_prompt(doc: &PromptDocument, demos: Vec<DemoSource>) -> Self {
+        Self::with_banks(Banks::of(doc), demos)
+    }
+
+    /// The built-in `banks` and `demos`.
+    pub fn with_banks(banks: Banks, demos: Vec<DemoSource>) -> Self {
+        let owned = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (phrases, label_sets, cues) = match banks {
+            Banks::Sentiment => (PHRASES, LABEL_SETS, CUES),
+            Banks::Classification => (CLASSIFY_PHRASES, &[][..], CLASSIFY_CUES),
+            Banks::Generation => (GENERATE_PHRASES, &[][..], GENERATE_CUES),
+        };
         Self {
-            phrases: PHRASES.iter().map(|s| s.to_string()).collect(),
-            label_sets: LABEL_SETS.iter().map(|set| set.iter().map(|s| s.to_string()).collect()).collect(),
-            cues: CUES.iter().map(|s| s.to_string()).collect(),
+            phrases: owned(phrases),
+            label_sets: label_sets.iter().map(|set| owned(set)).collect(),
+            cues: owned(cues),
             demos,
             label_groups: Vec::new(),
             paraphrases: BTreeMap::new(),

@@ -519,3 +519,55 @@ fn new_label_words_keep_the_names_the_data_reads_its_labels_by() {
     let json = serde_json::to_string(&self::space()).unwrap();
     assert!(!json.contains("data_labels"), "{json}");
 }
+
+#[test]
+fn the_built_in_banks_fit_the_task() {
+    const GSM8K: &str = include_str!("../../../../examples/gsm8k/gsm8k.prompt");
+    let news = "---\nreprompt.labels: [world, sports, business, technology]\n---\n{{role \"user\"}}\nArticle: {{text}}\nIs this article about world, sports, business or technology?\n";
+    let topic_pair = "---\nreprompt.labels: [ham, spam]\n---\n{{role \"user\"}}\nMessage: {{text}}\nIs it spam?\n";
+    // Sentiment by its labels (in any order and case) or by its words; the example's banks
+    // are the built-in ones.
+    let named = "---\nreprompt.labels: [Great, Terrible]\n---\nReview: {{sentence}}\nVerdict:\n";
+    let five = "---\nreprompt.labels: [a, b, c, d, e]\n---\nThe sentiment of {{sentence}} is\n";
+    for (text, banks) in [
+        (EXAMPLE, Banks::Sentiment),
+        (named, Banks::Sentiment),
+        (five, Banks::Sentiment),
+        (news, Banks::Classification),
+        (topic_pair, Banks::Classification),
+        (GSM8K, Banks::Generation),
+    ] {
+        assert_eq!(Banks::of(&parse(text, None)), banks, "{text}");
+    }
+    let example = EditSpace::for_prompt(&doc(), Vec::new());
+    assert_eq!(serde_json::to_value(&example).unwrap(), serde_json::to_value(EditSpace::builtin(Vec::new())).unwrap());
+
+    let offered = |text: &str| {
+        let doc = parse(text, None);
+        candidates(&doc, &EditSpace::for_prompt(&doc, Vec::new()), &mut Rng::new(1))
+    };
+    let inserts = |edits: &[Edit], phrase: &str| {
+        edits.iter().any(|e| matches!(e, Edit::InsertPhrase { text, .. } if text.trim_end() == phrase))
+    };
+    let cue = |edits: &[Edit], cue: &str| {
+        edits.iter().any(|e| matches!(e, Edit::AnswerCue(c) | Edit::Completion(c) if c == cue))
+    };
+    let sentiment = offered(EXAMPLE);
+    assert!(inserts(&sentiment, "Ignore details that do not express an opinion."));
+    assert!(cue(&sentiment, "Sentiment:"));
+    assert!(sentiment.iter().any(|e| matches!(e, Edit::Labels(w) if w == &["negative", "positive"])));
+
+    for text in [news, topic_pair] {
+        let edits = offered(text);
+        assert!(inserts(&edits, "Answer with one word.") && cue(&edits, "Category:"), "{edits:?}");
+        assert!(!inserts(&edits, "Ignore details that do not express an opinion."), "{edits:?}");
+        assert!(!inserts(&edits, "Think about the overall opinion of the reviewer."), "{edits:?}");
+        assert!(!cue(&edits, "Sentiment:"), "{edits:?}");
+        assert!(!edits.iter().any(|e| matches!(e, Edit::Labels(_))), "{edits:?}");
+    }
+
+    let math = offered(GSM8K);
+    assert!(inserts(&math, "Let's think step by step.") && cue(&math, "Solution:"), "{math:?}");
+    assert!(!inserts(&math, "Answer with one word."), "{math:?}");
+    assert!(!cue(&math, "Sentiment:") && !cue(&math, "Label:"), "{math:?}");
+}
