@@ -38,6 +38,58 @@ fn unspent_note(result: &SearchResult) -> Option<String> {
     }
 }
 
+/// The setting an edit (by its description, [`Edit::describe`](crate::optimize::edits::Edit::describe))
+/// gives a new value, if any: a later edit of the same setting replaces its value.
+fn setting(edit: &str) -> Option<&'static str> {
+    if edit.starts_with("label words ") {
+        Some("labels")
+    } else if edit.starts_with("calibrate the labels") {
+        Some("calibration")
+    } else if edit.starts_with("answer cue ") {
+        Some("cue")
+    } else if edit == "plain text instead of the chat template" || edit == "the chat template instead of plain text" {
+        Some("format")
+    } else {
+        None
+    }
+}
+
+/// Whether a later edit also sets `setting`: a completion prompt, plain or bare, sets the
+/// answer cue too.
+fn sets(edit: &str, setting: &str) -> bool {
+    self::setting(edit) == Some(setting)
+        || setting == "cue"
+            && (edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt"))
+}
+
+/// What became of each edit of a lineage in the `result` text, where the listing would
+/// otherwise mislead: its setting replaced by a later edit, or the sentence it added gone (a
+/// later edit deleted it, rewrote it or left the instructions out).
+fn fates(edits: &[String], result: &str) -> Vec<Option<String>> {
+    edits
+        .iter()
+        .enumerate()
+        .map(|(i, edit)| {
+            if let Some(setting) = setting(edit) {
+                let later = edits[i + 1..].iter().position(|e| sets(e, setting))?;
+                return Some(format!("replaced by {}", i + 2 + later));
+            }
+            // The sentence an `add "…"` or `rewrite "…" as "…"` put in, every way the
+            // description can be read (the quoted texts may hold `" as "` themselves).
+            let added: Vec<&str> = if let Some(phrase) = edit.strip_prefix("add \"") {
+                vec![phrase.strip_suffix('"')?]
+            } else if edit.starts_with("rewrite \"") {
+                let body = edit.strip_suffix('"')?;
+                body.match_indices("\" as \"").map(|(at, sep)| &body[at + sep.len()..]).collect()
+            } else {
+                return None;
+            };
+            (!added.is_empty() && added.iter().all(|text| !result.contains(text)))
+                .then(|| "not in the result: a later edit removed it".to_string())
+        })
+        .collect()
+}
+
 pub(super) fn print_summary(
     report: &Report,
     original: &str,
@@ -138,8 +190,9 @@ pub(super) fn print_summary(
     }
     // Edits and the diff carry the prompt's text and the model's paraphrases: untrusted.
     writeln!(out, "\nedits:")?;
-    for (i, e) in report.edits.iter().enumerate() {
-        writeln!(out, "  {}. {}", i + 1, printable(e))?;
+    for (i, (e, fate)) in report.edits.iter().zip(fates(&report.edits, &report.text)).enumerate() {
+        let fate = fate.map(|f| format!("  ({f})")).unwrap_or_default();
+        writeln!(out, "  {}. {}{fate}", i + 1, printable(e))?;
     }
     let target = written.map_or("optimized".to_string(), |p| p.display().to_string());
     let diff = similar::TextDiff::from_lines(original, &report.text)
@@ -187,5 +240,41 @@ mod tests {
     fn a_score_never_measured_shows_as_a_dash() {
         assert_eq!(pct(0.8125), "81.2%");
         assert_eq!(pct(f64::NAN), "–");
+    }
+
+    #[test]
+    fn an_edit_a_later_one_undid_says_so() {
+        let edits: Vec<String> = [
+            "add \"Be accurate.\"",
+            "label words bad / good",
+            "answer cue \"Answer:\"",
+            "rewrite \"Say \" as \" one word.\" as \"Answer in one word.\"",
+            "calibrate the labels: label bias [0, 0.21]",
+            "add example \"Review: fine | Answer: good\"",
+            "bare completion prompt: the example's lines and \"Sentiment:\"",
+            "add \"Read the text carefully.\"",
+            "label words negative / positive",
+            "calibrate the labels: label bias [0, 0.69]",
+            "rewrite \"Read the text carefully.\" as \"Read it.\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        let result = "Read it.\nReview: {{sentence}}\nSentiment:";
+        let got = fates(&edits, result);
+        let gone = Some("not in the result: a later edit removed it".to_string());
+        assert_eq!(got[0], gone);
+        assert_eq!(got[1].as_deref(), Some("replaced by 9"));
+        assert_eq!(got[2].as_deref(), Some("replaced by 7"), "a bare prompt sets its own cue");
+        assert_eq!(got[3], gone, "every reading of the rewrite is gone");
+        assert_eq!(got[4].as_deref(), Some("replaced by 10"));
+        assert_eq!(got[5], None, "a demonstration is rewritten, not judged by its text");
+        assert_eq!(got[6], None);
+        assert_eq!(got[7], gone, "rewritten later");
+        assert_eq!((got[8].clone(), got[9].clone(), got[10].clone()), (None, None, None));
+        // An added sentence still there, under any reading of its description, is no news.
+        let kept = fates(&edits, "Answer in one word. Be accurate.");
+        assert_eq!((kept[0].clone(), kept[3].clone()), (None, None));
+        let ambiguous = fates(&["rewrite \"a\" as \"b\" as \"c\"".to_string()], "x b\" as \"c y");
+        assert_eq!(ambiguous, vec![None]);
     }
 }
