@@ -53,11 +53,20 @@ fn ranked_holds_up(screened: Option<&[labels::Screened]>) -> bool {
 
 /// The cue the author's own words name: the last of `cues` (they go from generic to
 /// specific: `Answer:` … `Sentiment:`, `Topic:`) whose word the prompt's template uses, whole
-/// word, any case (`Sentiment:` for "…the sentiment of movie reviews. Answer with one word.").
+/// word or its plural, any case (`Sentiment:` for "…the sentiment of movie reviews. Answer
+/// with one word.", `Topic:` for "You sort news articles into topics.", `Category:` for
+/// "categories").
 pub fn named_cue(doc: &PromptDocument, cues: &[String]) -> Option<String> {
     let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().to_lowercase();
     let words: std::collections::HashSet<&str> = body.split(|c: char| !c.is_alphanumeric()).collect();
-    cues.iter().rev().find(|c| words.contains(c.trim_end_matches(':').to_lowercase().as_str())).cloned()
+    let named = |word: &str| {
+        let plural = match word.strip_suffix('y') {
+            Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{stem}ies"),
+            _ => format!("{word}s"),
+        };
+        words.contains(word) || words.contains(plural.as_str())
+    };
+    cues.iter().rev().find(|c| named(&c.trim_end_matches(':').to_lowercase())).cloned()
 }
 
 /// Where a prompt's answer goes, as a key: its format and the last line of the template
@@ -444,6 +453,13 @@ mod tests {
         // Front matter does not count, nor do parts of words.
         let front = "---\nname: sentiment\nreprompt.labels: [a, b]\n---\nSentimental? {{text}}\n";
         assert_eq!(named_cue(&parse(front, None), &cues), None);
+        // A plural names the cue too.
+        let topics = "---\nreprompt.labels: [a, b]\n---\nYou sort news articles into topics.\n{{text}}\n";
+        assert_eq!(named_cue(&parse(topics, None), &cues).as_deref(), Some("Topic:"));
+        let categories = "---\nreprompt.labels: [a, b]\n---\nThe categories are a and b.\n{{text}}\n";
+        assert_eq!(named_cue(&parse(categories, None), &cues).as_deref(), Some("Category:"));
+        let outputs = "---\nreprompt.labels: [a, b]\n---\nNo outputs but a or b.\n{{text}}\n";
+        assert_eq!(named_cue(&parse(outputs, None), &cues).as_deref(), Some("Output:"));
     }
 
     #[test]
