@@ -204,8 +204,8 @@ pub const GENERATE_CUES: &[&str] = &["Answer:", "Output:", "Response:", "Solutio
 /// "Answer with one word." a model that has to reason before it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Banks {
-    /// A classification whose labels are one of [`LABEL_SETS`] (either order), or whose
-    /// template says `sentiment`.
+    /// A classification whose labels are one of [`LABEL_SETS`] but `no` / `yes` (either
+    /// order), or whose template says `sentiment`.
     Sentiment,
     /// Any other classification: no built-in label words (the model ranks its own).
     Classification,
@@ -222,7 +222,7 @@ impl Banks {
         let mut labels: Vec<String> =
             doc.settings.labels.iter().flat_map(|l| l.value.iter()).map(|w| w.trim().to_lowercase()).collect();
         labels.sort();
-        let sentiment_labels = LABEL_SETS.iter().any(|set| {
+        let sentiment_labels = LABEL_SETS.iter().filter(|set| set != &&["no", "yes"]).any(|set| {
             let mut set: Vec<&str> = set.to_vec();
             set.sort_unstable();
             set == labels

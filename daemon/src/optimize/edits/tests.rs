@@ -525,6 +525,7 @@ fn the_built_in_banks_fit_the_task() {
     const GSM8K: &str = include_str!("../../../../examples/gsm8k/gsm8k.prompt");
     let news = "---\nreprompt.labels: [world, sports, business, technology]\n---\n{{role \"user\"}}\nArticle: {{text}}\nIs this article about world, sports, business or technology?\n";
     let topic_pair = "---\nreprompt.labels: [ham, spam]\n---\n{{role \"user\"}}\nMessage: {{text}}\nIs it spam?\n";
+    let yes_no = "---\nreprompt.labels: [no, yes]\n---\nMessage: {{text}}\nIs it spam?\n";
     // Sentiment by its labels (in any order and case) or by its words; the example's banks
     // are the built-in ones.
     let named = "---\nreprompt.labels: [Great, Terrible]\n---\nReview: {{sentence}}\nVerdict:\n";
@@ -535,6 +536,7 @@ fn the_built_in_banks_fit_the_task() {
         (five, Banks::Sentiment),
         (news, Banks::Classification),
         (topic_pair, Banks::Classification),
+        (yes_no, Banks::Classification),
         (GSM8K, Banks::Generation),
     ] {
         assert_eq!(Banks::of(&parse(text, None)), banks, "{text}");
