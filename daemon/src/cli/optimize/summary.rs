@@ -38,41 +38,52 @@ fn unspent_note(result: &SearchResult) -> Option<String> {
     }
 }
 
-/// The setting an edit (by its description, [`Edit::describe`](crate::optimize::edits::Edit::describe))
-/// gives a new value, if any: a later edit of the same setting replaces its value.
-fn setting(edit: &str) -> Option<&'static str> {
+/// The last quoted value of an edit's description (`answer cue "Topic:"` → `Topic:`).
+fn last_quoted(edit: &str) -> Option<&str> {
+    let body = edit.strip_suffix('"')?;
+    body.rfind('"').map(|at| &body[at + 1..])
+}
+
+/// The settings an edit (by its description, [`Edit::describe`](crate::optimize::edits::Edit::describe))
+/// gives a value, with the value, its own first: a completion prompt, plain or bare, sets the
+/// answer cue and the layout (plain text); new label words drop the calibration.
+fn settings(edit: &str) -> Vec<(&'static str, Option<&str>)> {
     if edit.starts_with("label words ") {
-        Some("labels")
+        vec![("labels", Some(edit)), ("calibration", None)]
     } else if edit.starts_with("calibrate the labels") {
-        Some("calibration")
+        vec![("calibration", Some(edit))]
     } else if edit.starts_with("answer cue ") {
-        Some("cue")
-    } else if edit == "plain text instead of the chat template" || edit == "the chat template instead of plain text" {
-        Some("format")
+        vec![("cue", last_quoted(edit))]
+    } else if edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt") {
+        vec![("cue", last_quoted(edit)), ("format", Some("plain"))]
+    } else if edit == "plain text instead of the chat template" {
+        vec![("format", Some("plain"))]
+    } else if edit == "the chat template instead of plain text" {
+        vec![("format", Some("chat"))]
     } else {
-        None
+        Vec::new()
     }
 }
 
-/// Whether a later edit also sets `setting`: a completion prompt, plain or bare, sets the
-/// answer cue too.
-fn sets(edit: &str, setting: &str) -> bool {
-    self::setting(edit) == Some(setting)
-        || setting == "cue"
-            && (edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt"))
-}
-
 /// What became of each edit of a lineage in the `result` text, where the listing would
-/// otherwise mislead: its setting replaced by a later edit, or the sentence it added gone (a
-/// later edit deleted it, rewrote it or left the instructions out).
+/// otherwise mislead: the setting it gave a value (label words, calibration, answer cue,
+/// layout; not a completion prompt, whose deletions stay) given another by a later edit, or
+/// the sentence it added gone — only where a later edit took it out (a bare completion
+/// prompt, or a deletion or rewrite that quotes it), as new label words rename the label
+/// words a sentence names.
 fn fates(edits: &[String], result: &str) -> Vec<Option<String>> {
     edits
         .iter()
         .enumerate()
         .map(|(i, edit)| {
-            if let Some(setting) = setting(edit) {
-                let later = edits[i + 1..].iter().position(|e| sets(e, setting))?;
-                return Some(format!("replaced by {}", i + 2 + later));
+            let later = || edits.iter().enumerate().skip(i + 1);
+            let completion = edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt");
+            if let Some(&(setting, value)) = settings(edit).first().filter(|_| !completion) {
+                let (n, by) = later().find_map(|(n, e)| {
+                    settings(e).into_iter().find(|(s, v)| *s == setting && *v != value).map(|(_, v)| (n, v))
+                })?;
+                let how = if by.is_some() { "replaced" } else { "dropped" };
+                return Some(format!("{how} by {}", n + 1));
             }
             // The sentence an `add "…"` or `rewrite "…" as "…"` put in, every way the
             // description can be read (the quoted texts may hold `" as "` themselves).
@@ -84,7 +95,14 @@ fn fates(edits: &[String], result: &str) -> Vec<Option<String>> {
             } else {
                 return None;
             };
-            (!added.is_empty() && added.iter().all(|text| !result.contains(text)))
+            let took_out = |e: &String| {
+                e.starts_with("bare completion prompt")
+                    || added.iter().any(|text| {
+                        e.starts_with(&format!("delete \"{text}\"")) || e.starts_with(&format!("rewrite \"{text}\" as"))
+                    })
+            };
+            let gone = !added.is_empty() && added.iter().all(|text| !result.contains(text));
+            (gone && later().any(|(_, e)| took_out(e)))
                 .then(|| "not in the result: a later edit removed it".to_string())
         })
         .collect()
@@ -262,11 +280,11 @@ mod tests {
         let result = "Read it.\nReview: {{sentence}}\nSentiment:";
         let got = fates(&edits, result);
         let gone = Some("not in the result: a later edit removed it".to_string());
-        assert_eq!(got[0], gone);
+        assert_eq!(got[0], gone, "the bare prompt took it out");
         assert_eq!(got[1].as_deref(), Some("replaced by 9"));
         assert_eq!(got[2].as_deref(), Some("replaced by 7"), "a bare prompt sets its own cue");
         assert_eq!(got[3], gone, "every reading of the rewrite is gone");
-        assert_eq!(got[4].as_deref(), Some("replaced by 10"));
+        assert_eq!(got[4].as_deref(), Some("dropped by 9"), "new label words drop the calibration");
         assert_eq!(got[5], None, "a demonstration is rewritten, not judged by its text");
         assert_eq!(got[6], None);
         assert_eq!(got[7], gone, "rewritten later");
@@ -276,5 +294,30 @@ mod tests {
         assert_eq!((kept[0].clone(), kept[3].clone()), (None, None));
         let ambiguous = fates(&["rewrite \"a\" as \"b\" as \"c\"".to_string()], "x b\" as \"c y");
         assert_eq!(ambiguous, vec![None]);
+    }
+
+    #[test]
+    fn only_a_change_of_value_replaces_a_setting() {
+        let edits: Vec<String> = [
+            "answer cue \"Sentiment:\"",
+            "bare completion prompt: the example's lines and \"Sentiment:\"",
+            "the chat template instead of plain text",
+            "plain completion prompt ending in \"Answer:\"",
+            "add \"Say great or terrible.\"",
+            "label words negative / positive",
+        ]
+        .map(String::from)
+        .to_vec();
+        // The sentence was renamed by the new label words, not removed: no claim.
+        let got = fates(&edits, "Say positive or negative.\nReview: {{sentence}}\nAnswer:");
+        assert_eq!(got[0].as_deref(), Some("replaced by 4"), "the bare prompt kept Sentiment:, the completion did not");
+        assert_eq!(got[1], None, "a completion prompt's deletions stay");
+        assert_eq!(got[2].as_deref(), Some("replaced by 4"), "a completion prompt is plain text");
+        assert_eq!(got[4], None);
+        let deleted = [edits[4].clone(), "delete \"Say great or terrible.\"".to_string()];
+        assert_eq!(
+            fates(&deleted, "Review: {{sentence}}")[0].as_deref(),
+            Some("not in the result: a later edit removed it")
+        );
     }
 }

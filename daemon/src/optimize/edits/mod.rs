@@ -171,6 +171,9 @@ pub const LABEL_SETS: &[&[&str]] = &[
     &["no", "yes"],
 ];
 
+/// The built-in label words of a two-label classification that is not about sentiment.
+pub const YES_NO: &[&[&str]] = &[&["no", "yes"]];
+
 /// Instruction phrases the optimizer may add to a sentiment prompt (the built-in bank; the
 /// history adds more).
 pub const PHRASES: &[&str] = &[
@@ -207,7 +210,9 @@ pub enum Banks {
     /// A classification whose labels are one of [`LABEL_SETS`] but `no` / `yes` (either
     /// order), or whose template says `sentiment`.
     Sentiment,
-    /// Any other classification: no built-in label words (the model ranks its own).
+    /// Any other classification: of the built-in label words only `no` / `yes` (two labels),
+    /// the model ranks its own; a ranking is still judged against a built-in set out of
+    /// sample where there are two labels.
     Classification,
     /// A generation task.
     Generation,
@@ -222,13 +227,13 @@ impl Banks {
         let mut labels: Vec<String> =
             doc.settings.labels.iter().flat_map(|l| l.value.iter()).map(|w| w.trim().to_lowercase()).collect();
         labels.sort();
-        let sentiment_labels = LABEL_SETS.iter().filter(|set| set != &&["no", "yes"]).any(|set| {
+        let sentiment_labels = LABEL_SETS.iter().filter(|set| set != &&YES_NO[0]).any(|set| {
             let mut set: Vec<&str> = set.to_vec();
             set.sort_unstable();
             set == labels
         });
         let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().to_lowercase();
-        let says_sentiment = body.split(|c: char| !c.is_alphanumeric()).any(|w| w == "sentiment");
+        let says_sentiment = body.split(|c: char| !c.is_alphanumeric()).any(|w| w == "sentiment" || w == "sentiments");
         if sentiment_labels || says_sentiment { Self::Sentiment } else { Self::Classification }
     }
 }
@@ -291,7 +296,7 @@ impl EditSpace {
         let owned = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let (phrases, label_sets, cues) = match banks {
             Banks::Sentiment => (PHRASES, LABEL_SETS, CUES),
-            Banks::Classification => (CLASSIFY_PHRASES, &[][..], CLASSIFY_CUES),
+            Banks::Classification => (CLASSIFY_PHRASES, YES_NO, CLASSIFY_CUES),
             Banks::Generation => (GENERATE_PHRASES, &[][..], GENERATE_CUES),
         };
         Self {

@@ -526,8 +526,7 @@ fn the_built_in_banks_fit_the_task() {
     let news = "---\nreprompt.labels: [world, sports, business, technology]\n---\n{{role \"user\"}}\nArticle: {{text}}\nIs this article about world, sports, business or technology?\n";
     let topic_pair = "---\nreprompt.labels: [ham, spam]\n---\n{{role \"user\"}}\nMessage: {{text}}\nIs it spam?\n";
     let yes_no = "---\nreprompt.labels: [no, yes]\n---\nMessage: {{text}}\nIs it spam?\n";
-    // Sentiment by its labels (in any order and case) or by its words; the example's banks
-    // are the built-in ones.
+    // Sentiment by its labels (in any order and case) or by its words.
     let named = "---\nreprompt.labels: [Great, Terrible]\n---\nReview: {{sentence}}\nVerdict:\n";
     let five = "---\nreprompt.labels: [a, b, c, d, e]\n---\nThe sentiment of {{sentence}} is\n";
     for (text, banks) in [
@@ -541,8 +540,6 @@ fn the_built_in_banks_fit_the_task() {
     ] {
         assert_eq!(Banks::of(&parse(text, None)), banks, "{text}");
     }
-    let example = EditSpace::for_prompt(&doc(), Vec::new());
-    assert_eq!(serde_json::to_value(&example).unwrap(), serde_json::to_value(EditSpace::builtin(Vec::new())).unwrap());
 
     let offered = |text: &str| {
         let doc = parse(text, None);
@@ -561,15 +558,30 @@ fn the_built_in_banks_fit_the_task() {
 
     for text in [news, topic_pair] {
         let edits = offered(text);
+        // Two labels keep no / yes, to judge the model's ranked words against.
+        let yes_no = edits.iter().any(|e| matches!(e, Edit::Labels(w) if w == &["no", "yes"]));
+        assert_eq!(yes_no, text == topic_pair, "{edits:?}");
         assert!(inserts(&edits, "Answer with one word.") && cue(&edits, "Category:"), "{edits:?}");
         assert!(!inserts(&edits, "Ignore details that do not express an opinion."), "{edits:?}");
         assert!(!inserts(&edits, "Think about the overall opinion of the reviewer."), "{edits:?}");
         assert!(!cue(&edits, "Sentiment:"), "{edits:?}");
-        assert!(!edits.iter().any(|e| matches!(e, Edit::Labels(_))), "{edits:?}");
+        assert!(!edits.iter().any(|e| matches!(e, Edit::Labels(w) if w != &["no", "yes"])), "{edits:?}");
     }
 
     let math = offered(GSM8K);
     assert!(inserts(&math, "Let's think step by step.") && cue(&math, "Solution:"), "{math:?}");
     assert!(!inserts(&math, "Answer with one word."), "{math:?}");
     assert!(!cue(&math, "Sentiment:") && !cue(&math, "Label:"), "{math:?}");
+}
+
+#[test]
+fn the_sentiment_banks_are_the_ones_the_benchmark_ran_with() {
+    // A checkpoint's digest hashes the banks: the example's (and the benchmark's) are those of
+    // 17d0920, from before banks were chosen by task (the hash of its constants serialized),
+    // so its checkpoints resume.
+    let banks = serde_json::to_string(&EditSpace::for_prompt(&doc(), Vec::new())).unwrap();
+    assert_eq!(
+        reprompt_protocol::hash::sha256_hex(banks.as_bytes()),
+        "fa1e23a26d4c7ac1bdd5cdc8b6a69f913ede9a0b12685cd94ce78d61d0543e3b"
+    );
 }

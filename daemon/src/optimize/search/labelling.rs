@@ -62,6 +62,7 @@ pub fn named_cue(doc: &PromptDocument, cues: &[String]) -> Option<String> {
     let named = |word: &str| {
         let plural = match word.strip_suffix('y') {
             Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{stem}ies"),
+            _ if word.ends_with(['s', 'x']) || word.ends_with("ch") || word.ends_with("sh") => format!("{word}es"),
             _ => format!("{word}s"),
         };
         words.contains(word) || words.contains(plural.as_str())
@@ -460,6 +461,8 @@ mod tests {
         assert_eq!(named_cue(&parse(categories, None), &cues).as_deref(), Some("Category:"));
         let outputs = "---\nreprompt.labels: [a, b]\n---\nNo outputs but a or b.\n{{text}}\n";
         assert_eq!(named_cue(&parse(outputs, None), &cues).as_deref(), Some("Output:"));
+        let classes = "---\nreprompt.labels: [a, b]\n---\nTwo classes, a and b.\n{{text}}\n";
+        assert_eq!(named_cue(&parse(classes, None), &["Class:".to_string()]).as_deref(), Some("Class:"));
     }
 
     #[test]
