@@ -2,7 +2,8 @@
 //! prompt with a tiny budget — the budget holds, the report, plot and checkpoint are written,
 //! the offered prompt is valid with the same variables, a second run resumes the first, a
 //! refused command keeps it, and a run of other settings replaces its checkpoint; a bad test
-//! split is found before the search; `pretrain` writes a policy that a later run starts from.
+//! split is found before the search; `pretrain` writes a policy that a later run starts from;
+//! a generation prompt is searched end to end with the edits that fit generation.
 
 mod common;
 
@@ -522,5 +523,72 @@ fn a_test_example_whose_answer_passes_the_context_scores_as_the_worst_answer() {
     let (scores, too_long) = reprompt::cli::optimize::score_fitting_test(&evaluator, &prepared, &data).unwrap();
     assert_eq!((scores.len(), too_long), (3, 0));
     assert!(scores.iter().all(|&s| s > -180.0), "{scores:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_generation_prompt_is_optimized_with_the_edits_that_fit_generation() {
+    let dir = std::env::temp_dir().join(format!("reprompt-optimize-generate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("cache");
+    common::link_models(&cache);
+    let sums = |pairs: &[(u32, u32)]| -> String {
+        pairs
+            .iter()
+            .map(|(a, b)| format!("{{\"question\": \"What is {a} plus {b}?\", \"answer\": \"{}\"}}\n", a + b))
+            .collect()
+    };
+    std::fs::write(
+        dir.join("train.jsonl"),
+        sums(&[(12, 6), (14, 3), (4, 19), (5, 13), (18, 8), (7, 9), (11, 2), (3, 16)]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("dev.jsonl"), sums(&[(6, 15), (17, 4), (9, 10), (2, 13)])).unwrap();
+    let source = "---\nname: sums\nmodel: smollm2-135m-instruct\nconfig:\n  temperature: 0\n  maxOutputTokens: 12\n\
+                  input:\n  schema:\n    question: string\nreprompt.task: generate\nreprompt.dataset: train.jsonl\n\
+                  reprompt.validation: dev.jsonl\nreprompt.reward: numeric_match\n---\n{{role \"system\"}}\n\
+                  You are a calculator.\n{{role \"user\"}}\n{{question}}\n";
+    let prompt = dir.join("sums.prompt");
+    std::fs::write(&prompt, source).unwrap();
+    let run_dir = dir.join("run");
+    // Seed 7: with the sentiment banks every prompt got before (17d0920) this run scored
+    // prompts with "Answer with one word.", an opinion phrase and the Label:, Sentiment: and
+    // Topic: cues.
+    let r = run_dir.to_str().unwrap();
+    let args = ["optimize", prompt.to_str().unwrap(), "--budget", "80", "--seed", "7", "--run-dir", r, "--json"];
+    let out = reprompt(&args, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("split-overlap"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let evaluations = report["evaluations"].as_u64().unwrap();
+    assert!((12..=80).contains(&evaluations), "spent {evaluations}");
+    // Every prompt the search scored is a valid generation prompt with its variable, and none
+    // carries a classifier's phrase or cue.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/search.json")).unwrap()).expect("checkpoint");
+    let records = state["records"].as_object().expect("records");
+    assert!(records.len() >= 3, "{} prompts", records.len());
+    for record in records.values() {
+        let text = record["text"].as_str().unwrap();
+        let doc = reprompt_protocol::parse(text, Some(&prompt));
+        assert!(doc.diagnostics.is_empty(), "{:?}\n{text}", doc.diagnostics);
+        assert_eq!(variables(text), ["question"]);
+        for off_task in ["Answer with one word.", "opinion", "Sentiment:", "Label:", "Category:", "Topic:"] {
+            assert!(!text.contains(off_task), "{off_task}: {text}");
+        }
+    }
+    let text = report["text"].as_str().unwrap();
+    let variant = dir.join("sums.optimized.prompt");
+    if report["improved"] == true {
+        assert!(report["best"]["validation"].as_f64() > report["original"]["validation"].as_f64());
+        assert_eq!(std::fs::read_to_string(&variant).expect("variant written"), text);
+        let check = reprompt(&["check", variant.to_str().unwrap()], &cache);
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    } else {
+        assert_eq!(text, source);
+        assert!(!variant.exists());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
