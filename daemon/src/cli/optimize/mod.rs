@@ -308,7 +308,8 @@ pub fn optimize(
     config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
     let data_labels = data_label_names(doc, file);
-    config.data = Some(scorer.data_digest(&doc.source, Banks::of(doc), data_labels.as_ref())?);
+    let banks = Banks::of(doc);
+    config.data = Some(scorer.data_digest(&doc.source, banks, data_labels.as_ref())?);
     // The test split is read before the search, so that a problem in it (a bad row, an example
     // the prompt as written does not fit the model's context with) is found before the budget
     // is spent, not after.
@@ -323,7 +324,7 @@ pub fn optimize(
         }
         _ => None,
     };
-    let mut space = EditSpace::for_prompt(doc, scorer.demo_sources());
+    let mut space = EditSpace::with_banks(banks, scorer.demo_sources());
     space.data_labels = data_labels;
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);

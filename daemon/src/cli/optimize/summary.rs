@@ -44,6 +44,11 @@ fn last_quoted(edit: &str) -> Option<&str> {
     body.rfind('"').map(|at| &body[at + 1..])
 }
 
+/// Whether an edit (by its description) makes a completion prompt, plain or bare.
+fn completion(edit: &str) -> bool {
+    edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt")
+}
+
 /// The settings an edit (by its description, [`Edit::describe`](crate::optimize::edits::Edit::describe))
 /// gives a value, with the value, its own first: a completion prompt, plain or bare, sets the
 /// answer cue and the layout (plain text); new label words drop the calibration.
@@ -54,7 +59,7 @@ fn settings(edit: &str) -> Vec<(&'static str, Option<&str>)> {
         vec![("calibration", Some(edit))]
     } else if edit.starts_with("answer cue ") {
         vec![("cue", last_quoted(edit))]
-    } else if edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt") {
+    } else if completion(edit) {
         vec![("cue", last_quoted(edit)), ("format", Some("plain"))]
     } else if edit == "plain text instead of the chat template" {
         vec![("format", Some("plain"))]
@@ -77,8 +82,7 @@ fn fates(edits: &[String], result: &str) -> Vec<Option<String>> {
         .enumerate()
         .map(|(i, edit)| {
             let later = || edits.iter().enumerate().skip(i + 1);
-            let completion = edit.starts_with("plain completion prompt") || edit.starts_with("bare completion prompt");
-            if let Some(&(setting, value)) = settings(edit).first().filter(|_| !completion) {
+            if let Some(&(setting, value)) = settings(edit).first().filter(|_| !completion(edit)) {
                 let (n, by) = later().find_map(|(n, e)| {
                     settings(e).into_iter().find(|(s, v)| *s == setting && *v != value).map(|(_, v)| (n, v))
                 })?;

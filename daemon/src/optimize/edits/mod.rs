@@ -202,7 +202,7 @@ pub const CLASSIFY_CUES: &[&str] = &["Answer:", "Output:", "Label:", "Category:"
 /// Answer cues for generation.
 pub const GENERATE_CUES: &[&str] = &["Answer:", "Output:", "Response:", "Solution:"];
 
-/// Which built-in banks fit a prompt ([`EditSpace::for_prompt`]): a sentiment phrase such as
+/// Which built-in banks fit a prompt ([`EditSpace::with_banks`]): a sentiment phrase such as
 /// "Ignore details that do not express an opinion." only misleads a topic classifier, and
 /// "Answer with one word." a model that has to reason before it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,11 +284,6 @@ impl EditSpace {
     /// The built-in sentiment banks and `demos`.
     pub fn builtin(demos: Vec<DemoSource>) -> Self {
         Self::with_banks(Banks::Sentiment, demos)
-    }
-
-    /// The built-in banks that fit `doc` ([`Banks::of`]) and `demos`.
-    pub fn for_prompt(doc: &PromptDocument, demos: Vec<DemoSource>) -> Self {
-        Self::with_banks(Banks::of(doc), demos)
     }
 
     /// The built-in `banks` and `demos`.

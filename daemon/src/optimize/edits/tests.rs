@@ -543,7 +543,7 @@ fn the_built_in_banks_fit_the_task() {
 
     let offered = |text: &str| {
         let doc = parse(text, None);
-        candidates(&doc, &EditSpace::for_prompt(&doc, Vec::new()), &mut Rng::new(1))
+        candidates(&doc, &EditSpace::with_banks(Banks::of(&doc), Vec::new()), &mut Rng::new(1))
     };
     let inserts = |edits: &[Edit], phrase: &str| {
         edits.iter().any(|e| matches!(e, Edit::InsertPhrase { text, .. } if text.trim_end() == phrase))
@@ -579,7 +579,7 @@ fn the_sentiment_banks_are_the_ones_the_benchmark_ran_with() {
     // A checkpoint's digest hashes the banks: the example's (and the benchmark's) are those of
     // 17d0920, from before banks were chosen by task (the hash of its constants serialized),
     // so its checkpoints resume.
-    let banks = serde_json::to_string(&EditSpace::for_prompt(&doc(), Vec::new())).unwrap();
+    let banks = serde_json::to_string(&EditSpace::with_banks(Banks::of(&doc()), Vec::new())).unwrap();
     assert_eq!(
         reprompt_protocol::hash::sha256_hex(banks.as_bytes()),
         "fa1e23a26d4c7ac1bdd5cdc8b6a69f913ede9a0b12685cd94ce78d61d0543e3b"
