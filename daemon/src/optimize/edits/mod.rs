@@ -207,8 +207,9 @@ pub const GENERATE_CUES: &[&str] = &["Answer:", "Output:", "Response:", "Solutio
 /// "Answer with one word." a model that has to reason before it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Banks {
-    /// A classification whose labels are one of [`LABEL_SETS`] but `no` / `yes` (either
-    /// order), or whose template says `sentiment`.
+    /// A classification whose labels include both words of one of [`LABEL_SETS`] but `no` /
+    /// `yes` (a pair in either order, or a scale such as `terrible … great`), or whose
+    /// template says `sentiment`.
     Sentiment,
     /// Any other classification: of the built-in label words only `no` / `yes` (two labels),
     /// the model ranks its own; a ranking is still judged against a built-in set out of
@@ -224,14 +225,12 @@ impl Banks {
         if doc.settings.task_or_default() != reprompt_protocol::settings::Task::Classify {
             return Self::Generation;
         }
-        let mut labels: Vec<String> =
+        let labels: std::collections::BTreeSet<String> =
             doc.settings.labels.iter().flat_map(|l| l.value.iter()).map(|w| w.trim().to_lowercase()).collect();
-        labels.sort();
-        let sentiment_labels = LABEL_SETS.iter().filter(|set| set != &&YES_NO[0]).any(|set| {
-            let mut set: Vec<&str> = set.to_vec();
-            set.sort_unstable();
-            set == labels
-        });
+        // Both poles of a sentiment pair: the pair itself, or a scale between them
+        // (`terrible, bad, okay, good, great`; `negative, neutral, positive`).
+        let sentiment_labels =
+            LABEL_SETS.iter().filter(|set| set != &&YES_NO[0]).any(|set| set.iter().all(|w| labels.contains(*w)));
         let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().to_lowercase();
         let says_sentiment = body.split(|c: char| !c.is_alphanumeric()).any(|w| w == "sentiment" || w == "sentiments");
         if sentiment_labels || says_sentiment { Self::Sentiment } else { Self::Classification }

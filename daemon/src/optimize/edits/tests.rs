@@ -529,10 +529,18 @@ fn the_built_in_banks_fit_the_task() {
     // Sentiment by its labels (in any order and case) or by its words.
     let named = "---\nreprompt.labels: [Great, Terrible]\n---\nReview: {{sentence}}\nVerdict:\n";
     let five = "---\nreprompt.labels: [a, b, c, d, e]\n---\nThe sentiment of {{sentence}} is\n";
+    // A scale between a pair's poles is sentiment too; one pole alone is not.
+    let scale =
+        "---\nreprompt.labels: [terrible, bad, okay, good, great]\n---\nYou rate movie reviews.\n{{sentence}}\n";
+    let three = "---\nreprompt.labels: [Negative, neutral, positive]\n---\nTweet: {{text}}\nLabel:\n";
+    let one_pole = "---\nreprompt.labels: [bad, spam, ham]\n---\nMessage: {{text}}\nLabel:\n";
     for (text, banks) in [
         (EXAMPLE, Banks::Sentiment),
         (named, Banks::Sentiment),
         (five, Banks::Sentiment),
+        (scale, Banks::Sentiment),
+        (three, Banks::Sentiment),
+        (one_pole, Banks::Classification),
         (news, Banks::Classification),
         (topic_pair, Banks::Classification),
         (yes_no, Banks::Classification),

@@ -1,5 +1,5 @@
 //! Label words the search learns as it goes: the template step at the start (LM-BFF's
-//! template, words ranked there and screened out of sample against the built-in sets) and
+//! template, words ranked there and screened out of sample against the built-in sets or the prompt's own words) and
 //! rankings at the best prompt after a new answer cue.
 
 use reprompt_protocol::PromptDocument;
@@ -30,8 +30,8 @@ fn ranked_offers(mut sets: Vec<Vec<String>>, keep: usize) -> (Vec<Vec<String>>, 
     }
 }
 
-/// The built-in set that does best out of sample among those a ranking was judged against
-/// ([`labels::cross_fitted`]); the first of equals.
+/// The fixed set (built-in, or the prompt's own words) that does best out of sample among
+/// those a ranking was judged against ([`labels::cross_fitted`]); the first of equals.
 fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Screened> {
     screened.iter().filter(|s| !s.ranked).fold(None, |best, s| match best {
         Some(b) if s.accuracy <= b.accuracy => Some(b),
@@ -39,11 +39,11 @@ fn best_fixed(screened: &[labels::Screened]) -> Option<&labels::Screened> {
     })
 }
 
-/// Whether a ranking's words do clearly better out of sample than the best built-in set they
+/// Whether a ranking's words do clearly better out of sample than the best fixed set they
 /// were judged against ([`labels::clearly_better`]: by more than a standard error). Words
 /// ranked on 32 examples and only as good as `negative / positive` there have been fitted to
 /// those examples: they look best on them and worse elsewhere. Where nothing was to be judged
-/// (`None`: calibration off) they hold; where no built-in set could be judged (a split too
+/// (`None`: calibration off) they hold; where no fixed set could be judged (a split too
 /// small to fit offsets on its halves), they do not: unchecked, they would win the search's
 /// training comparisons by their fit alone.
 fn ranked_holds_up(screened: Option<&[labels::Screened]>) -> bool {
@@ -119,14 +119,21 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// With calibration on, the built-in label sets a ranking at `text` is judged against out of
-    /// sample ([`labels::cross_fitted`]); none without.
+    /// With calibration on, the label sets a ranking at `text` is judged against out of sample
+    /// ([`labels::cross_fitted`]): the built-in sets with as many labels, or, where there are
+    /// none (the built-in sets are pairs: a topic or five-grade classifier), the words `text`
+    /// already has — ranked words that cannot clearly beat them would win the search's
+    /// training comparisons by their fit alone. None without calibration.
     fn fixed_label_sets(&mut self, text: &str) -> Vec<Vec<String>> {
         if !self.state.config.calibrate {
             return Vec::new();
         }
-        let classes = self.doc(text).settings.labels.as_ref().map_or(0, |l| l.value.len());
-        self.space.label_sets.iter().filter(|s| s.len() == classes).cloned().collect()
+        let Some(labels) = self.doc(text).settings.labels.as_ref().map(|l| l.value.clone()) else {
+            return Vec::new();
+        };
+        let sets: Vec<Vec<String>> =
+            self.space.label_sets.iter().filter(|s| s.len() == labels.len()).cloned().collect();
+        if sets.is_empty() { vec![labels] } else { sets }
     }
 
     /// Puts a ranking's sets and groups into the edit space and the state.
@@ -183,7 +190,7 @@ impl Search<'_> {
         }
         self.state.spent += n;
         let (sets, groups) = ranked_offers(sets, keep);
-        // Ranked words that do not clearly beat every built-in set out of sample stay out of
+        // Ranked words that do not clearly beat every fixed set out of sample stay out of
         // the edit space: on the training examples they would still look best, and win the
         // search's comparisons.
         let holds_up = ranked_holds_up(screened.as_deref());
@@ -198,7 +205,7 @@ impl Search<'_> {
         };
         // With calibration, the words the template starts with are the ones that do best out of
         // sample ([`labels::cross_fitted`]): the ranking's where they clearly beat every
-        // built-in set, else the best built-in set, calibrated on all of train.
+        // fixed set, else the best fixed set, calibrated on all of train.
         self.state.template_screen = screened
             .iter()
             .map(|s| (s.words.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "), s.accuracy, s.ranked))
@@ -429,6 +436,29 @@ mod tests {
         drop(search);
         assert!(scorer.asked.is_empty());
         assert_eq!(spent, scorer.world.scored);
+    }
+
+    #[test]
+    fn a_ranking_is_judged_against_the_built_in_sets_of_its_size_or_else_the_prompts_own_words() {
+        let three = EXAMPLE.replace("reprompt.labels: [terrible, great]", "reprompt.labels: [bad, okay, great]");
+        assert_ne!(three, EXAMPLE);
+        let unlabelled = EXAMPLE.replace("reprompt.labels: [terrible, great]\n", "");
+        assert_ne!(unlabelled, EXAMPLE);
+        let fixed = |calibrate: bool| {
+            let mut scorer = Screening { ranking: fresh_ranking(), group: 0.6, posneg: 0.8, fixed: Vec::new() };
+            let cfg = SearchConfig { calibrate, ..config(Strategy::Greedy, 1500) };
+            let mut search = Search::new(EXAMPLE, cfg, space(), &mut scorer).unwrap();
+            [EXAMPLE, three.as_str(), unlabelled.as_str()].map(|text| search.fixed_label_sets(text))
+        };
+        let [two, own, none] = fixed(true);
+        // Two labels: the built-in pairs, the author's `terrible / great` among them.
+        assert_eq!(two.len(), 6, "{two:?}");
+        assert!(two.iter().all(|s| s.len() == 2) && two.contains(&vec!["terrible".to_string(), "great".into()]));
+        // No built-in set has three labels: the words the prompt has stand in for them.
+        assert_eq!(own, vec![vec!["bad".to_string(), "okay".into(), "great".into()]]);
+        assert!(none.is_empty());
+        // Without calibration nothing is judged.
+        assert!(fixed(false).iter().all(Vec::is_empty));
     }
 
     #[test]
