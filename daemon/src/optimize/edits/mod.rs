@@ -212,8 +212,8 @@ pub enum Banks {
     /// template says `sentiment`.
     Sentiment,
     /// Any other classification: of the built-in label words only `no` / `yes` (two labels),
-    /// the model ranks its own; a ranking is still judged against a built-in set out of
-    /// sample where there are two labels.
+    /// the model ranks its own; a ranking is still judged out of sample, against `no` /
+    /// `yes` where there are two labels, else against the prompt's own words.
     Classification,
     /// A generation task.
     Generation,

@@ -1,6 +1,6 @@
 //! Label words the search learns as it goes: the template step at the start (LM-BFF's
-//! template, words ranked there and screened out of sample against the built-in sets or the prompt's own words) and
-//! rankings at the best prompt after a new answer cue.
+//! template, words ranked there and screened out of sample against the built-in sets or the
+//! prompt's own words) and rankings at the best prompt after a new answer cue.
 
 use reprompt_protocol::PromptDocument;
 
