@@ -11,7 +11,9 @@ use serde::Serialize;
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{Evaluator, PreparedPrompt};
+use crate::optimize::edits::EditSpace;
 use crate::optimize::model::{ModelScorer, data_label_names};
+use crate::optimize::search::judged_against;
 use crate::optimize::{edits, labels};
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +45,11 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, None);
     let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
-    let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true, &[])? else {
+    // Judged, as `optimize` judges them, against the built-in sets of the prompt's size (or its
+    // own words), which also name the labels: no label is ranked another's word.
+    let own = doc.settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default();
+    let fixed = judged_against(&EditSpace::for_prompt(&doc, Vec::new()), own);
+    let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true, &fixed)? else {
         anyhow::bail!(
             "{}: no label words to rank (ranking needs a classification prompt with `reprompt.labels`, at most 12 \
              of them, and training examples of each)",
@@ -101,6 +107,22 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if let Some(names) = data_label_names(&doc, &args.file) {
             writeln!(out, "reprompt.data_labels: {}", edits::data_labels_value(&names))?;
         }
+    }
+    if let Some(screened) = ranking.screened.filter(|s| s.len() > 1) {
+        // The same words ranked on one half of the examples, calibrated there, scored on the
+        // other: what the table's accuracy, chosen on the very examples, flatters.
+        let judged: Vec<String> = screened
+            .iter()
+            .map(|s| {
+                let name = if s.ranked {
+                    "the ranked words".to_string()
+                } else {
+                    s.words.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / ")
+                };
+                format!("{name} {:.1}%", 100.0 * s.accuracy)
+            })
+            .collect();
+        writeln!(out, "\ncalibrated, out of sample on train (as `optimize` judges them): {}", judged.join(", "))?;
     }
     Ok(())
 }

@@ -9,9 +9,10 @@ use reprompt_protocol::dataset::{self, Dataset, DatasetSpec};
 use reprompt_protocol::settings::{RewardSpec, Task};
 use reprompt_protocol::{PromptDocument, parse};
 
-use super::edits::{Banks, DemoSource, EditSpace};
+use super::edits::{DemoSource, EditSpace};
 use super::labels::{
-    FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, Screened, continuation_mass, cross_fitted, label_word, rank_label_sets,
+    FRAGMENT_FRAME, FRAGMENT_MASS, Leave, RankedLabels, Screened, continuation_mass, cross_fitted, label_names,
+    label_word, rank_label_sets,
 };
 use super::search::{Outcome, Scorer, TemplateRanking};
 use super::{OptimizeError, Result};
@@ -170,18 +171,13 @@ impl<'e> ModelScorer<'e> {
     }
 
     /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits, this model
-    /// and device, the partials `original` includes, the built-in edit `banks` and the data's
-    /// label names a relabelled prompt keeps ([`data_label_names`]): what a checkpoint's
-    /// scores and prompts were made with, so a run resumes only where they still hold.
-    pub fn data_digest(
-        &mut self,
-        original: &str,
-        banks: Banks,
-        data_labels: Option<&Vec<Vec<String>>>,
-    ) -> Result<String> {
+    /// and device, the partials `original` includes, and the edit `space`'s built-in banks and
+    /// the data's label names a relabelled prompt keeps ([`data_label_names`]) — its
+    /// demonstrations are the training split, hashed already: what a checkpoint's scores and
+    /// prompts were made with, so a run resumes only where they still hold.
+    pub fn data_digest(&mut self, original: &str, space: &EditSpace) -> Result<String> {
         let key = self.prepare(original)?;
-        let mut space = EditSpace::with_banks(banks, Vec::new());
-        space.data_labels = data_labels.cloned();
+        let space = EditSpace { demos: Vec::new(), ..space.clone() };
         let banks = serde_json::to_string(&space).unwrap_or_default();
         let mut scoring = serde_json::json!({
             "model": self.evaluator.model_id,
@@ -244,6 +240,7 @@ impl<'e> ModelScorer<'e> {
         // What the ranking would refuse after the model ran (a class without a training
         // example, too many classes) is refused before it runs, so it costs nothing.
         let classes = prepared.labels.len();
+        let label_words = prepared.label_words.clone();
         if classes < 2
             || gold.is_empty()
             || super::labels::per_class(classes).is_none()
@@ -299,13 +296,19 @@ impl<'e> ModelScorer<'e> {
         // checked once, and sets are ranked again without the fragments found.
         let mut fragments: Vec<String> = Vec::new();
         let mut checked: BTreeSet<String> = BTreeSet::new();
+        // The prompt's own words and the sets judged beside the ranking name their labels: no
+        // label is given another's name.
+        let mut labellings = vec![label_words];
+        labellings.extend(fixed.iter().map(|set| set.iter().map(|w| vec![w.clone()]).collect()));
+        let named = label_names(classes, &labellings);
         loop {
-            let sets = rank_label_sets(&log_probs, &gold, classes, &vocabulary, true, keep, &fragments);
+            let leave = Leave { fragments: &fragments, named: &named };
+            let sets = rank_label_sets(&log_probs, &gold, classes, &vocabulary, true, keep, leave);
             let new: BTreeSet<String> =
                 sets.iter().flat_map(|s| s.words.iter()).filter(|w| !checked.contains(*w)).cloned().collect();
             if new.is_empty() {
                 let screened = (!fixed.is_empty())
-                    .then(|| cross_fitted(&log_probs, &gold, classes, &vocabulary, true, &fragments, fixed));
+                    .then(|| cross_fitted(&log_probs, &gold, classes, &vocabulary, true, leave, fixed));
                 return Ok(Some(LabelRanking { sets, cue_added, screened, left_out, context }));
             }
             for (word, is) in new.iter().zip(self.fragments(&new)?) {

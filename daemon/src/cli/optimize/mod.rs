@@ -25,7 +25,7 @@ use crate::eval::evaluate::load_split;
 use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::files::write_atomic;
 use crate::optimize::PolicySnapshot;
-use crate::optimize::edits::{Banks, EditSpace};
+use crate::optimize::edits::EditSpace;
 use crate::optimize::model::{ModelScorer, data_label_names, worst_score};
 use crate::optimize::search::{
     Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint, remove_checkpoint,
@@ -307,9 +307,9 @@ pub fn optimize(
     let warm = warm.filter(|_| config.strategy == Strategy::Ppo);
     config.warm_start = warm.map(|w| w.digest.clone());
     let mut scorer = ModelScorer::new(evaluator, doc, file)?;
-    let data_labels = data_label_names(doc, file);
-    let banks = Banks::of(doc);
-    config.data = Some(scorer.data_digest(&doc.source, banks, data_labels.as_ref())?);
+    let mut space = EditSpace::for_prompt(doc, scorer.demo_sources());
+    space.data_labels = data_label_names(doc, file);
+    config.data = Some(scorer.data_digest(&doc.source, &space)?);
     // The test split is read before the search, so that a problem in it (a bad row, an example
     // the prompt as written does not fit the model's context with) is found before the budget
     // is spent, not after.
@@ -324,8 +324,6 @@ pub fn optimize(
         }
         _ => None,
     };
-    let mut space = EditSpace::with_banks(banks, scorer.demo_sources());
-    space.data_labels = data_labels;
     let text = doc.source.clone();
     let checkpoint = run_dir.map(checkpoint_dir);
     // First finishes a save a killed run cut short, then looks at what is there: an edited

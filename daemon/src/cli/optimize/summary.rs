@@ -38,6 +38,23 @@ fn unspent_note(result: &SearchResult) -> Option<String> {
     }
 }
 
+/// Why a search tried few prompts, when most of the budget went to scoring whole splits:
+/// the original and the template on all of train before the first round, and the gate's
+/// validations (large splits make each of these cost hundreds). Said when those took more
+/// than half of the budget and the search ended for want of it.
+fn short_search_note(result: &SearchResult) -> Option<String> {
+    let phases = result.phases?;
+    let searched = phases.search?;
+    ((phases.setup + result.gate_reserve) * 2 > result.budget && !result.exhausted).then(|| {
+        format!(
+            "the search's rounds had {searched} of the {} evaluations: scoring the original and the template on the \
+             whole training split took {}, and {} are held back to validate the best prompts on {} examples each \
+             (a larger --budget searches further)",
+            result.budget, phases.setup, result.gate_reserve, result.validation_examples
+        )
+    })
+}
+
 /// The last quoted value of an edit's description (`answer cue "Topic:"` → `Topic:`).
 fn last_quoted(edit: &str) -> Option<&str> {
     let body = edit.strip_suffix('"')?;
@@ -129,7 +146,7 @@ pub(super) fn print_summary(
         report.seconds,
         report.search.prompts_seen
     )?;
-    if let Some(note) = unspent_note(&report.search) {
+    for note in [unspent_note(&report.search), short_search_note(&report.search)].into_iter().flatten() {
         writeln!(out, "{note}")?;
     }
     let too_long = report.too_long;
@@ -232,6 +249,7 @@ pub(super) fn print_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimize::search::Phases;
 
     #[test]
     fn a_budget_left_unspent_says_why_when_it_matters() {
@@ -256,6 +274,39 @@ mod tests {
         assert!(note.ends_with("but prompts too long for the model's context with some examples)"), "{note}");
         result.evaluations = 2000;
         assert_eq!(unspent_note(&result), None);
+    }
+
+    #[test]
+    fn a_search_left_little_by_whole_split_scores_says_so() {
+        let mut result: SearchResult =
+            serde_json::from_str(include_str!("../../../tests/fixtures/search-result.json")).expect("a result");
+        assert_eq!(result.phases, None, "a result written before phases were kept");
+        assert_eq!(short_search_note(&result), None);
+        // 200 training and 100 validation examples at budget 2000: the original and the
+        // template took 600, the gate holds 500 back, the rounds had 896.
+        result.budget = 2000;
+        result.gate_reserve = 500;
+        result.validation_examples = 100;
+        result.exhausted = false;
+        result.phases = Some(Phases { setup: 600, search: Some(896) });
+        let note = short_search_note(&result).expect("a short search");
+        assert!(note.starts_with("the search's rounds had 896 of the 2000 evaluations"), "{note}");
+        assert!(
+            note.contains("took 600, and 500 are held back to validate the best prompts on 100 examples"),
+            "{note}"
+        );
+        // The example's run: whole splits took 96 and 160, the rounds most of the budget.
+        result.gate_reserve = 160;
+        result.phases = Some(Phases { setup: 96, search: Some(1709) });
+        assert_eq!(short_search_note(&result), None);
+        // Still running (the rounds' share not known yet): nothing to say.
+        result.gate_reserve = 500;
+        result.phases = Some(Phases { setup: 600, search: None });
+        assert_eq!(short_search_note(&result), None);
+        // A search that ran out of new prompts was not cut short by the budget.
+        result.phases = Some(Phases { setup: 600, search: Some(300) });
+        result.exhausted = true;
+        assert_eq!(short_search_note(&result), None);
     }
 
     #[test]

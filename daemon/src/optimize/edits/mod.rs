@@ -237,6 +237,25 @@ impl Banks {
     }
 }
 
+/// Whether a two-label prompt names its positive label first: label 0 has a built-in set's
+/// second word (`great`, `positive`, `yes`, any case) or label 1 a first word (`terrible`,
+/// `negative`, `no`), and neither the other way round. The built-in sets are negative first
+/// ([`LABEL_SETS`], [`YES_NO`]): offered as they are to a `[great, terrible]` prompt, every
+/// one would swap its labels' meanings ([`EditSpace::for_prompt`] turns them round).
+pub fn positive_first(doc: &PromptDocument) -> bool {
+    let words = &doc.settings.label_words;
+    if words.len() != 2 {
+        return false;
+    }
+    let names = |label: usize, pole: usize| {
+        words[label].iter().any(|w| {
+            let w = w.trim().to_lowercase();
+            LABEL_SETS.iter().any(|set| set[pole] == w)
+        })
+    };
+    (names(0, 1) || names(1, 0)) && !(names(0, 0) || names(1, 1))
+}
+
 /// A training example the optimizer may show as a demonstration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DemoSource {
@@ -283,6 +302,18 @@ impl EditSpace {
     /// The built-in sentiment banks and `demos`.
     pub fn builtin(demos: Vec<DemoSource>) -> Self {
         Self::with_banks(Banks::Sentiment, demos)
+    }
+
+    /// The built-in banks that fit `doc` ([`Banks::of`]), their two-label sets in the order of
+    /// its labels ([`positive_first`]), and `demos`.
+    pub fn for_prompt(doc: &PromptDocument, demos: Vec<DemoSource>) -> Self {
+        let mut space = Self::with_banks(Banks::of(doc), demos);
+        if positive_first(doc) {
+            for set in space.label_sets.iter_mut().filter(|s| s.len() == 2) {
+                set.reverse();
+            }
+        }
+        space
     }
 
     /// The built-in `banks` and `demos`.

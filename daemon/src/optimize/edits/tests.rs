@@ -551,8 +551,9 @@ fn the_built_in_banks_fit_the_task() {
 
     let offered = |text: &str| {
         let doc = parse(text, None);
-        candidates(&doc, &EditSpace::with_banks(Banks::of(&doc), Vec::new()), &mut Rng::new(1))
+        candidates(&doc, &EditSpace::for_prompt(&doc, Vec::new()), &mut Rng::new(1))
     };
+    let relabels = |edits: &[Edit], words: [&str; 2]| edits.iter().any(|e| matches!(e, Edit::Labels(w) if w == &words));
     let inserts = |edits: &[Edit], phrase: &str| {
         edits.iter().any(|e| matches!(e, Edit::InsertPhrase { text, .. } if text.trim_end() == phrase))
     };
@@ -562,7 +563,32 @@ fn the_built_in_banks_fit_the_task() {
     let sentiment = offered(EXAMPLE);
     assert!(inserts(&sentiment, "Ignore details that do not express an opinion."));
     assert!(cue(&sentiment, "Sentiment:"));
-    assert!(sentiment.iter().any(|e| matches!(e, Edit::Labels(w) if w == &["negative", "positive"])));
+    assert!(relabels(&sentiment, ["negative", "positive"]) && !relabels(&sentiment, ["positive", "negative"]));
+    // A prompt that names its positive label first gets the built-in sets the same way round:
+    // as they are, each would swap its labels' meanings.
+    let turned_round = offered(named);
+    assert!(relabels(&turned_round, ["positive", "negative"]) && relabels(&turned_round, ["yes", "no"]));
+    assert!(!relabels(&turned_round, ["negative", "positive"]), "{turned_round:?}");
+    for (labels, turned) in [
+        ("[Great, Terrible]", true),
+        ("[excellent, bad]", true),
+        ("[[good, fine], [awful, poor]]", true),
+        ("[fine, negative]", true),
+        ("[yes, no]", true),
+        ("[terrible, great]", false),
+        ("[no, yes]", false),
+        ("[happy, sad]", false),
+        // Words that say both (label 0 a positive word, label 1 too): as they are.
+        ("[great, yes]", false),
+        ("[great, okay, terrible]", false),
+    ] {
+        let doc = parse(&format!("---\nreprompt.labels: {labels}\n---\nReview: {{{{sentence}}}}\nSentiment:\n"), None);
+        assert_eq!(positive_first(&doc), turned, "{labels}");
+    }
+    let topic = parse(topic_pair, None);
+    assert_eq!(EditSpace::for_prompt(&topic, Vec::new()).label_sets, [["no", "yes"]]);
+    let asked = parse(&yes_no.replace("[no, yes]", "[yes, no]"), None);
+    assert_eq!(EditSpace::for_prompt(&asked, Vec::new()).label_sets, [["yes", "no"]]);
 
     for text in [news, topic_pair] {
         let edits = offered(text);

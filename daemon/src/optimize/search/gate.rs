@@ -97,6 +97,7 @@ impl Search<'_> {
             template_screen: self.state.template_screen.clone(),
             derived: self.state.derived,
             gate_reserve: self.gate_reserve(),
+            phases: self.state.phases,
             exhausted: self.state.strategy.idle >= IDLE_ROUNDS,
             too_long: self.state.records.values().filter(|r| r.too_long()).count(),
             original_too_long: self.state.records[&original].too_long(),

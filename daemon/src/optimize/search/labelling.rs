@@ -7,7 +7,7 @@ use reprompt_protocol::PromptDocument;
 use super::{Search, add_label_sets, add_sets};
 use crate::eval::Split;
 use crate::optimize::Result;
-use crate::optimize::edits::{Edit, apply_checked, keeps_labels};
+use crate::optimize::edits::{Edit, EditSpace, apply_checked, keeps_labels};
 use crate::optimize::labels;
 
 /// Most label rankings per run at the best prompt so far
@@ -84,6 +84,13 @@ pub fn answer_context(doc: &PromptDocument) -> String {
     format!("{:?}: {tail}", doc.settings.format)
 }
 
+/// The label sets words ranked at a prompt labelled `labels` are judged against
+/// ([`labels::cross_fitted`]): the edit space's sets with as many labels, else `labels`.
+pub fn judged_against(space: &EditSpace, labels: Vec<String>) -> Vec<Vec<String>> {
+    let sets: Vec<Vec<String>> = space.label_sets.iter().filter(|s| s.len() == labels.len()).cloned().collect();
+    if sets.is_empty() { vec![labels] } else { sets }
+}
+
 impl Search<'_> {
     /// Ranks label words at the best prompt so far (the author's at the start) if its answer
     /// context is new, labels are asked for and the budget allows: the sets join the edit
@@ -131,9 +138,7 @@ impl Search<'_> {
         let Some(labels) = self.doc(text).settings.labels.as_ref().map(|l| l.value.clone()) else {
             return Vec::new();
         };
-        let sets: Vec<Vec<String>> =
-            self.space.label_sets.iter().filter(|s| s.len() == labels.len()).cloned().collect();
-        if sets.is_empty() { vec![labels] } else { sets }
+        judged_against(&self.space, labels)
     }
 
     /// Puts a ranking's sets and groups into the edit space and the state.

@@ -30,7 +30,7 @@ mod results;
 
 pub use checkpoint::{data_digest, recover_checkpoint, remove_checkpoint};
 pub use episodes::Replay;
-pub use labelling::{MAX_RANKINGS, answer_context, named_cue};
+pub use labelling::{MAX_RANKINGS, answer_context, judged_against, named_cue};
 
 use episodes::ppo_seed;
 use results::Family;
@@ -417,6 +417,20 @@ pub struct SearchState {
     /// ([`calibrate::rebiased`](super::calibrate::rebiased)): evaluations the budget did not pay for.
     #[serde(default)]
     pub derived: usize,
+    /// Evaluations spent before the search's first round (the original and the template
+    /// scored on all of train) and in its rounds, once known (none in older checkpoints).
+    #[serde(default)]
+    pub phases: Option<Phases>,
+}
+
+/// Where a run's evaluations went before the gate: what a summary explains a short search by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Before the first round: the original, the template's ranking and the template, each
+    /// on all of train.
+    pub setup: usize,
+    /// In the rounds (label rankings at new cues included).
+    pub search: Option<usize>,
 }
 
 /// A prompt the gate validated.
@@ -474,6 +488,9 @@ pub struct SearchResult {
     /// (else its share of the budget could no longer pay a minibatch).
     #[serde(default)]
     pub exhausted: bool,
+    /// Where the evaluations went before the gate, where known.
+    #[serde(default)]
+    pub phases: Option<Phases>,
     /// Prompts recorded with some example they did not fit the model's context with (each
     /// such example scored as the worst answer), and whether the original was one.
     #[serde(default)]
@@ -608,6 +625,7 @@ impl<'a> Search<'a> {
             ranked_groups: Vec::new(),
             template_screen: Vec::new(),
             derived: 0,
+            phases: None,
             config: config.canonical(),
         };
         let mut search = Self::from_state(state, space, scorer)?;
@@ -847,6 +865,9 @@ impl<'a> Search<'a> {
         }
         self.rank_templates()?;
         self.ensure_ranked_labels()?;
+        if self.state.iterations == 0 && self.state.phases.is_none() {
+            self.state.phases = Some(Phases { setup: self.state.spent, search: None });
+        }
         while !self.state.done {
             if stop_after.is_some_and(|n| iterations >= n) {
                 return Ok(Err(Stop::Interrupted));
@@ -868,6 +889,9 @@ impl<'a> Search<'a> {
             let minibatch = self.state.config.minibatch.max(1) * self.per_example;
             if self.search_budget_left() < minibatch || self.state.strategy.idle >= IDLE_ROUNDS {
                 self.state.done = true;
+                if let Some(phases) = &mut self.state.phases {
+                    phases.search = Some(self.state.spent - phases.setup);
+                }
             }
             progress(&self.progress("search"));
             self.tick();
