@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::optimize::judged_labellings;
 use super::score::open_engine;
 use crate::engine::DeviceChoice;
 use crate::eval::{Evaluator, PreparedPrompt};
@@ -111,18 +112,12 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(screened) = ranking.screened.filter(|s| s.len() > 1) {
         // The same words ranked on one half of the examples, calibrated there, scored on the
         // other: what the table's accuracy, chosen on the very examples, flatters.
-        let judged: Vec<String> = screened
-            .iter()
-            .map(|s| {
-                let name = if s.ranked {
-                    "the ranked words".to_string()
-                } else {
-                    s.words.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / ")
-                };
-                format!("{name} {:.1}%", 100.0 * s.accuracy)
-            })
-            .collect();
-        writeln!(out, "\ncalibrated, out of sample on train (as `optimize` judges them): {}", judged.join(", "))?;
+        let records: Vec<_> = screened.iter().map(labels::Screened::record).collect();
+        writeln!(
+            out,
+            "\ncalibrated, out of sample on train (as `optimize` judges them): {}",
+            judged_labellings(&records)
+        )?;
     }
     Ok(())
 }

@@ -222,6 +222,15 @@ pub struct Screened {
     pub hits: Vec<f64>,
 }
 
+impl Screened {
+    /// The labelling as a run records it: its words (`negative / positive`; several per label
+    /// joined by commas), its held-out accuracy, whether ranked.
+    pub fn record(&self) -> (String, f64, bool) {
+        let words: Vec<String> = self.words.iter().map(|g| g.join(", ")).collect();
+        (words.join(" / "), self.accuracy, self.ranked)
+    }
+}
+
 /// How many random two-fold splits [`cross_fitted`] averages over: one split of 32 examples
 /// moves a labelling's estimate by several points (which half a hard example falls in), and
 /// ranking and scoring cost no model calls, so many splits are nearly free.

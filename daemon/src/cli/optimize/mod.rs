@@ -10,6 +10,7 @@ use std::time::Instant;
 mod summary;
 mod target;
 
+pub(crate) use summary::judged_labellings;
 use summary::print_summary;
 pub use target::{check_target, claim_target, write_prompt};
 

@@ -55,6 +55,19 @@ fn short_search_note(result: &SearchResult) -> Option<String> {
     })
 }
 
+/// Labellings judged out of sample ([`Screened::record`](crate::optimize::labels::Screened::record)),
+/// as one line: `the ranked words 68.8%, terrible / great 55.5%, …`.
+pub(crate) fn judged_labellings(records: &[(String, f64, bool)]) -> String {
+    let judged: Vec<String> = records
+        .iter()
+        .map(|(words, accuracy, ranked)| {
+            let name = if *ranked { "the ranked words" } else { words.as_str() };
+            format!("{name} {}", pct(*accuracy))
+        })
+        .collect();
+    judged.join(", ")
+}
+
 /// The last quoted value of an edit's description (`answer cue "Topic:"` → `Topic:`).
 fn last_quoted(edit: &str) -> Option<&str> {
     let body = edit.strip_suffix('"')?;
@@ -187,16 +200,8 @@ pub(super) fn print_summary(
         writeln!(out, "label words ranked by the model, per label: {}", words.join(" / "))?;
     }
     if !report.search.template_screen.is_empty() {
-        let screened: Vec<String> = report
-            .search
-            .template_screen
-            .iter()
-            .map(|(words, accuracy, ranked)| {
-                let name = if *ranked { "the ranked words".to_string() } else { words.clone() };
-                format!("{name} {}", pct(*accuracy))
-            })
-            .collect();
-        writeln!(out, "template label words, calibrated, out of sample on train: {}", screened.join(", "))?;
+        let judged = judged_labellings(&report.search.template_screen);
+        writeln!(out, "template label words, calibrated, out of sample on train: {judged}")?;
     }
     writeln!(out)?;
     let test = |s: &SplitScores| s.test.map_or("–".to_string(), pct);

@@ -211,10 +211,7 @@ impl Search<'_> {
         // With calibration, the words the template starts with are the ones that do best out of
         // sample ([`labels::cross_fitted`]): the ranking's where they clearly beat every
         // fixed set, else the best fixed set, calibrated on all of train.
-        self.state.template_screen = screened
-            .iter()
-            .map(|s| (s.words.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "), s.accuracy, s.ranked))
-            .collect();
+        self.state.template_screen = screened.iter().map(labels::Screened::record).collect();
         let best = if holds_up { None } else { best_fixed(&screened) };
         let mut steps = vec![ranked_labels];
         if let Some(best) = best {
