@@ -199,6 +199,10 @@ pub const CUES: &[&str] = &["Answer:", "Output:", "Label:", "Category:", "Sentim
 /// Answer cues for other classifications: [`CUES`] less `Sentiment:`.
 pub const CLASSIFY_CUES: &[&str] = &["Answer:", "Output:", "Label:", "Category:", "Topic:"];
 
+/// Answer cues for a yes-or-no question: [`CLASSIFY_CUES`] less the ones that name a class
+/// (`Topic: yes` reads as nonsense).
+pub const QUESTION_CUES: &[&str] = &["Answer:", "Output:", "Label:"];
+
 /// Answer cues for generation.
 pub const GENERATE_CUES: &[&str] = &["Answer:", "Output:", "Response:", "Solution:"];
 
@@ -211,6 +215,9 @@ pub enum Banks {
     /// `yes` (a pair in either order, or a scale such as `terrible … great`), or whose
     /// template says `sentiment`.
     Sentiment,
+    /// A yes-or-no question: another classification whose labels are `no` and `yes` (either
+    /// order, any case). As [`Banks::Classification`], but with cues that answer a question.
+    Question,
     /// Any other classification: of the built-in label words only `no` / `yes` (two labels),
     /// the model ranks its own; a ranking is still judged out of sample, against `no` /
     /// `yes` where there are two labels, else against the prompt's own words.
@@ -233,7 +240,13 @@ impl Banks {
             LABEL_SETS.iter().filter(|set| set != &&YES_NO[0]).any(|set| set.iter().all(|w| labels.contains(*w)));
         let body = doc.source.get(doc.body_span.start..doc.body_span.end).unwrap_or_default().to_lowercase();
         let says_sentiment = body.split(|c: char| !c.is_alphanumeric()).any(|w| w == "sentiment" || w == "sentiments");
-        if sentiment_labels || says_sentiment { Self::Sentiment } else { Self::Classification }
+        if sentiment_labels || says_sentiment {
+            Self::Sentiment
+        } else if labels.len() == 2 && YES_NO[0].iter().all(|w| labels.contains(*w)) {
+            Self::Question
+        } else {
+            Self::Classification
+        }
     }
 }
 
@@ -322,6 +335,7 @@ impl EditSpace {
         let (phrases, label_sets, cues) = match banks {
             Banks::Sentiment => (PHRASES, LABEL_SETS, CUES),
             Banks::Classification => (CLASSIFY_PHRASES, YES_NO, CLASSIFY_CUES),
+            Banks::Question => (CLASSIFY_PHRASES, YES_NO, QUESTION_CUES),
             Banks::Generation => (GENERATE_PHRASES, &[][..], GENERATE_CUES),
         };
         Self {

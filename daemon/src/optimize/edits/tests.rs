@@ -534,6 +534,8 @@ fn the_built_in_banks_fit_the_task() {
         "---\nreprompt.labels: [terrible, bad, okay, good, great]\n---\nYou rate movie reviews.\n{{sentence}}\n";
     let three = "---\nreprompt.labels: [Negative, neutral, positive]\n---\nTweet: {{text}}\nLabel:\n";
     let one_pole = "---\nreprompt.labels: [bad, spam, ham]\n---\nMessage: {{text}}\nLabel:\n";
+    let asked_upper = yes_no.replace("[no, yes]", "[Yes, No]");
+    let three_answers = yes_no.replace("[no, yes]", "[no, yes, maybe]");
     for (text, banks) in [
         (EXAMPLE, Banks::Sentiment),
         (named, Banks::Sentiment),
@@ -543,7 +545,9 @@ fn the_built_in_banks_fit_the_task() {
         (one_pole, Banks::Classification),
         (news, Banks::Classification),
         (topic_pair, Banks::Classification),
-        (yes_no, Banks::Classification),
+        (yes_no, Banks::Question),
+        (asked_upper.as_str(), Banks::Question),
+        (three_answers.as_str(), Banks::Classification),
         (GSM8K, Banks::Generation),
     ] {
         assert_eq!(Banks::of(&parse(text, None)), banks, "{text}");
@@ -601,6 +605,12 @@ fn the_built_in_banks_fit_the_task() {
         assert!(!cue(&edits, "Sentiment:"), "{edits:?}");
         assert!(!edits.iter().any(|e| matches!(e, Edit::Labels(w) if w != &["no", "yes"])), "{edits:?}");
     }
+
+    // A yes-or-no question is answered, not sorted into a topic (`Topic: yes`).
+    let question = offered(yes_no);
+    assert!(cue(&question, "Answer:") && cue(&question, "Label:"), "{question:?}");
+    assert!(!cue(&question, "Category:") && !cue(&question, "Topic:"), "{question:?}");
+    assert!(inserts(&question, "Answer with one word."), "{question:?}");
 
     let math = offered(GSM8K);
     assert!(inserts(&math, "Let's think step by step.") && cue(&math, "Solution:"), "{math:?}");
