@@ -64,6 +64,7 @@ fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
     let evaluations = report["evaluations"].as_u64().expect("evaluations");
     assert!((64..=400).contains(&evaluations), "spent {evaluations}");
     assert_eq!(report["test_examples"], 16);
+    assert!(report["held_out"].is_null(), "its own validation split: {}", report["held_out"]);
     let text = report["text"].as_str().expect("text");
     let original = std::fs::read_to_string(&prompt).expect("original");
     assert_eq!(original, std::fs::read_to_string(workspace().join("examples/sentiment/sentiment.prompt")).unwrap());
@@ -135,25 +136,41 @@ fn a_tiny_budget_run_stays_in_budget_writes_a_valid_prompt_and_resumes() {
 }
 
 #[test]
-fn a_prompt_without_a_validation_split_is_refused_before_the_model_loads() {
-    let dir = std::env::temp_dir().join(format!("reprompt-optimize-noval-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    let example = workspace().join("examples/sentiment");
-    std::fs::copy(example.join("data/train.tsv"), dir.join("data/train.tsv")).unwrap();
-    let text = std::fs::read_to_string(example.join("sentiment.prompt")).unwrap();
+fn a_prompt_without_a_validation_split_holds_half_of_its_training_examples_out() {
+    let (dir, cache) = scratch("heldout");
+    let prompt = dir.join("sentiment.prompt");
+    let text = std::fs::read_to_string(&prompt).unwrap();
     let text: String = text
         .lines()
         .filter(|l| !l.starts_with("reprompt.validation") && !l.starts_with("reprompt.test"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let prompt = dir.join("s.prompt");
-    std::fs::write(&prompt, text).unwrap();
-    // An empty cache: the model is not there, so getting past the check would fail differently.
-    let cache = dir.join("empty-cache");
-    let out = reprompt(&["optimize", prompt.to_str().unwrap(), "--budget", "100"], &cache);
+    std::fs::write(&prompt, &text).unwrap();
+    let run_dir = dir.join("run");
+    let (p, r) = (prompt.to_str().unwrap(), run_dir.to_str().unwrap());
+    // 32 evaluations score the original on its two halves of 16, and no more.
+    let out = reprompt(&["optimize", p, "--budget", "32", "--seed", "1", "--run-dir", r], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("validation: 16 of the 32 examples in") && stdout.contains("used the other 16"),
+        "{stdout}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["held_out"]["train"], 16, "{}", report["held_out"]);
+    assert_eq!(report["held_out"]["validation"], 16, "{}", report["held_out"]);
+    assert_eq!(report["search"]["validation_examples"], 16);
+    assert!(report["evaluations"].as_u64().unwrap() <= 32, "{}", report["evaluations"]);
+
+    // Too few examples to halve: refused before the model loads, saying what would do.
+    let rows: Vec<String> =
+        std::fs::read_to_string(dir.join("data/train.tsv")).unwrap().lines().take(4).map(String::from).collect();
+    std::fs::write(dir.join("data/train.tsv"), rows.join("\n") + "\n").unwrap();
+    let empty = dir.join("empty-cache");
+    let out = reprompt(&["optimize", p, "--budget", "100"], &empty);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("add `reprompt.validation: <file>`"), "{stderr}");
+    assert!(stderr.contains("add `reprompt.validation: <file>`") && stderr.contains("(it has 3)"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -181,18 +181,21 @@ pub fn check_datasets(doc: &PromptDocument, path: &Path) -> Vec<Diagnostic> {
     // A budget for `reprompt optimize` too small to score the original on both of its splits.
     let size =
         |name: &str| splits.iter().find(|r| r.name == name).and_then(|r| r.data.as_ref()).map(|d| d.examples.len());
-    if let (Some(budget), Some(train), Some(validation)) = (doc.settings.budget, size("dataset"), size("validation"))
+    // Without a validation split, `optimize` holds out half of the training examples as one.
+    let validation = if doc.settings.validation.is_some() { size("validation") } else { Some(0) };
+    if let (Some(budget), Some(train), Some(validation)) = (doc.settings.budget, size("dataset"), validation)
         && budget < (train + validation) as u64
         && let Some((_, span)) = doc.entry_span("reprompt.budget")
     {
+        let examples = if doc.settings.validation.is_some() {
+            format!("{train} training and {validation} validation examples ({})", train + validation)
+        } else {
+            format!("{train} training examples (half of them held out for validation)")
+        };
         diagnostics.push(Diagnostic::warning(
             Code::InvalidField,
             span,
-            format!(
-                "a budget of {budget} evaluations cannot score even the original on the {train} training and \
-                 {validation} validation examples ({}): `reprompt optimize` needs more",
-                train + validation
-            ),
+            format!("a budget of {budget} evaluations cannot score even the original on the {examples}: `reprompt optimize` needs more"),
         ));
     }
     for (i, later) in splits.iter().enumerate().skip(1) {
@@ -690,6 +693,21 @@ mod tests {
             )]
         );
         std::fs::write(&path, main("dev.tsv").replace("reprompt.test: test.tsv\n", "reprompt.budget: 6\n")).unwrap();
+        assert!(check_file(&path).diagnostics.is_empty(), "{:?}", check_file(&path).diagnostics);
+        // Without a validation split, `optimize` holds half of train out: the original costs 4.
+        let held_out = |budget: u32| {
+            main("dev.tsv")
+                .replace("reprompt.validation: dev.tsv\n", "")
+                .replace("reprompt.test: test.tsv\n", &format!("reprompt.budget: {budget}\n"))
+        };
+        std::fs::write(&path, held_out(3)).unwrap();
+        let found: Vec<String> = check_file(&path).diagnostics.into_iter().map(|d| d.message).collect();
+        assert_eq!(
+            found,
+            ["a budget of 3 evaluations cannot score even the original on the 4 training examples (half of them held \
+              out for validation): `reprompt optimize` needs more"]
+        );
+        std::fs::write(&path, held_out(4)).unwrap();
         assert!(check_file(&path).diagnostics.is_empty(), "{:?}", check_file(&path).diagnostics);
         // Disjoint splits, nothing.
         std::fs::write(&path, main("dev.tsv")).unwrap();

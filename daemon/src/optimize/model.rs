@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use reprompt_protocol::dataset::{self, Dataset, DatasetSpec};
+use reprompt_protocol::dataset::{self, Dataset, DatasetSpec, Example};
 use reprompt_protocol::settings::{RewardSpec, Task};
 use reprompt_protocol::{PromptDocument, parse};
 
@@ -20,17 +20,80 @@ use crate::eval::evaluate::load_split;
 use crate::eval::layout::answer_after;
 use crate::eval::{Evaluator, ExampleResult, PreparedPrompt, Split};
 
-/// Refuses a prompt without the training and validation splits an optimization needs.
+/// Refuses a prompt without the training examples an optimization needs, or without a
+/// validation split and too few training examples to hold one out of them ([`hold_out`]).
 pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
-    for (split, key) in [(Split::Train, "reprompt.dataset"), (Split::Validation, "reprompt.validation")] {
-        if doc.settings.split_path(split.setting(), path).is_none() {
+    if doc.settings.split_path(Split::Train.setting(), path).is_none() {
+        return Err(OptimizeError::Input(format!(
+            "optimizing needs training examples: add `reprompt.dataset: <file>` to {}",
+            path.display()
+        )));
+    }
+    if doc.settings.split_path(Split::Validation.setting(), path).is_none() {
+        let n = load_split(doc, path, Split::Train).map_err(failed)?.examples.len();
+        if n < MIN_TO_HOLD_OUT {
             return Err(OptimizeError::Input(format!(
-                "optimizing needs training and validation examples: add `{key}: <file>` to {}",
+                "optimizing needs validation examples: add `reprompt.validation: <file>` to {}, or give it at \
+                 least {MIN_TO_HOLD_OUT} training examples to hold half of them out (it has {n})",
                 path.display()
             )));
         }
     }
     Ok(())
+}
+
+/// The fewest training examples a prompt without `reprompt.validation` can be optimized
+/// with: half of them are held out for validation ([`hold_out`]).
+pub const MIN_TO_HOLD_OUT: usize = 4;
+
+/// The training and validation splits optimizing reads, and whether the validation split was
+/// held out of the training examples ([`hold_out`]: the prompt names no `reprompt.validation`).
+pub fn train_and_validation(doc: &PromptDocument, path: &Path) -> Result<(Dataset, Dataset, bool)> {
+    require_splits(doc, path)?;
+    let train = load_split(doc, path, Split::Train).map_err(failed)?;
+    if doc.settings.split_path(Split::Validation.setting(), path).is_some() {
+        let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
+        return Ok((train, validation, false));
+    }
+    let (train, validation) = hold_out(train);
+    Ok((train, validation, true))
+}
+
+/// `data` in two halves, train and validation, for a prompt that names no validation split.
+/// Stratified: each label's examples (all of them, where there are no labels) in the order
+/// of a hash of their input, alternately to train and to validation, train first — so every
+/// class with two examples is in both halves, and which half an example lands in depends on
+/// the data alone, never on `--seed` or the file's order. Each half keeps the file's order
+/// and gets a hash of its own (its evaluations are cached apart from the whole file's).
+pub fn hold_out(data: Dataset) -> (Dataset, Dataset) {
+    let key = |e: &Example| {
+        let input = serde_json::to_string(&e.input).unwrap_or_default();
+        reprompt_protocol::hash::sha256_hex(input.as_bytes())
+    };
+    let mut order: Vec<(Option<usize>, String, usize)> =
+        data.examples.iter().enumerate().map(|(i, e)| (e.label, key(e), i)).collect();
+    order.sort();
+    let mut to_validation = vec![false; data.examples.len()];
+    let mut nth = 0;
+    for (k, &(label, _, i)) in order.iter().enumerate() {
+        if k > 0 && order[k - 1].0 != label {
+            nth = 0;
+        }
+        to_validation[i] = nth % 2 == 1;
+        nth += 1;
+    }
+    let half = |name: &str, validation: bool| Dataset {
+        path: data.path.clone(),
+        hash: reprompt_protocol::hash::sha256_hex(format!("{name} half of {}", data.hash).as_bytes()),
+        examples: data
+            .examples
+            .iter()
+            .zip(&to_validation)
+            .filter(|(_, v)| **v == validation)
+            .map(|(e, _)| e.clone())
+            .collect(),
+    };
+    (half("train", false), half("validation", true))
 }
 
 /// The prompt's label words where its data names labels by them (read by ids alone, some
@@ -84,6 +147,19 @@ pub struct ModelScorer<'e> {
     pub paraphrase_calls: usize,
     /// The task model's tokens as text (read when labels are first ranked).
     vocabulary: Vec<String>,
+    /// Whether the validation split is half of the training file ([`hold_out`]).
+    held_out: bool,
+}
+
+/// A validation split held out of the training examples ([`hold_out`]), as a report shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HeldOut {
+    /// The training file both halves come from.
+    pub dataset: PathBuf,
+    /// Examples left to train (the search, its demonstrations and calibrations).
+    pub train: usize,
+    /// Examples held out for validation.
+    pub validation: usize,
 }
 
 /// The search's view of evaluated examples.
@@ -134,13 +210,24 @@ fn failed(e: impl std::fmt::Display) -> OptimizeError {
 }
 
 impl<'e> ModelScorer<'e> {
-    /// Loads the train and validation splits of `doc` (read from `path`).
+    /// Loads the train and validation splits of `doc` (read from `path`; without a validation
+    /// split, half of the training examples held out as one: [`train_and_validation`]).
     pub fn new(evaluator: &'e Evaluator, doc: &PromptDocument, path: &Path) -> Result<Self> {
-        require_splits(doc, path)?;
-        let train = load_split(doc, path, Split::Train).map_err(failed)?;
-        let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
+        let (train, validation, held_out) = train_and_validation(doc, path)?;
         let dim = evaluator.engine.embed(vec!["reprompt".into()]).map_err(failed)?.first().map_or(0, Vec::len);
-        Ok(Self::with_splits(evaluator, path, train, validation, dim))
+        let mut scorer = Self::with_splits(evaluator, path, train, validation, dim);
+        scorer.held_out = held_out;
+        Ok(scorer)
+    }
+
+    /// Where the prompt names no validation split: the training and validation examples the
+    /// training file was split into ([`hold_out`]).
+    pub fn held_out(&self) -> Option<HeldOut> {
+        self.held_out.then(|| HeldOut {
+            dataset: self.train.path.clone(),
+            train: self.train.examples.len(),
+            validation: self.validation.examples.len(),
+        })
     }
 
     fn with_splits(evaluator: &'e Evaluator, path: &Path, train: Dataset, validation: Dataset, dim: usize) -> Self {
@@ -153,6 +240,7 @@ impl<'e> ModelScorer<'e> {
             dim,
             paraphrase_calls: 0,
             vocabulary: Vec::new(),
+            held_out: false,
         }
     }
 
@@ -486,6 +574,46 @@ fn ranking_columns(vocabulary: &[String], fixed: &[Vec<String>]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_out_validation_half_is_stratified_disjoint_and_fixed_by_the_data() {
+        let example = |line: usize, text: &str, label: Option<usize>| Example {
+            line,
+            input: serde_json::json!({ "sentence": text }).as_object().unwrap().clone(),
+            label,
+            answer: None,
+        };
+        // Seven of label 0, three of label 1, two of label 2, one of label 3.
+        let labels = [0, 0, 1, 0, 2, 0, 1, 0, 0, 2, 1, 0, 3];
+        let examples: Vec<Example> =
+            labels.iter().enumerate().map(|(i, &l)| example(i + 2, &format!("sentence {i}"), Some(l))).collect();
+        let data = Dataset { path: PathBuf::from("train.tsv"), hash: "h".into(), examples: examples.clone() };
+        let (train, validation) = hold_out(data.clone());
+        let count = |d: &Dataset, label: usize| d.examples.iter().filter(|e| e.label == Some(label)).count();
+        // Per label: half to each, the odd one to train; a label's only example stays in train.
+        assert_eq!([0, 1, 2, 3].map(|l| count(&train, l)), [4, 2, 1, 1]);
+        assert_eq!([0, 1, 2, 3].map(|l| count(&validation, l)), [3, 1, 1, 0]);
+        // Disjoint, together every example once, each half in the file's order.
+        let mut lines: Vec<usize> = train.examples.iter().chain(&validation.examples).map(|e| e.line).collect();
+        assert!(train.examples.windows(2).all(|w| w[0].line < w[1].line));
+        lines.sort();
+        assert_eq!(lines, (2..2 + labels.len()).collect::<Vec<_>>());
+        // Hashed apart from the file and from each other (evaluations are cached by them).
+        assert!(train.hash != validation.hash && train.hash != data.hash && validation.hash != data.hash);
+        // The file's order does not decide the halves: reversed, the same examples go each way.
+        let reversed = Dataset { examples: examples.iter().rev().cloned().collect(), ..data.clone() };
+        let (train_r, validation_r) = hold_out(reversed);
+        let texts = |d: &Dataset| {
+            let mut t: Vec<String> = d.examples.iter().map(|e| e.input["sentence"].to_string()).collect();
+            t.sort();
+            t
+        };
+        assert_eq!((texts(&train_r), texts(&validation_r)), (texts(&train), texts(&validation)));
+        // Generation examples (no labels) split the same way, as one group.
+        let answers = Dataset { examples: (0..5).map(|i| example(i + 2, &format!("q{i}"), None)).collect(), ..data };
+        let (train, validation) = hold_out(answers);
+        assert_eq!((train.examples.len(), validation.examples.len()), (3, 2));
+    }
 
     #[test]
     fn a_ranking_reads_word_tokens_and_the_built_in_sets_short_words() {

@@ -27,7 +27,7 @@ use crate::eval::{EvalCache, Evaluator, FileCache, PreparedPrompt, Split};
 use crate::files::write_atomic;
 use crate::optimize::PolicySnapshot;
 use crate::optimize::edits::EditSpace;
-use crate::optimize::model::{ModelScorer, data_label_names, worst_score};
+use crate::optimize::model::{HeldOut, ModelScorer, data_label_names, worst_score};
 use crate::optimize::search::{
     Progress, Search, SearchConfig, SearchResult, Strategy, policy_digest, recover_checkpoint, remove_checkpoint,
 };
@@ -210,6 +210,9 @@ pub struct Report {
     /// Test examples the optimized prompt did not fit the model's context with, each scored as
     /// the worst answer.
     pub test_too_long: usize,
+    /// Where the prompt names no validation split: the halves its training file was split
+    /// into, train and held-out validation (`null` otherwise).
+    pub held_out: Option<HeldOut>,
     pub search: SearchResult,
     /// The best prompt's score on each test example, in the split's order (empty without a
     /// test split); for paired comparisons, not written to `report.json`.
@@ -370,6 +373,7 @@ pub fn optimize(
         };
         (result, scorer.paraphrase_calls, too_long)
     };
+    let held_out = scorer.held_out();
     let mut test = (None, None);
     let mut test_examples = 0;
     let mut best_test_scores = Vec::new();
@@ -406,6 +410,7 @@ pub fn optimize(
         policy: warm.map(|w| w.name.clone()),
         too_long,
         test_too_long,
+        held_out,
         search: result,
         best_test_scores,
     })

@@ -57,6 +57,17 @@ fn short_search_note(result: &SearchResult) -> Option<String> {
 
 /// Labellings judged out of sample ([`Screened::record`](crate::optimize::labels::Screened::record)),
 /// as one line: `the ranked words 68.8%, terrible / great 55.5%, …`.
+/// For a winner whose lead over the original on validation has a paired interval reaching
+/// zero: a lead this size on so few examples may be chance (the gate offers it all the same:
+/// it did win there, and the test split, if any, says more).
+fn chance_note(improved: bool, difference: crate::eval::stats::Interval, n: usize) -> Option<String> {
+    (improved && difference.low <= 0.0).then(|| {
+        format!(
+            "the interval includes no gain: on {n} examples the lead may be chance; more validation examples would tell"
+        )
+    })
+}
+
 pub(crate) fn judged_labellings(records: &[(String, f64, bool)]) -> String {
     let judged: Vec<String> = records
         .iter()
@@ -159,6 +170,17 @@ pub(super) fn print_summary(
         report.seconds,
         report.search.prompts_seen
     )?;
+    if let Some(h) = &report.held_out {
+        writeln!(
+            out,
+            "validation: {} of the {} examples in {}, held out (the prompt names no `reprompt.validation`); the \
+             search, its demonstrations and calibrations used the other {}",
+            h.validation,
+            h.train + h.validation,
+            h.dataset.display(),
+            h.train
+        )?;
+    }
     for note in [unspent_note(&report.search), short_search_note(&report.search)].into_iter().flatten() {
         writeln!(out, "{note}")?;
     }
@@ -227,6 +249,9 @@ pub(super) fn print_summary(
             "  (the best of {compared} prompts compared on these examples, so the difference flatters it; a test \
              split measures it without that bias)"
         )?;
+    }
+    if let Some(note) = chance_note(report.improved, d, report.search.validation_examples) {
+        writeln!(out, "  ({note})")?;
     }
     if !report.improved {
         writeln!(out, "\nNo candidate beat the original on the validation split; the prompt is left as it is.")?;
@@ -312,6 +337,18 @@ mod tests {
         result.phases = Some(Phases { setup: 600, search: Some(300) });
         result.exhausted = true;
         assert_eq!(short_search_note(&result), None);
+    }
+
+    #[test]
+    fn a_lead_whose_interval_reaches_zero_may_be_chance() {
+        use crate::eval::stats::Interval;
+        let interval = |low: f64| Interval { mean: 0.094, low, high: 0.375 };
+        // A claim check's winner: +9.4 points, [-15.6, +37.5] over 32 examples.
+        let note = chance_note(true, interval(-0.156), 32).expect("a lead that may be chance");
+        assert!(note.starts_with("the interval includes no gain: on 32 examples"), "{note}");
+        assert!(chance_note(true, interval(0.0), 32).is_some());
+        assert_eq!(chance_note(true, interval(0.031), 32), None);
+        assert_eq!(chance_note(false, interval(-0.156), 32), None, "nothing offered, nothing to doubt");
     }
 
     #[test]
