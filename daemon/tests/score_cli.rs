@@ -406,6 +406,35 @@ fn scoring_a_split_that_is_not_held_out_says_so() {
 }
 
 #[test]
+fn a_prompt_without_a_validation_split_is_scored_on_train_by_default() {
+    let cache = private_cache("noval");
+    let dir = cache.join("prompt");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv")).unwrap();
+    let example = std::fs::read_to_string(workspace().join("examples/sentiment/sentiment.prompt")).unwrap();
+    let prompt = dir.join("noval.prompt");
+    let text: String = example
+        .lines()
+        .filter(|l| !l.starts_with("reprompt.validation") && !l.starts_with("reprompt.test"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&prompt, text).unwrap();
+    let p = prompt.to_str().unwrap();
+    let out = reprompt(&["score", p, "--limit", "2", "--json"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON evaluation");
+    assert_eq!(evaluation["split"], "train", "{evaluation}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("names no `reprompt.validation`: scoring its training split")
+    );
+    // Asked for by name, the split it does not have is an error.
+    let out = reprompt(&["score", p, "--limit", "2", "--split", "validation"], &cache);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("names no `reprompt.validation` dataset"));
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
 fn an_error_that_quotes_the_data_carries_no_terminal_escapes() {
     // A dataset is untrusted text: a label that sets the terminal's clipboard (OSC 52) and
     // clears the screen must reach the user's terminal as visible characters.

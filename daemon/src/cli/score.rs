@@ -15,9 +15,10 @@ use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, PreparedPrompt, S
 pub struct ScoreArgs {
     /// The `.prompt` file to score
     pub file: PathBuf,
-    /// Which dataset split to score on
-    #[arg(long, value_enum, default_value_t = Split::Validation)]
-    pub split: Split,
+    /// Which dataset split to score on [default: validation; train where the prompt names no
+    /// validation split]
+    #[arg(long, value_enum)]
+    pub split: Option<Split>,
     /// Score only the first N examples
     #[arg(long, value_parser = crate::cli::at_least_one)]
     pub limit: Option<usize>,
@@ -57,8 +58,16 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let doc = crate::cli::read_prompt_file(&args.file)?;
     // Fail on the prompt or its data before spending seconds on loading the model.
     let prepared = PreparedPrompt::new(&doc, &args.file)?;
-    let mut data = load_split(&doc, &args.file, args.split)?;
-    crate::cli::warn_split_overlaps(&doc, &args.file, Some(args.split.setting()));
+    let split = args.split.unwrap_or_else(|| {
+        if doc.settings.validation.is_some() || doc.settings.dataset.is_none() {
+            Split::Validation
+        } else {
+            eprintln!("note: the prompt names no `reprompt.validation`: scoring its training split");
+            Split::Train
+        }
+    });
+    let mut data = load_split(&doc, &args.file, split)?;
+    crate::cli::warn_split_overlaps(&doc, &args.file, Some(split.setting()));
     if let Some(limit) = args.limit {
         data.examples.truncate(limit);
     }
@@ -71,7 +80,7 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} scoring {pos}/{len} examples [{elapsed_precise}] {wide_bar} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let evaluation = evaluator.evaluate(&prepared, &data, args.split, &mut |done, total| {
+    let evaluation = evaluator.evaluate(&prepared, &data, split, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
