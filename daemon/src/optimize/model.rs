@@ -23,23 +23,7 @@ use crate::eval::{Evaluator, ExampleResult, PreparedPrompt, Split};
 /// Refuses a prompt without the training examples an optimization needs, or without a
 /// validation split and too few training examples to hold one out of them ([`hold_out`]).
 pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
-    if doc.settings.split_path(Split::Train.setting(), path).is_none() {
-        return Err(OptimizeError::Input(format!(
-            "optimizing needs training examples: add `reprompt.dataset: <file>` to {}",
-            path.display()
-        )));
-    }
-    if doc.settings.split_path(Split::Validation.setting(), path).is_none() {
-        let n = load_split(doc, path, Split::Train).map_err(failed)?.examples.len();
-        if n < MIN_TO_HOLD_OUT {
-            return Err(OptimizeError::Input(format!(
-                "optimizing needs validation examples: add `reprompt.validation: <file>` to {}, or give it at \
-                 least {MIN_TO_HOLD_OUT} training examples to hold half of them out (it has {n})",
-                path.display()
-            )));
-        }
-    }
-    Ok(())
+    train_and_validation(doc, path).map(|_| ())
 }
 
 /// The fewest training examples a prompt without `reprompt.validation` can be optimized
@@ -49,11 +33,24 @@ pub const MIN_TO_HOLD_OUT: usize = 4;
 /// The training and validation splits optimizing reads, and whether the validation split was
 /// held out of the training examples ([`hold_out`]: the prompt names no `reprompt.validation`).
 pub fn train_and_validation(doc: &PromptDocument, path: &Path) -> Result<(Dataset, Dataset, bool)> {
-    require_splits(doc, path)?;
+    if doc.settings.split_path(Split::Train.setting(), path).is_none() {
+        return Err(OptimizeError::Input(format!(
+            "optimizing needs training examples: add `reprompt.dataset: <file>` to {}",
+            path.display()
+        )));
+    }
     let train = load_split(doc, path, Split::Train).map_err(failed)?;
     if doc.settings.split_path(Split::Validation.setting(), path).is_some() {
         let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
         return Ok((train, validation, false));
+    }
+    let n = train.examples.len();
+    if n < MIN_TO_HOLD_OUT {
+        return Err(OptimizeError::Input(format!(
+            "optimizing needs validation examples: add `reprompt.validation: <file>` to {}, or give it at least \
+             {MIN_TO_HOLD_OUT} training examples to hold half of them out (it has {n})",
+            path.display()
+        )));
     }
     let (train, validation) = hold_out(train);
     Ok((train, validation, true))

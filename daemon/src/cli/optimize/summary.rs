@@ -55,8 +55,6 @@ fn short_search_note(result: &SearchResult) -> Option<String> {
     })
 }
 
-/// Labellings judged out of sample ([`Screened::record`](crate::optimize::labels::Screened::record)),
-/// as one line: `the ranked words 68.8%, terrible / great 55.5%, …`.
 /// For a winner whose lead over the original on validation has a paired interval reaching
 /// zero: a lead this size on so few examples may be chance (the gate offers it all the same:
 /// it did win there, and the test split, if any, says more).
@@ -68,6 +66,8 @@ fn chance_note(improved: bool, difference: crate::eval::stats::Interval, n: usiz
     })
 }
 
+/// Labellings judged out of sample ([`Screened::record`](crate::optimize::labels::Screened::record)),
+/// as one line: `the ranked words 68.8%, terrible / great 55.5%, …`.
 pub(crate) fn judged_labellings(records: &[(String, f64, bool)]) -> String {
     let judged: Vec<String> = records
         .iter()
