@@ -171,6 +171,22 @@ pub const LABEL_SETS: &[&[&str]] = &[
     &["no", "yes"],
 ];
 
+/// Label-word pairs no built-in set offers, but whose poles are as plain (negative first):
+/// they tell which way round a prompt names its labels ([`positive_first`]).
+pub const OTHER_POLES: &[[&str; 2]] = &[
+    ["sad", "happy"],
+    ["hate", "love"],
+    ["dislike", "like"],
+    ["unfavorable", "favorable"],
+    ["unfavourable", "favourable"],
+    ["dissatisfied", "satisfied"],
+    ["displeased", "pleased"],
+    ["neg", "pos"],
+    ["false", "true"],
+    ["incorrect", "correct"],
+    ["wrong", "right"],
+];
+
 /// The built-in label words of a two-label classification that is not about sentiment.
 pub const YES_NO: &[&[&str]] = &[&["no", "yes"]];
 
@@ -251,8 +267,9 @@ impl Banks {
 }
 
 /// Whether a two-label prompt names its positive label first: label 0 has a built-in set's
-/// second word (`great`, `positive`, `yes`, any case) or label 1 a first word (`terrible`,
-/// `negative`, `no`), and neither the other way round. The built-in sets are negative first
+/// second word (`great`, `positive`, `yes`, any case; or one of [`OTHER_POLES`]': `happy`,
+/// `true`) or label 1 a first word (`terrible`, `negative`, `no`; `sad`, `false`), and neither
+/// the other way round. The built-in sets are negative first
 /// ([`LABEL_SETS`], [`YES_NO`]): offered as they are to a `[great, terrible]` prompt, every
 /// one would swap its labels' meanings ([`EditSpace::for_prompt`] turns them round).
 pub fn positive_first(doc: &PromptDocument) -> bool {
@@ -263,7 +280,7 @@ pub fn positive_first(doc: &PromptDocument) -> bool {
     let names = |label: usize, pole: usize| {
         words[label].iter().any(|w| {
             let w = w.trim().to_lowercase();
-            LABEL_SETS.iter().any(|set| set[pole] == w)
+            LABEL_SETS.iter().any(|set| set[pole] == w) || OTHER_POLES.iter().any(|set| set[pole] == w)
         })
     };
     (names(0, 1) || names(1, 0)) && !(names(0, 0) || names(1, 1))

@@ -581,7 +581,12 @@ fn the_built_in_banks_fit_the_task() {
         ("[yes, no]", true),
         ("[terrible, great]", false),
         ("[no, yes]", false),
-        ("[happy, sad]", false),
+        ("[happy, sad]", true),
+        ("[sad, happy]", false),
+        ("[True, False]", true),
+        ("[false, true]", false),
+        ("[correct, incorrect]", true),
+        ("[like, dislike]", true),
         // Words that say both (label 0 a positive word, label 1 too): as they are.
         ("[great, yes]", false),
         ("[great, okay, terrible]", false),
@@ -593,6 +598,9 @@ fn the_built_in_banks_fit_the_task() {
     assert_eq!(EditSpace::for_prompt(&topic, Vec::new()).label_sets, [["no", "yes"]]);
     let asked = parse(&yes_no.replace("[no, yes]", "[yes, no]"), None);
     assert_eq!(EditSpace::for_prompt(&asked, Vec::new()).label_sets, [["yes", "no"]]);
+    // A fact check labelled true first: `no / yes` as written would call the true claims no.
+    let fact = parse(&topic_pair.replace("[ham, spam]", "[true, false]"), None);
+    assert_eq!(EditSpace::for_prompt(&fact, Vec::new()).label_sets, [["yes", "no"]]);
 
     for text in [news, topic_pair] {
         let edits = offered(text);
