@@ -379,19 +379,25 @@ fn a_file_that_is_not_a_model_is_one_line_of_error_even_with_backtraces_on() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The example prompt rewritten by `edit`, saved as `name` in a directory under `cache` that
+/// holds only its training file (`data/train.tsv`).
+fn example_on_train(cache: &std::path::Path, name: &str, edit: impl Fn(&str) -> String) -> std::path::PathBuf {
+    let dir = cache.join("prompt");
+    std::fs::create_dir_all(dir.join("data")).expect("prompt dir");
+    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv"))
+        .expect("copy train");
+    let example = std::fs::read_to_string(workspace().join("examples/sentiment/sentiment.prompt")).expect("example");
+    let prompt = dir.join(name);
+    std::fs::write(&prompt, edit(&example)).expect("write prompt");
+    prompt
+}
+
 #[test]
 fn scoring_a_split_that_is_not_held_out_says_so() {
     let cache = private_cache("overlap");
-    let dir = cache.join("prompt");
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv")).unwrap();
-    let example = std::fs::read_to_string(workspace().join("examples/sentiment/sentiment.prompt")).unwrap();
-    let prompt = dir.join("same.prompt");
-    std::fs::write(
-        &prompt,
-        example.replace("data/dev.tsv", "data/train.tsv").replace("reprompt.test: data/test.tsv\n", ""),
-    )
-    .unwrap();
+    let prompt = example_on_train(&cache, "same.prompt", |example| {
+        example.replace("data/dev.tsv", "data/train.tsv").replace("reprompt.test: data/test.tsv\n", "")
+    });
     let out = reprompt(&["score", prompt.to_str().unwrap(), "--limit", "2"], &cache);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -408,17 +414,13 @@ fn scoring_a_split_that_is_not_held_out_says_so() {
 #[test]
 fn a_prompt_without_a_validation_split_is_scored_on_train_by_default() {
     let cache = private_cache("noval");
-    let dir = cache.join("prompt");
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::copy(workspace().join("examples/sentiment/data/train.tsv"), dir.join("data/train.tsv")).unwrap();
-    let example = std::fs::read_to_string(workspace().join("examples/sentiment/sentiment.prompt")).unwrap();
-    let prompt = dir.join("noval.prompt");
-    let text: String = example
-        .lines()
-        .filter(|l| !l.starts_with("reprompt.validation") && !l.starts_with("reprompt.test"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&prompt, text).unwrap();
+    let prompt = example_on_train(&cache, "noval.prompt", |example| {
+        example
+            .lines()
+            .filter(|l| !l.starts_with("reprompt.validation") && !l.starts_with("reprompt.test"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
     let p = prompt.to_str().unwrap();
     let out = reprompt(&["score", p, "--limit", "2", "--json"], &cache);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -21,37 +21,53 @@ use crate::eval::layout::answer_after;
 use crate::eval::{Evaluator, ExampleResult, PreparedPrompt, Split};
 
 /// Refuses a prompt without the training examples an optimization needs, or without a
-/// validation split and too few training examples to hold one out of them ([`hold_out`]).
+/// validation split and too few training examples to hold one out of them ([`hold_out`]):
+/// before the model loads, reading the training file only where there is no validation split.
 pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
-    train_and_validation(doc, path).map(|_| ())
+    if doc.settings.split_path(Split::Train.setting(), path).is_none() {
+        return Err(no_training_examples(path));
+    }
+    if doc.settings.split_path(Split::Validation.setting(), path).is_none() {
+        too_few_to_hold_out(path, load_split(doc, path, Split::Train).map_err(failed)?.examples.len())?;
+    }
+    Ok(())
 }
 
 /// The fewest training examples a prompt without `reprompt.validation` can be optimized
 /// with: half of them are held out for validation ([`hold_out`]).
 pub const MIN_TO_HOLD_OUT: usize = 4;
 
+fn no_training_examples(path: &Path) -> OptimizeError {
+    OptimizeError::Input(format!(
+        "optimizing needs training examples: add `reprompt.dataset: <file>` to {}",
+        path.display()
+    ))
+}
+
+fn too_few_to_hold_out(path: &Path, n: usize) -> Result<()> {
+    if n >= MIN_TO_HOLD_OUT {
+        return Ok(());
+    }
+    Err(OptimizeError::Input(format!(
+        "optimizing needs validation examples: add `reprompt.validation: <file>` to {}, or give it at least \
+         {MIN_TO_HOLD_OUT} training examples to hold half of them out (it has {n})",
+        path.display()
+    )))
+}
+
 /// The training and validation splits optimizing reads, and whether the validation split was
 /// held out of the training examples ([`hold_out`]: the prompt names no `reprompt.validation`).
+/// Each file is read once.
 pub fn train_and_validation(doc: &PromptDocument, path: &Path) -> Result<(Dataset, Dataset, bool)> {
     if doc.settings.split_path(Split::Train.setting(), path).is_none() {
-        return Err(OptimizeError::Input(format!(
-            "optimizing needs training examples: add `reprompt.dataset: <file>` to {}",
-            path.display()
-        )));
+        return Err(no_training_examples(path));
     }
     let train = load_split(doc, path, Split::Train).map_err(failed)?;
     if doc.settings.split_path(Split::Validation.setting(), path).is_some() {
         let validation = load_split(doc, path, Split::Validation).map_err(failed)?;
         return Ok((train, validation, false));
     }
-    let n = train.examples.len();
-    if n < MIN_TO_HOLD_OUT {
-        return Err(OptimizeError::Input(format!(
-            "optimizing needs validation examples: add `reprompt.validation: <file>` to {}, or give it at least \
-             {MIN_TO_HOLD_OUT} training examples to hold half of them out (it has {n})",
-            path.display()
-        )));
-    }
+    too_few_to_hold_out(path, train.examples.len())?;
     let (train, validation) = hold_out(train);
     Ok((train, validation, true))
 }
