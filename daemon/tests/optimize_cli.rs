@@ -161,6 +161,14 @@ fn a_prompt_without_a_validation_split_holds_half_of_its_training_examples_out()
     assert_eq!(report["held_out"]["validation"], 16, "{}", report["held_out"]);
     assert_eq!(report["search"]["validation_examples"], 16);
     assert!(report["evaluations"].as_u64().unwrap() <= 32, "{}", report["evaluations"]);
+    // `score --split validation` scores the same held-out half: the run's figure checks out.
+    let out = reprompt(&["score", p, "--split", "validation", "--json"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scoring the 16 of its 32 training examples"));
+    let scored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(scored["n"], 16);
+    let (scored, reported) = (scored["aggregate"]["mean"].as_f64().unwrap(), report["original"]["validation"].as_f64());
+    assert!(reported.is_some_and(|r| (r - scored).abs() < 1e-9), "score {scored}, report {reported:?}");
 
     // Too few examples to halve: refused before the model loads, saying what would do.
     let rows: Vec<String> =

@@ -412,7 +412,7 @@ fn scoring_a_split_that_is_not_held_out_says_so() {
 }
 
 #[test]
-fn a_prompt_without_a_validation_split_is_scored_on_train_by_default() {
+fn a_prompt_without_a_validation_split_is_scored_on_train_or_its_held_out_half() {
     let cache = private_cache("noval");
     let prompt = example_on_train(&cache, "noval.prompt", |example| {
         example
@@ -429,10 +429,22 @@ fn a_prompt_without_a_validation_split_is_scored_on_train_by_default() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("names no `reprompt.validation`: scoring its training split")
     );
-    // Asked for by name, the split it does not have is an error.
-    let out = reprompt(&["score", p, "--limit", "2", "--split", "validation"], &cache);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("names no `reprompt.validation` dataset"));
+    // Its validation split is the half of its training examples optimizing holds out: 8 of
+    // each label, named so in the table.
+    let out = reprompt(&["score", p, "--split", "validation", "--show-failures", "32"], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Validation split · held-out half of") && stdout.contains("  n 16 · "), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scoring the 16 of its 32 training examples that `reprompt optimize` holds out"));
+    // Too few training examples to halve: an error saying what would do.
+    let train = prompt.parent().unwrap().join("data/train.tsv");
+    let rows: Vec<String> = std::fs::read_to_string(&train).unwrap().lines().take(4).map(String::from).collect();
+    std::fs::write(&train, rows.join("\n") + "\n").unwrap();
+    let out = reprompt(&["score", p, "--split", "validation"], &cache);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("its 3 training examples are too few") && stderr.contains("add `reprompt.validation"));
     let _ = std::fs::remove_dir_all(&cache);
 }
 

@@ -10,13 +10,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::engine::{DeviceChoice, Engine, EngineOptions, store};
 use crate::eval::evaluate::load_split;
 use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, PreparedPrompt, Split};
+use crate::optimize::model::{MIN_TO_HOLD_OUT, hold_out};
+use reprompt_protocol::dataset::Dataset;
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
     /// The `.prompt` file to score
     pub file: PathBuf,
     /// Which dataset split to score on [default: validation; train where the prompt names no
-    /// validation split]
+    /// validation split, whose validation split is the half of its training examples that
+    /// `reprompt optimize` holds out]
     #[arg(long, value_enum)]
     pub split: Option<Split>,
     /// Score only the first N examples
@@ -66,7 +69,7 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Split::Train
         }
     });
-    let mut data = load_split(&doc, &args.file, split)?;
+    let (mut data, held_out) = scored_examples(&doc, &args.file, split)?;
     crate::cli::warn_split_overlaps(&doc, &args.file, Some(split.setting()));
     if let Some(limit) = args.limit {
         data.examples.truncate(limit);
@@ -89,14 +92,52 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         serde_json::to_writer_pretty(&mut *out, &evaluation)?;
         writeln!(out)?;
     } else {
-        print_table(&args.file, &evaluation, args.show_failures, out)?;
+        print_table(&args.file, &evaluation, held_out, args.show_failures, out)?;
     }
     Ok(())
 }
 
-fn print_table(file: &Path, e: &Evaluation, failures: usize, out: &mut dyn Write) -> anyhow::Result<()> {
+/// The examples `split` scores, and whether they are a held-out half: the validation split of
+/// a prompt that names no `reprompt.validation` is the half of its training examples
+/// `reprompt optimize` holds out for validation ([`hold_out`]), so the optimizer's validation
+/// figures can be checked (cached, they cost nothing).
+fn scored_examples(
+    doc: &reprompt_protocol::PromptDocument,
+    file: &Path,
+    split: Split,
+) -> anyhow::Result<(Dataset, bool)> {
+    let names = |split: Split| doc.settings.split_path(split.setting(), file).is_some();
+    if split != Split::Validation || names(Split::Validation) || !names(Split::Train) {
+        return Ok((load_split(doc, file, split)?, false));
+    }
+    let train = load_split(doc, file, Split::Train)?;
+    let n = train.examples.len();
+    if n < MIN_TO_HOLD_OUT {
+        anyhow::bail!(
+            "{} names no `reprompt.validation` dataset, and its {n} training examples are too few to hold \
+             half of them out (at least {MIN_TO_HOLD_OUT}); add `reprompt.validation: <file>`",
+            file.display()
+        );
+    }
+    let (_, validation) = hold_out(train);
+    eprintln!(
+        "note: the prompt names no `reprompt.validation`: scoring the {} of its {n} training examples that \
+         `reprompt optimize` holds out for validation",
+        validation.examples.len()
+    );
+    Ok((validation, true))
+}
+
+fn print_table(
+    file: &Path,
+    e: &Evaluation,
+    held_out: bool,
+    failures: usize,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let model = e.model.split('@').next().unwrap_or(&e.model);
     let dataset = crate::report::printable(&e.dataset.display().to_string()); // named by the prompt
+    let dataset = if held_out { format!("held-out half of {dataset}") } else { dataset };
     writeln!(out, "{} · {:?} split · {dataset} · {}", file.display(), e.split, model)?;
     writeln!(out)?;
     writeln!(out, "  {:<16} {:>8} {:>8}  95% interval", "", "weight", "value")?;
