@@ -158,7 +158,13 @@ fn ranked_label_words_score_as_ranked() {
         grouped.settings.label_words.len() == 2 && grouped.settings.label_words.iter().all(|g| g.len() >= 2),
         "{line}"
     );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("added `Answer:` cue"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("added `Answer:` cue"));
+    // Without a validation split, on the half `optimize` searches on: the words never see the
+    // examples a run validates on.
+    assert!(stdout.starts_with("label words ranked by the model on the training half of"), "{stdout}");
+    assert!(stderr.contains("ranking on the 16 of its 32 training examples"), "{stderr}");
+    std::fs::write(&file, prompt("terrible, great")).unwrap();
     // A training example the prompt does not fit the model's context with is left out, and
     // the command says so.
     let train = std::fs::read_to_string(dir.join("data/train.tsv")).unwrap();

@@ -46,6 +46,16 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = open_engine(&doc, &args.file, args.device)?;
     let evaluator = Evaluator::new(engine, None);
     let mut scorer = ModelScorer::training_only(&evaluator, &doc, &args.file)?;
+    let held_out = scorer.held_out();
+    if let Some(h) = &held_out {
+        eprintln!(
+            "note: the prompt names no `reprompt.validation`: ranking on the {} of its {} training examples that \
+             `reprompt optimize` searches on (it holds the other {} out for validation)",
+            h.train,
+            h.train + h.validation,
+            h.validation
+        );
+    }
     // Judged, as `optimize` judges them, against the built-in sets of the prompt's size (in its
     // labels' order), or else its own words.
     let own = doc.settings.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default();
@@ -85,7 +95,8 @@ pub fn run(args: &LabelsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    writeln!(out, "label words ranked by the model on the training split of {}", args.file.display())?;
+    let split = if held_out.is_some() { "half" } else { "split" };
+    writeln!(out, "label words ranked by the model on the training {split} of {}", args.file.display())?;
     writeln!(out, "{:>3}  {:<40} {:>6} {:>7}", "#", "words", "train", "margin")?;
     for (i, row) in rows.iter().enumerate() {
         writeln!(

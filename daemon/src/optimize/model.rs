@@ -257,7 +257,10 @@ impl<'e> ModelScorer<'e> {
         }
     }
 
-    /// A scorer of the training split only (no validation needed), for ranking label words.
+    /// A scorer of the training split only, for ranking label words: for a prompt without
+    /// `reprompt.validation`, the training half optimizing searches on ([`hold_out`]; fewer
+    /// examples than that needs, all of them), so words chosen here never saw the examples a
+    /// run validates on (the held-out half is its validation split, else it has none).
     pub fn training_only(evaluator: &'e Evaluator, doc: &PromptDocument, path: &Path) -> Result<Self> {
         if doc.settings.split_path(Split::Train.setting(), path).is_none() {
             return Err(OptimizeError::Input(format!(
@@ -265,9 +268,16 @@ impl<'e> ModelScorer<'e> {
                 path.display()
             )));
         }
-        let train = load_split(doc, path, Split::Train).map_err(failed)?;
-        let validation = Dataset { path: PathBuf::new(), hash: String::new(), examples: Vec::new() };
-        Ok(Self::with_splits(evaluator, path, train, validation, 0))
+        let mut train = load_split(doc, path, Split::Train).map_err(failed)?;
+        let held_out = doc.settings.split_path(Split::Validation.setting(), path).is_none()
+            && train.examples.len() >= MIN_TO_HOLD_OUT;
+        let mut validation = Dataset { path: PathBuf::new(), hash: String::new(), examples: Vec::new() };
+        if held_out {
+            (train, validation) = hold_out(train);
+        }
+        let mut scorer = Self::with_splits(evaluator, path, train, validation, 0);
+        scorer.held_out = held_out;
+        Ok(scorer)
     }
 
     /// [`SearchConfig::data`](super::search::SearchConfig::data) for these splits, this model
