@@ -1,10 +1,13 @@
 //! Demonstrations: a training example rendered as the prompt's own example lines with its
-//! answer, and the demonstrations a prompt already holds, found.
+//! answer (or, in a chat generation prompt, as a user turn and the model's reply), and the
+//! demonstrations a prompt already holds, found.
 
-use reprompt_protocol::template::MustacheKind;
-use reprompt_protocol::{PromptDocument, Span};
+use reprompt_protocol::settings::{Format, Task};
+use reprompt_protocol::template::{MustacheKind, Term};
+use reprompt_protocol::{PromptDocument, Span, parse};
 use serde_json::{Map, Value};
 
+use super::text::role_markers;
 use super::{DemoSource, EditSpace};
 
 /// A demonstration found in a prompt.
@@ -14,8 +17,8 @@ pub struct FoundDemo {
     pub span: Span,
     /// The answer word(s) on its last line.
     pub answer: Span,
-    /// The cue before them (`Sentiment:`), colon included.
-    pub cue: Span,
+    /// The cue before them (`Sentiment:`), colon included; `None` for a model turn.
+    pub cue: Option<Span>,
     /// Which [`EditSpace::demos`] entry it shows.
     pub source: usize,
 }
@@ -29,13 +32,83 @@ pub fn example_unit(doc: &PromptDocument) -> Option<Span> {
     let start = doc.source[body.start..first].rfind('\n').map_or(body.start, |i| body.start + i + 1);
     let end = doc.source[last..body.end].find('\n').map_or(body.end, |i| last + i);
     let unit = Span::new(start, end);
+    plain_text_and_variables(doc, unit).then_some(unit)
+}
+
+/// Whether `span` of the template holds nothing but text and plain variable mustaches,
+/// outside any block.
+fn plain_text_and_variables(doc: &PromptDocument, span: Span) -> bool {
+    let (start, end) = (span.start, span.end);
     let plain = doc.scan.mustaches.iter().filter(|m| m.span.start < end && m.span.end > start).all(|m| {
         matches!(m.kind, MustacheKind::Expression | MustacheKind::Triple)
             && m.expr.as_ref().is_some_and(|e| !e.is_helper_call() && e.head_name().is_some())
     });
     let inside_block = doc.scan.blocks.iter().any(|b| b.open.start < start && b.close.is_none_or(|c| c.end > end));
-    (plain && !inside_block).then_some(unit)
+    plain && !inside_block
 }
+
+/// Where a prompt's demonstrations go and how they read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Before the example's own lines ([`example_unit`]): the lines with a training
+    /// example's values, the cue and its answer, a blank line.
+    Lines { unit: Span },
+    /// A chat generation prompt whose last turn is the user's and holds the example: before
+    /// that turn's `{{role "user"}}` marker, the turn with a training example's values and a
+    /// `{{role "model"}}` turn with its answer — a conversation the model goes on with.
+    /// (Shown inside the user's turn instead, SmolLM2-135M answers in sentences: an exact
+    /// match of 0 of 32 city names against 29 of 32 with one demonstration as turns;
+    /// BENCHMARKS.md.)
+    Turns {
+        /// The last `{{role "user"}}` marker (it opens its line).
+        marker: Span,
+        /// The turn's text after the marker's line, to the template's last non-space.
+        turn: Span,
+    },
+}
+
+/// The prompt's [`Layout`], if it can show demonstrations at all.
+pub fn layout(doc: &PromptDocument) -> Option<Layout> {
+    turns(doc).or_else(|| example_unit(doc).map(|unit| Layout::Lines { unit }))
+}
+
+/// [`Layout::Turns`] where it applies: a generation prompt laid out through the chat template
+/// whose last role marker, alone on its line, opens the user's turn, and that turn holds every
+/// variable of the template in plain text.
+fn turns(doc: &PromptDocument) -> Option<Layout> {
+    if doc.settings.task_or_default() != Task::Generate || doc.settings.format != Format::Chat {
+        return None;
+    }
+    let marker = *role_markers(doc).last()?;
+    let role = doc.scan.mustaches.iter().find(|m| m.span == marker)?.expr.as_ref()?.params.first()?;
+    if !matches!(role, Term::Literal { value: Value::String(r), .. } if r == "user") {
+        return None;
+    }
+    let source = &doc.source;
+    let line_start = source[..marker.start].rfind('\n').map_or(0, |i| i + 1);
+    let after = &source[marker.end..];
+    let break_len = if after.starts_with("\r\n") { 2 } else { usize::from(after.starts_with('\n')) };
+    if line_start != marker.start || line_start < doc.body_span.start || break_len == 0 {
+        return None;
+    }
+    let body = &source[doc.body_span.start..doc.body_span.end];
+    let turn = Span::new(marker.end + break_len, doc.body_span.start + body.trim_end().len());
+    let first = doc.scan.variables.iter().map(|v| v.span.start).min()?;
+    (turn.start <= first && turn.start < turn.end && plain_text_and_variables(doc, turn))
+        .then_some(Layout::Turns { marker, turn })
+}
+
+/// Where [`Edit::AddDemo`](super::Edit::AddDemo) inserts a demonstration: before the
+/// example's lines, or before its user turn.
+pub fn demo_point(doc: &PromptDocument) -> Option<usize> {
+    match layout(doc)? {
+        Layout::Lines { unit } => Some(unit.start),
+        Layout::Turns { marker, .. } => Some(marker.start),
+    }
+}
+
+/// The opening of a model turn in a [`Layout::Turns`] demonstration.
+const MODEL_TURN: &str = "{{role \"model\"}}";
 
 /// The value of a dotted path in an example's input, as one line of template-safe text.
 fn input_text(input: &Map<String, Value>, path: &str) -> Option<String> {
@@ -105,18 +178,36 @@ fn demo_answer(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
     }
 }
 
-/// The block that shows `demo` in `doc`: its lines, the cue and the answer, a blank line.
+/// The block that shows `demo` in `doc`: its lines, the cue and the answer, a blank line; or,
+/// in [`Layout::Turns`], the user's turn and the model's answering it.
 pub fn demo_text(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
-    let unit = example_unit(doc)?;
-    let rendered = render_unit(doc, unit, demo)?;
-    let cue = final_cue(doc).map_or_else(|| "Answer:".to_string(), |(c, _)| c);
     let answer = demo_answer(doc, demo)?;
-    Some(format!("{rendered}\n{cue} {answer}\n\n"))
+    match layout(doc)? {
+        Layout::Lines { unit } => {
+            let rendered = render_unit(doc, unit, demo)?;
+            let cue = final_cue(doc).map_or_else(|| "Answer:".to_string(), |(c, _)| c);
+            Some(format!("{rendered}\n{cue} {answer}\n\n"))
+        }
+        Layout::Turns { marker, turn } => {
+            let rendered = render_unit(doc, turn, demo)?;
+            let user = &doc.source[marker.start..marker.end];
+            Some(format!("{user}\n{rendered}\n{MODEL_TURN}\n{answer}\n"))
+        }
+    }
 }
 
 /// The demonstrations from `space` that `doc` shows, in file order.
 pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
-    let Some(unit) = example_unit(doc) else { return Vec::new() };
+    let found = match layout(doc) {
+        None => return Vec::new(),
+        Some(Layout::Lines { unit }) => found_lines(doc, space, unit),
+        Some(Layout::Turns { marker, turn }) => found_turns(doc, space, marker, turn),
+    };
+    one_per_block(doc, space, found)
+}
+
+/// [`Layout::Lines`] demonstrations, in file order.
+fn found_lines(doc: &PromptDocument, space: &EditSpace, unit: Span) -> Vec<FoundDemo> {
     let region = &doc.source[doc.body_span.start..unit.start];
     // A cue may hold ": " itself (`Q: Answer:`); the prompt's own cue is read whole.
     let cue = final_cue(doc).map(|(c, _)| c);
@@ -145,15 +236,50 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
             found.push(FoundDemo {
                 span: Span::new(base + start, base + end),
                 answer: Span::new(base + answer_start, base + line_start + line_len),
-                cue: Span::new(base + line_start, base + line_start + colon + 1),
+                cue: Some(Span::new(base + line_start, base + line_start + colon + 1)),
                 source: i,
             });
             break;
         }
     }
+    found
+}
+
+/// [`Layout::Turns`] demonstrations: a user turn as the example's with a training example's
+/// values, then a model turn of one line.
+fn found_turns(doc: &PromptDocument, space: &EditSpace, marker: Span, turn: Span) -> Vec<FoundDemo> {
+    let base = doc.body_span.start;
+    let region = &doc.source[base..marker.start];
+    let user = &doc.source[marker.start..marker.end];
+    let mut found = Vec::new();
+    for (i, demo) in space.demos.iter().enumerate() {
+        let Some(rendered) = render_unit(doc, turn, demo) else { continue };
+        let needle = format!("{user}\n{rendered}\n{MODEL_TURN}\n");
+        let mut from = 0;
+        while let Some(pos) = region[from..].find(&needle) {
+            let start = from + pos;
+            from = start + 1;
+            if start > 0 && !region[..start].ends_with('\n') {
+                continue;
+            }
+            let answer_start = start + needle.len();
+            let Some(answer_len) = region[answer_start..].find('\n') else { continue };
+            found.push(FoundDemo {
+                span: Span::new(base + start, base + answer_start + answer_len + 1),
+                answer: Span::new(base + answer_start, base + answer_start + answer_len),
+                cue: None,
+                source: i,
+            });
+            break;
+        }
+    }
+    found
+}
+
+/// `found` in file order, one per block: where several sources show the same text, the one
+/// whose answer it shows (else the first), so a block is counted, relabelled and removed once.
+fn one_per_block(doc: &PromptDocument, space: &EditSpace, mut found: Vec<FoundDemo>) -> Vec<FoundDemo> {
     found.sort_by_key(|d| d.span.start);
-    // One block, one source: where several show the same text, the one whose answer it shows
-    // (else the first), so a block is counted, relabelled and removed once.
     let shows_its_answer = |d: &FoundDemo| {
         demo_answer(doc, &space.demos[d.source]).is_some_and(|a| doc.source[d.answer.start..d.answer.end] == a)
     };
@@ -169,4 +295,34 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
         }
     }
     kept
+}
+
+/// `text`, `doc` edited, with its [`Layout::Turns`] demonstrations showing the edited user
+/// turn: an edit of the example's turn (a sentence added, deleted or rewritten) is carried
+/// into every demonstration's copy of it, so that the conversation keeps one pattern. Text
+/// without such demonstrations, or no longer laid out in turns, is returned as it is.
+pub(super) fn follow_the_turn(doc: &PromptDocument, text: String, space: &EditSpace) -> String {
+    if !matches!(layout(doc), Some(Layout::Turns { .. })) {
+        return text;
+    }
+    let demos = find_demos(doc, space);
+    if demos.is_empty() {
+        return text;
+    }
+    let edited = parse(&text, None);
+    if !matches!(layout(&edited), Some(Layout::Turns { .. })) {
+        return text;
+    }
+    let mut out = text.clone();
+    let mut from = 0;
+    for demo in demos {
+        let block = &doc.source[demo.span.start..demo.span.end];
+        // A block the edit removed or replaced is not there any more.
+        let Some(pos) = out[from..].find(block) else { continue };
+        let Some(shown) = demo_text(&edited, &space.demos[demo.source]) else { continue };
+        let at = from + pos;
+        out.replace_range(at..at + block.len(), &shown);
+        from = at + shown.len();
+    }
+    out
 }

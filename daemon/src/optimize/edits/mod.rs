@@ -21,11 +21,11 @@ mod demos;
 mod front;
 mod text;
 
-pub use demos::{FoundDemo, demo_text, example_unit, find_demos};
+pub use demos::{FoundDemo, Layout, demo_point, demo_text, example_unit, find_demos, layout};
 pub use front::{data_labels_value, label_groups_value, without_label_bias};
 pub use text::{insertion_points, sentences};
 
-use demos::final_cue;
+use demos::{final_cue, follow_the_turn};
 use front::{entry_line, keep_data_labels, replace_value, set_setting, word_list_value};
 use text::{
     capitalized, example_fields, instruction_deletions, label_mentions, line_around, merged_deletions, role_markers,
@@ -116,8 +116,7 @@ impl Edit {
     /// A one-line description for people (and the text the policy embeds).
     pub fn describe(&self, source: &str) -> String {
         let quote = |span: &Span| source.get(span.start..span.end).unwrap_or("").trim().replace('\n', " ");
-        // A demonstration's lines, kept apart as in `add example`.
-        let lines = |span: &Span| source.get(span.start..span.end).unwrap_or("").trim().replace('\n', " | ");
+        let lines = |span: &Span| demo_lines(source.get(span.start..span.end).unwrap_or(""));
         match self {
             Edit::Labels(words) => format!("label words {}", words.join(" / ")),
             Edit::Format(Format::Plain) => "plain text instead of the chat template".into(),
@@ -128,10 +127,10 @@ impl Edit {
             Edit::Paraphrase { span, text } => format!("rewrite \"{}\" as \"{}\"", quote(span), text.trim()),
             Edit::AnswerCue(cue) => format!("answer cue \"{cue}\""),
             Edit::DropRoles => "drop the role markers".into(),
-            Edit::AddDemo { text, .. } => format!("add example \"{}\"", text.trim().replace('\n', " | ")),
+            Edit::AddDemo { text, .. } => format!("add example \"{}\"", demo_lines(text)),
             Edit::RemoveDemo(span) => format!("remove example \"{}\"", lines(span)),
             Edit::ReplaceDemo { span, text } => {
-                format!("replace example \"{}\" by \"{}\"", lines(span), text.trim().replace('\n', " | "))
+                format!("replace example \"{}\" by \"{}\"", lines(span), demo_lines(text))
             }
             Edit::Stop => "stop".into(),
             Edit::Completion(cue) => format!("plain completion prompt ending in \"{cue}\""),
@@ -142,6 +141,13 @@ impl Edit {
             Edit::LabelBias(bias) => format!("calibrate the labels: label bias {}", bias_value(bias)),
         }
     }
+}
+
+/// A demonstration's lines kept apart (`Review: a gem | Sentiment: great`), a turn's role
+/// markers left out.
+fn demo_lines(block: &str) -> String {
+    let role = |line: &str| line.trim().starts_with("{{role ") && line.trim().ends_with("}}");
+    block.trim().lines().filter(|l| !role(l)).collect::<Vec<_>>().join(" | ")
 }
 
 /// A replacement of one span of the file's text.
@@ -506,8 +512,9 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             // The demonstrations answer after the same cue as the example.
             let mut edits: Vec<TextEdit> = find_demos(doc, space)
                 .into_iter()
-                .filter(|d| doc.source[d.cue.start..d.cue.end] != *cue)
-                .map(|d| TextEdit { span: d.cue, replacement: cue.clone() })
+                .filter_map(|d| d.cue)
+                .filter(|span| doc.source[span.start..span.end] != *cue)
+                .map(|span| TextEdit { span, replacement: cue.clone() })
                 .collect();
             match final_cue(doc) {
                 Some((current, _)) if current == *cue => {
@@ -538,8 +545,8 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 .collect())
         }
         Edit::AddDemo { at, text } => {
-            if example_unit(doc).map(|u| u.start) != Some(*at) {
-                return Err(not("demonstrations go right before the example's lines"));
+            if demo_point(doc) != Some(*at) {
+                return Err(not("demonstrations go right before the example's lines or turn"));
             }
             if find_demos(doc, space).len() >= space.max_demos.max(1) {
                 return Err(not("the prompt holds the most demonstrations allowed"));
@@ -652,7 +659,7 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
     if edits.windows(2).any(|w| w[1].span.start < w[0].span.end) {
         return Err(EditError::Invalid("the edit's changes overlap".into()));
     }
-    let mut text = apply(&doc.source, &edits);
+    let mut text = follow_the_turn(doc, apply(&doc.source, &edits), space);
     // New lines end as the file's lines do: a CRLF file stays CRLF throughout (a file of
     // mixed line endings is left as the edit made it).
     if crlf_file(&doc.source) {
@@ -749,14 +756,14 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
             edits.push(Edit::InsertPhrase { at, text });
         }
     }
-    if let Some(unit) = example_unit(doc) {
+    if let Some(at) = demo_point(doc) {
         let mut absent: Vec<usize> = (0..space.demos.len()).filter(|i| !demos.iter().any(|d| d.source == *i)).collect();
         rng.shuffle(&mut absent);
         let mut offers = absent.into_iter();
         if demos.len() < space.max_demos {
             for source in offers.by_ref().take(space.demo_offers) {
                 if let Some(text) = demo_text(doc, &space.demos[source]) {
-                    edits.push(Edit::AddDemo { at: unit.start, text });
+                    edits.push(Edit::AddDemo { at, text });
                 }
             }
         }

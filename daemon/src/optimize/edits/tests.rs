@@ -307,7 +307,8 @@ fn demonstrations_are_added_found_relabelled_and_removed() {
     let qa = parse(&apply_checked(&two, &Edit::AnswerCue("Q: Answer:".into()), &space).unwrap(), None);
     let found_qa = find_demos(&qa, &space);
     assert_eq!(found_qa.len(), 2);
-    assert_eq!(&qa.source[found_qa[0].cue.start..found_qa[0].cue.end], "Q: Answer:");
+    let cue = found_qa[0].cue.expect("a cue");
+    assert_eq!(&qa.source[cue.start..cue.end], "Q: Answer:");
     assert_eq!(&qa.source[found_qa[0].answer.start..found_qa[0].answer.end], "great");
     let back = apply_checked(&qa, &Edit::AnswerCue("Sentiment:".into()), &space).unwrap();
     assert_eq!(back, two.source);
@@ -636,4 +637,87 @@ fn the_sentiment_banks_are_the_ones_the_benchmark_ran_with() {
         reprompt_protocol::hash::sha256_hex(banks.as_bytes()),
         "fa1e23a26d4c7ac1bdd5cdc8b6a69f913ede9a0b12685cd94ce78d61d0543e3b"
     );
+}
+
+/// A chat generation prompt whose last turn, the user's, holds the example.
+const CITY: &str = "---\nreprompt.task: generate\nreprompt.reward: exact_match\ninput:\n  schema:\n    text: string\n---\n\
+                    {{role \"system\"}}\nYou extract information from text.\n{{role \"user\"}}\n\
+                    Which city is mentioned? Reply with the city name only.\n{{text}}\n";
+
+fn city_space() -> EditSpace {
+    let demo = |text: &str, city: &str| DemoSource {
+        input: [("text".to_string(), Value::String(text.into()))].into_iter().collect(),
+        label: None,
+        answer: Some(city.into()),
+    };
+    EditSpace::with_banks(Banks::Generation, vec![demo("I flew to Oslo.", "Oslo"), demo("Lima was hot.", "Lima")])
+}
+
+#[test]
+fn a_chat_generation_prompt_shows_demonstrations_as_turns_that_follow_its_own() {
+    use reprompt_protocol::messages::Role;
+    use reprompt_protocol::render::{DataArgument, EmptyEnvironment, render};
+    let (doc, space) = (parse(CITY, None), city_space());
+    assert!(matches!(layout(&doc), Some(Layout::Turns { .. })), "{:?}", layout(&doc));
+    let marker = CITY.rfind("{{role \"user\"}}").unwrap();
+    let add = candidates(&doc, &space, &mut Rng::new(1))
+        .into_iter()
+        .find(|e| matches!(e, Edit::AddDemo { text, .. } if text.contains("Oslo")))
+        .expect("a demonstration offered");
+    assert!(matches!(&add, Edit::AddDemo { at, .. } if *at == marker), "{add:?}");
+    assert_eq!(
+        add.describe(CITY),
+        "add example \"Which city is mentioned? Reply with the city name only. | I flew to Oslo. | Oslo\""
+    );
+    let one = apply_checked(&doc, &add, &space).unwrap();
+    let turn = "Which city is mentioned? Reply with the city name only.\n";
+    let shown = format!(
+        "{{{{role \"user\"}}}}\n{turn}I flew to Oslo.\n{{{{role \"model\"}}}}\nOslo\n{{{{role \"user\"}}}}\n{turn}{{{{text}}}}\n"
+    );
+    assert!(one.ends_with(&shown), "{one}");
+    // A conversation: the demonstration's question and answer, then the example's question.
+    let data = DataArgument {
+        input: [("text".into(), Value::String("Rome is old.".into()))].into_iter().collect(),
+        ..Default::default()
+    };
+    let rendered = render(&parse(&one, None), &data, &EmptyEnvironment).unwrap();
+    let roles: Vec<Role> = rendered.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::User, Role::Model, Role::User], "{rendered:?}");
+    assert_eq!(rendered.messages[2].text().trim(), "Oslo");
+    assert_eq!(rendered.messages[3].text().trim(), format!("{turn}Rome is old.").trim());
+    let edited = parse(&one, None);
+    let found = find_demos(&edited, &space);
+    assert_eq!(found.len(), 1);
+    assert_eq!((&one[found[0].answer.start..found[0].answer.end], found[0].cue), ("Oslo", None));
+    // An edit of the example's turn is carried into the demonstration's copy of it.
+    let phrase = candidates(&edited, &space, &mut Rng::new(1))
+        .into_iter()
+        .find(|e| matches!(e, Edit::InsertPhrase { at, text } if *at > found[0].span.end && text.starts_with("Be accurate.")))
+        .expect("a phrase offered in the example's turn");
+    let followed = apply_checked(&edited, &phrase, &space).unwrap();
+    assert_eq!(followed.matches("Be accurate.").count(), 2, "{followed}");
+    assert_eq!(find_demos(&parse(&followed, None), &space).len(), 1, "{followed}");
+    let cued = apply_checked(&edited, &Edit::AnswerCue("City:".into()), &space).unwrap();
+    assert_eq!(cued.matches("\nCity:\n").count(), 2, "{cued}");
+    assert_eq!(find_demos(&parse(&cued, None), &space).len(), 1, "{cued}");
+    // Removed, the prompt is as it was; replaced, by the other example.
+    assert_eq!(apply_checked(&edited, &Edit::RemoveDemo(found[0].span), &space).unwrap(), CITY);
+    let other = demo_text(&edited, &space.demos[1]).unwrap();
+    let replaced = apply_checked(&edited, &Edit::ReplaceDemo { span: found[0].span, text: other }, &space).unwrap();
+    assert!(replaced.contains("Lima was hot.\n{{role \"model\"}}\nLima\n") && !replaced.contains("Oslo"), "{replaced}");
+}
+
+#[test]
+fn demonstrations_are_turns_only_where_the_example_is_the_last_user_turn_of_a_chat_generation() {
+    let lines = |text: &str| matches!(layout(&parse(text, None)), Some(Layout::Lines { .. }));
+    // A classification's answer is read from the label words after the prompt: lines, as ever.
+    assert!(lines(EXAMPLE));
+    // Laid out as plain text, the turns are gone.
+    assert!(lines(&CITY.replace("reprompt.task: generate\n", "reprompt.task: generate\nreprompt.format: plain\n")));
+    // The example outside the last turn, or a last turn that is not the user's.
+    let in_system = CITY.replace("You extract information from text.", "Text: {{text}}").replace("\n{{text}}\n", "\n");
+    assert!(lines(&in_system), "{in_system}");
+    assert!(lines(&format!("{CITY}{{{{role \"model\"}}}}\n")));
+    // A block around the example: no demonstrations at all.
+    assert_eq!(layout(&parse(&CITY.replace("{{text}}", "{{#if text}}{{text}}{{/if}}"), None)), None);
 }
