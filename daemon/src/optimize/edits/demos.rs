@@ -206,43 +206,61 @@ pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
     one_per_block(doc, space, found)
 }
 
-/// [`Layout::Lines`] demonstrations, in file order.
-fn found_lines(doc: &PromptDocument, space: &EditSpace, unit: Span) -> Vec<FoundDemo> {
-    let region = &doc.source[doc.body_span.start..unit.start];
-    // A cue may hold ": " itself (`Q: Answer:`); the prompt's own cue is read whole.
-    let cue = final_cue(doc).map(|(c, _)| c);
-    let mut found = Vec::new();
-    for (i, demo) in space.demos.iter().enumerate() {
-        let Some(rendered) = render_unit(doc, unit, demo) else { continue };
-        let needle = format!("{rendered}\n");
-        let mut from = 0;
-        while let Some(pos) = region[from..].find(&needle) {
+/// Where `needle` occurs in `region` at the start of a line, in order (overlaps included).
+fn at_line_starts<'a>(region: &'a str, needle: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(pos) = region[from..].find(needle) {
             let start = from + pos;
             from = start + region[start..].chars().next().map_or(1, char::len_utf8);
-            if start > 0 && !region[..start].ends_with('\n') {
-                continue;
+            if start == 0 || region[..start].ends_with('\n') {
+                return Some(start);
             }
-            let line_start = start + needle.len();
-            let Some(line_len) = region[line_start..].find('\n') else { continue };
-            let line = &region[line_start..line_start + line_len];
-            let own = cue.as_deref().filter(|c| line.strip_prefix(c).is_some_and(|r| r.starts_with(' ')));
-            let Some(colon) = own.map(|c| c.len() - 1).or_else(|| line.find(": ")) else { continue };
-            let answer_start = line_start + colon + 2;
-            let mut end = line_start + line_len + 1;
-            if region[end..].starts_with('\n') {
-                end += 1;
-            }
-            let base = doc.body_span.start;
-            found.push(FoundDemo {
-                span: Span::new(base + start, base + end),
-                answer: Span::new(base + answer_start, base + line_start + line_len),
-                cue: Some(Span::new(base + line_start, base + line_start + colon + 1)),
-                source: i,
-            });
-            break;
         }
-    }
-    found
+        None
+    })
+}
+
+/// Each demonstration of `space` that `region` shows: the first place, at a line start, where
+/// its `needle` (`None`: it cannot be shown) opens a block that `read` accepts — called with
+/// the demonstration's index, the block's start and where the needle ends.
+fn first_blocks(
+    space: &EditSpace,
+    region: &str,
+    needle: impl Fn(&DemoSource) -> Option<String>,
+    read: impl Fn(usize, usize, usize) -> Option<FoundDemo>,
+) -> Vec<FoundDemo> {
+    let shown = |(i, demo): (usize, &DemoSource)| {
+        let needle = needle(demo)?;
+        at_line_starts(region, &needle).find_map(|start| read(i, start, start + needle.len()))
+    };
+    space.demos.iter().enumerate().filter_map(shown).collect()
+}
+
+/// [`Layout::Lines`] demonstrations: the example's lines with a training example's values,
+/// then a cue line with the answer (and a blank line).
+fn found_lines(doc: &PromptDocument, space: &EditSpace, unit: Span) -> Vec<FoundDemo> {
+    let base = doc.body_span.start;
+    let region = &doc.source[base..unit.start];
+    // A cue may hold ": " itself (`Q: Answer:`); the prompt's own cue is read whole.
+    let cue = final_cue(doc).map(|(c, _)| c);
+    let needle = |demo: &DemoSource| render_unit(doc, unit, demo).map(|rendered| format!("{rendered}\n"));
+    first_blocks(space, region, needle, |source, start, line_start| {
+        let line_len = region[line_start..].find('\n')?;
+        let line = &region[line_start..line_start + line_len];
+        let own = cue.as_deref().filter(|c| line.strip_prefix(c).is_some_and(|r| r.starts_with(' ')));
+        let colon = own.map(|c| c.len() - 1).or_else(|| line.find(": "))?;
+        let mut end = line_start + line_len + 1;
+        if region[end..].starts_with('\n') {
+            end += 1;
+        }
+        Some(FoundDemo {
+            span: Span::new(base + start, base + end),
+            answer: Span::new(base + line_start + colon + 2, base + line_start + line_len),
+            cue: Some(Span::new(base + line_start, base + line_start + colon + 1)),
+            source,
+        })
+    })
 }
 
 /// [`Layout::Turns`] demonstrations: a user turn as the example's with a training example's
@@ -251,29 +269,17 @@ fn found_turns(doc: &PromptDocument, space: &EditSpace, marker: Span, turn: Span
     let base = doc.body_span.start;
     let region = &doc.source[base..marker.start];
     let user = &doc.source[marker.start..marker.end];
-    let mut found = Vec::new();
-    for (i, demo) in space.demos.iter().enumerate() {
-        let Some(rendered) = render_unit(doc, turn, demo) else { continue };
-        let needle = format!("{user}\n{rendered}\n{MODEL_TURN}\n");
-        let mut from = 0;
-        while let Some(pos) = region[from..].find(&needle) {
-            let start = from + pos;
-            from = start + 1;
-            if start > 0 && !region[..start].ends_with('\n') {
-                continue;
-            }
-            let answer_start = start + needle.len();
-            let Some(answer_len) = region[answer_start..].find('\n') else { continue };
-            found.push(FoundDemo {
-                span: Span::new(base + start, base + answer_start + answer_len + 1),
-                answer: Span::new(base + answer_start, base + answer_start + answer_len),
-                cue: None,
-                source: i,
-            });
-            break;
-        }
-    }
-    found
+    let needle =
+        |demo: &DemoSource| render_unit(doc, turn, demo).map(|rendered| format!("{user}\n{rendered}\n{MODEL_TURN}\n"));
+    first_blocks(space, region, needle, |source, start, answer_start| {
+        let answer_len = region[answer_start..].find('\n')?;
+        Some(FoundDemo {
+            span: Span::new(base + start, base + answer_start + answer_len + 1),
+            answer: Span::new(base + answer_start, base + answer_start + answer_len),
+            cue: None,
+            source,
+        })
+    })
 }
 
 /// `found` in file order, one per block: where several sources show the same text, the one
