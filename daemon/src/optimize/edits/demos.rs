@@ -8,7 +8,7 @@ use reprompt_protocol::{PromptDocument, Span, parse};
 use serde_json::{Map, Value};
 
 use super::text::role_markers;
-use super::{DemoSource, EditSpace};
+use super::{DemoSource, EditError, EditSpace};
 
 /// A demonstration found in a prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,9 +67,21 @@ pub enum Layout {
     },
 }
 
-/// The prompt's [`Layout`], if it can show demonstrations at all.
-pub fn layout(doc: &PromptDocument) -> Option<Layout> {
-    turns(doc).or_else(|| example_unit(doc).map(|unit| Layout::Lines { unit }))
+/// The prompt's [`Layout`], if it can show demonstrations at all. A prompt that shows
+/// demonstrations of `space` as lines stays laid out in lines, turns or not (one written
+/// before turns were offered, or laid out as plain text when they were added).
+pub fn layout(doc: &PromptDocument, space: &EditSpace) -> Option<Layout> {
+    let unit = example_unit(doc);
+    match turns(doc) {
+        Some(turns) if unit.is_none_or(|unit| found_lines(doc, space, unit).is_empty()) => Some(turns),
+        _ => unit.map(|unit| Layout::Lines { unit }),
+    }
+}
+
+/// Whether `doc` shows demonstrations of `space` as turns: then an edit that lays it out
+/// otherwise (plain text, no role markers) would leave them as no demonstration at all.
+pub(super) fn shows_turns(doc: &PromptDocument, space: &EditSpace) -> bool {
+    matches!(layout(doc, space), Some(Layout::Turns { .. })) && !find_demos(doc, space).is_empty()
 }
 
 /// [`Layout::Turns`] where it applies: a generation prompt laid out through the chat template
@@ -100,8 +112,8 @@ fn turns(doc: &PromptDocument) -> Option<Layout> {
 
 /// Where [`Edit::AddDemo`](super::Edit::AddDemo) inserts a demonstration: before the
 /// example's lines, or before its user turn.
-pub fn demo_point(doc: &PromptDocument) -> Option<usize> {
-    match layout(doc)? {
+pub fn demo_point(doc: &PromptDocument, space: &EditSpace) -> Option<usize> {
+    match layout(doc, space)? {
         Layout::Lines { unit } => Some(unit.start),
         Layout::Turns { marker, .. } => Some(marker.start),
     }
@@ -109,6 +121,19 @@ pub fn demo_point(doc: &PromptDocument) -> Option<usize> {
 
 /// The opening of a model turn in a [`Layout::Turns`] demonstration.
 const MODEL_TURN: &str = "{{role \"model\"}}";
+
+/// A [`Layout::Turns`] demonstration of `demo` up to its answer: the user's turn with its
+/// values and the model turn's marker, each line ended by `nl`.
+fn turn_head(doc: &PromptDocument, marker: Span, turn: Span, demo: &DemoSource, nl: &str) -> Option<String> {
+    let rendered = render_unit(doc, turn, demo)?;
+    let user = &doc.source[marker.start..marker.end];
+    Some(format!("{user}{nl}{rendered}{nl}{MODEL_TURN}{nl}"))
+}
+
+/// The line break after the user turn's marker (`\r\n` in a CRLF file).
+fn marker_break(doc: &PromptDocument, marker: Span) -> &'static str {
+    if doc.source[marker.end..].starts_with("\r\n") { "\r\n" } else { "\n" }
+}
 
 /// The value of a dotted path in an example's input, as one line of template-safe text.
 fn input_text(input: &Map<String, Value>, path: &str) -> Option<String> {
@@ -180,25 +205,21 @@ fn demo_answer(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
 
 /// The block that shows `demo` in `doc`: its lines, the cue and the answer, a blank line; or,
 /// in [`Layout::Turns`], the user's turn and the model's answering it.
-pub fn demo_text(doc: &PromptDocument, demo: &DemoSource) -> Option<String> {
+pub fn demo_text(doc: &PromptDocument, space: &EditSpace, demo: &DemoSource) -> Option<String> {
     let answer = demo_answer(doc, demo)?;
-    match layout(doc)? {
+    match layout(doc, space)? {
         Layout::Lines { unit } => {
             let rendered = render_unit(doc, unit, demo)?;
             let cue = final_cue(doc).map_or_else(|| "Answer:".to_string(), |(c, _)| c);
             Some(format!("{rendered}\n{cue} {answer}\n\n"))
         }
-        Layout::Turns { marker, turn } => {
-            let rendered = render_unit(doc, turn, demo)?;
-            let user = &doc.source[marker.start..marker.end];
-            Some(format!("{user}\n{rendered}\n{MODEL_TURN}\n{answer}\n"))
-        }
+        Layout::Turns { marker, turn } => Some(format!("{}{answer}\n", turn_head(doc, marker, turn, demo, "\n")?)),
     }
 }
 
 /// The demonstrations from `space` that `doc` shows, in file order.
 pub fn find_demos(doc: &PromptDocument, space: &EditSpace) -> Vec<FoundDemo> {
-    let found = match layout(doc) {
+    let found = match layout(doc, space) {
         None => return Vec::new(),
         Some(Layout::Lines { unit }) => found_lines(doc, space, unit),
         Some(Layout::Turns { marker, turn }) => found_turns(doc, space, marker, turn),
@@ -268,14 +289,14 @@ fn found_lines(doc: &PromptDocument, space: &EditSpace, unit: Span) -> Vec<Found
 fn found_turns(doc: &PromptDocument, space: &EditSpace, marker: Span, turn: Span) -> Vec<FoundDemo> {
     let base = doc.body_span.start;
     let region = &doc.source[base..marker.start];
-    let user = &doc.source[marker.start..marker.end];
-    let needle =
-        |demo: &DemoSource| render_unit(doc, turn, demo).map(|rendered| format!("{user}\n{rendered}\n{MODEL_TURN}\n"));
+    let nl = marker_break(doc, marker);
+    let needle = |demo: &DemoSource| turn_head(doc, marker, turn, demo, nl);
     first_blocks(space, region, needle, |source, start, answer_start| {
-        let answer_len = region[answer_start..].find('\n')?;
+        let line_end = answer_start + region[answer_start..].find('\n')?;
+        let answer_end = if region[..line_end].ends_with('\r') { line_end - 1 } else { line_end };
         Some(FoundDemo {
-            span: Span::new(base + start, base + answer_start + answer_len + 1),
-            answer: Span::new(base + answer_start, base + answer_start + answer_len),
+            span: Span::new(base + start, base + line_end + 1),
+            answer: Span::new(base + answer_start, base + answer_end.max(answer_start)),
             cue: None,
             source,
         })
@@ -304,31 +325,33 @@ fn one_per_block(doc: &PromptDocument, space: &EditSpace, mut found: Vec<FoundDe
 }
 
 /// `text`, `doc` edited, with its [`Layout::Turns`] demonstrations showing the edited user
-/// turn: an edit of the example's turn (a sentence added, deleted or rewritten) is carried
-/// into every demonstration's copy of it, so that the conversation keeps one pattern. Text
-/// without such demonstrations, or no longer laid out in turns, is returned as it is.
-pub(super) fn follow_the_turn(doc: &PromptDocument, text: String, space: &EditSpace) -> String {
-    if !matches!(layout(doc), Some(Layout::Turns { .. })) {
-        return text;
-    }
+/// turn: an edit of the example's turn (a sentence added, deleted or rewritten, a cue) is
+/// carried into every demonstration's copy of it, so that the conversation keeps one
+/// pattern; their answers stay as they are. Text whose turn the edit left alone is returned
+/// as it is; a demonstration that cannot show the edited turn refuses the edit.
+pub(super) fn follow_the_turn(doc: &PromptDocument, text: String, space: &EditSpace) -> Result<String, EditError> {
+    let Some(Layout::Turns { turn, .. }) = layout(doc, space) else { return Ok(text) };
     let demos = find_demos(doc, space);
     if demos.is_empty() {
-        return text;
+        return Ok(text);
     }
     let edited = parse(&text, None);
-    if !matches!(layout(&edited), Some(Layout::Turns { .. })) {
-        return text;
+    let Some(Layout::Turns { marker: new_marker, turn: new_turn }) = layout(&edited, space) else { return Ok(text) };
+    if doc.source[turn.start..turn.end] == edited.source[new_turn.start..new_turn.end] {
+        return Ok(text);
     }
+    let nl = marker_break(&edited, new_marker);
     let mut out = text.clone();
     let mut from = 0;
     for demo in demos {
-        let block = &doc.source[demo.span.start..demo.span.end];
+        let head = &doc.source[demo.span.start..demo.answer.start];
         // A block the edit removed or replaced is not there any more.
-        let Some(pos) = out[from..].find(block) else { continue };
-        let Some(shown) = demo_text(&edited, &space.demos[demo.source]) else { continue };
+        let Some(pos) = out[from..].find(head) else { continue };
+        let shown = turn_head(&edited, new_marker, new_turn, &space.demos[demo.source], nl)
+            .ok_or_else(|| EditError::Invalid("a demonstration cannot show the edited turn".into()))?;
         let at = from + pos;
-        out.replace_range(at..at + block.len(), &shown);
+        out.replace_range(at..at + head.len(), &shown);
         from = at + shown.len();
     }
-    out
+    Ok(out)
 }

@@ -25,7 +25,7 @@ pub use demos::{FoundDemo, Layout, demo_point, demo_text, example_unit, find_dem
 pub use front::{data_labels_value, label_groups_value, without_label_bias};
 pub use text::{insertion_points, sentences};
 
-use demos::{final_cue, follow_the_turn};
+use demos::{final_cue, follow_the_turn, shows_turns};
 use front::{entry_line, keep_data_labels, replace_value, set_setting, word_list_value};
 use text::{
     capitalized, example_fields, instruction_deletions, label_mentions, line_around, merged_deletions, role_markers,
@@ -379,6 +379,11 @@ impl EditSpace {
 /// The minimal text edits that carry out `edit` on `doc`.
 pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Result<Vec<TextEdit>, EditError> {
     let not = |why: &str| EditError::NotApplicable(why.to_string());
+    let relayout = matches!(edit, Edit::Format(_) | Edit::DropRoles | Edit::Completion(_) | Edit::Bare(_));
+    if relayout && shows_turns(doc, space) {
+        // Laid out otherwise, the turns would be left as no demonstration at all.
+        return Err(not("the prompt's demonstrations are turns of the chat: remove them first"));
+    }
     match edit {
         Edit::Labels(_) | Edit::LabelGroups(_) => {
             let (words, value): (Vec<String>, String) = match edit {
@@ -545,7 +550,7 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
                 .collect())
         }
         Edit::AddDemo { at, text } => {
-            if demo_point(doc) != Some(*at) {
+            if demo_point(doc, space) != Some(*at) {
                 return Err(not("demonstrations go right before the example's lines or turn"));
             }
             if find_demos(doc, space).len() >= space.max_demos.max(1) {
@@ -659,7 +664,7 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
     if edits.windows(2).any(|w| w[1].span.start < w[0].span.end) {
         return Err(EditError::Invalid("the edit's changes overlap".into()));
     }
-    let mut text = follow_the_turn(doc, apply(&doc.source, &edits), space);
+    let mut text = follow_the_turn(doc, apply(&doc.source, &edits), space)?;
     // New lines end as the file's lines do: a CRLF file stays CRLF throughout (a file of
     // mixed line endings is left as the edit made it).
     if crlf_file(&doc.source) {
@@ -756,20 +761,20 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
             edits.push(Edit::InsertPhrase { at, text });
         }
     }
-    if let Some(at) = demo_point(doc) {
+    if let Some(at) = demo_point(doc, space) {
         let mut absent: Vec<usize> = (0..space.demos.len()).filter(|i| !demos.iter().any(|d| d.source == *i)).collect();
         rng.shuffle(&mut absent);
         let mut offers = absent.into_iter();
         if demos.len() < space.max_demos {
             for source in offers.by_ref().take(space.demo_offers) {
-                if let Some(text) = demo_text(doc, &space.demos[source]) {
+                if let Some(text) = demo_text(doc, space, &space.demos[source]) {
                     edits.push(Edit::AddDemo { at, text });
                 }
             }
         }
         for demo in &demos {
             edits.push(Edit::RemoveDemo(demo.span));
-            if let Some(text) = offers.next().and_then(|s| demo_text(doc, &space.demos[s])) {
+            if let Some(text) = offers.next().and_then(|s| demo_text(doc, space, &space.demos[s])) {
                 edits.push(Edit::ReplaceDemo { span: demo.span, text });
             }
         }

@@ -92,7 +92,7 @@ fn a_block_two_training_examples_show_is_edited_once() {
     let superb = "the cast is superb .";
     let space = EditSpace::builtin(vec![sentence_demo(superb, 0), sentence_demo(superb, 1)]);
     let doc = doc();
-    let shown = demo_text(&doc, &space.demos[1]).unwrap();
+    let shown = demo_text(&doc, &space, &space.demos[1]).unwrap();
     let at = example_unit(&doc).unwrap().start;
     let with = parse(&apply_checked(&doc, &Edit::AddDemo { at, text: shown }, &space).unwrap(), None);
     let found = find_demos(&with, &space);
@@ -132,20 +132,20 @@ fn demonstrations_of_untrusted_text_stay_literal_and_never_panic() {
     assert!(find_demos(&doc, &space).is_empty());
     // An escaped mustache in the data would come alive behind the escape's escape.
     let doc = parse("---\nreprompt.labels: [bad, good]\n---\nReview: {{sentence}}\nSentiment:\n", None);
-    assert!(demo_text(&doc, &demo(r"a \{{sentence}} b")).is_none());
+    assert!(demo_text(&doc, &space, &demo(r"a \{{sentence}} b")).is_none());
     // Neighbouring values that make a mustache together.
     let pair = parse("---\nreprompt.labels: [bad, good]\n---\nPair: {{a}}{{b}}\nSentiment:\n", None);
     let mut input = Map::new();
     input.insert("a".into(), Value::String("x{".into()));
     input.insert("b".into(), Value::String("{y".into()));
-    assert!(demo_text(&pair, &DemoSource { input: input.clone(), label: Some(0), answer: None }).is_none());
+    assert!(demo_text(&pair, &space, &DemoSource { input: input.clone(), label: Some(0), answer: None }).is_none());
     input.insert("b".into(), Value::String("y".into()));
-    assert!(demo_text(&pair, &DemoSource { input, label: Some(0), answer: None }).is_some());
+    assert!(demo_text(&pair, &space, &DemoSource { input, label: Some(0), answer: None }).is_some());
     // An escape left open would run on over the template's own variables.
-    assert!(demo_text(&doc, &demo("a {{b")).is_none());
+    assert!(demo_text(&doc, &space, &demo("a {{b")).is_none());
     // A brace at the end of a value is just text when plain text follows it.
-    assert!(demo_text(&doc, &demo("ends in {")).is_some());
-    let shown = demo_text(&doc, &demo("a {{b}} c")).unwrap();
+    assert!(demo_text(&doc, &space, &demo("ends in {")).is_some());
+    let shown = demo_text(&doc, &space, &demo("a {{b}} c")).unwrap();
     let unit = example_unit(&doc).unwrap();
     let text = apply_checked(
         &doc,
@@ -272,12 +272,12 @@ fn a_bare_completion_keeps_only_the_example_lines_demonstrations_and_the_cue() {
 fn demonstrations_are_added_found_relabelled_and_removed() {
     let space = space();
     let doc = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
-    let text = demo_text(&doc, &space.demos[1]).unwrap();
+    let text = demo_text(&doc, &space, &space.demos[1]).unwrap();
     assert_eq!(text, "Review: a joy to watch \\{{ even twice }} .\nSentiment: great\n\n");
     let at = example_unit(&doc).unwrap().start;
     let one = parse(&apply_checked(&doc, &Edit::AddDemo { at, text }, &space).unwrap(), None);
     assert!(one.diagnostics.is_empty(), "{:?}", one.diagnostics);
-    let two_text = demo_text(&one, &space.demos[0]).unwrap();
+    let two_text = demo_text(&one, &space, &space.demos[0]).unwrap();
     let at = example_unit(&one).unwrap().start;
     let two = parse(&apply_checked(&one, &Edit::AddDemo { at, text: two_text }, &space).unwrap(), None);
     let found = find_demos(&two, &space);
@@ -339,7 +339,7 @@ fn several_words_per_label_are_written_as_lists_and_named_by_their_first() {
     assert_eq!(edit.describe(""), "label words harsh, poor / sweet, hopeful, warm");
     let cued = parse(&apply_checked(&doc(), &Edit::AnswerCue("Sentiment:".into()), &space).unwrap(), None);
     let at = example_unit(&cued).unwrap().start;
-    let demo = demo_text(&cued, &space.demos[1]).unwrap();
+    let demo = demo_text(&cued, &space, &space.demos[1]).unwrap();
     let with_demo = parse(&apply_checked(&cued, &Edit::AddDemo { at, text: demo }, &space).unwrap(), None);
     let text = apply_checked(&with_demo, &edit, &space).unwrap();
     assert!(text.contains("reprompt.labels: [[\"harsh\", \"poor\"], [\"sweet\", \"hopeful\", \"warm\"]]\n"), "{text}");
@@ -658,7 +658,7 @@ fn a_chat_generation_prompt_shows_demonstrations_as_turns_that_follow_its_own() 
     use reprompt_protocol::messages::Role;
     use reprompt_protocol::render::{DataArgument, EmptyEnvironment, render};
     let (doc, space) = (parse(CITY, None), city_space());
-    assert!(matches!(layout(&doc), Some(Layout::Turns { .. })), "{:?}", layout(&doc));
+    assert!(matches!(layout(&doc, &space), Some(Layout::Turns { .. })), "{:?}", layout(&doc, &space));
     let marker = CITY.rfind("{{role \"user\"}}").unwrap();
     let add = candidates(&doc, &space, &mut Rng::new(1))
         .into_iter()
@@ -702,14 +702,14 @@ fn a_chat_generation_prompt_shows_demonstrations_as_turns_that_follow_its_own() 
     assert_eq!(find_demos(&parse(&cued, None), &space).len(), 1, "{cued}");
     // Removed, the prompt is as it was; replaced, by the other example.
     assert_eq!(apply_checked(&edited, &Edit::RemoveDemo(found[0].span), &space).unwrap(), CITY);
-    let other = demo_text(&edited, &space.demos[1]).unwrap();
+    let other = demo_text(&edited, &space, &space.demos[1]).unwrap();
     let replaced = apply_checked(&edited, &Edit::ReplaceDemo { span: found[0].span, text: other }, &space).unwrap();
     assert!(replaced.contains("Lima was hot.\n{{role \"model\"}}\nLima\n") && !replaced.contains("Oslo"), "{replaced}");
 }
 
 #[test]
 fn demonstrations_are_turns_only_where_the_example_is_the_last_user_turn_of_a_chat_generation() {
-    let lines = |text: &str| matches!(layout(&parse(text, None)), Some(Layout::Lines { .. }));
+    let lines = |text: &str| matches!(layout(&parse(text, None), &city_space()), Some(Layout::Lines { .. }));
     // A classification's answer is read from the label words after the prompt: lines, as ever.
     assert!(lines(EXAMPLE));
     // Laid out as plain text, the turns are gone.
@@ -719,5 +719,50 @@ fn demonstrations_are_turns_only_where_the_example_is_the_last_user_turn_of_a_ch
     assert!(lines(&in_system), "{in_system}");
     assert!(lines(&format!("{CITY}{{{{role \"model\"}}}}\n")));
     // A block around the example: no demonstrations at all.
-    assert_eq!(layout(&parse(&CITY.replace("{{text}}", "{{#if text}}{{text}}{{/if}}"), None)), None);
+    assert_eq!(layout(&parse(&CITY.replace("{{text}}", "{{#if text}}{{text}}{{/if}}"), None), &city_space()), None);
+}
+
+#[test]
+fn turn_demonstrations_keep_their_answers_their_line_endings_and_their_layout() {
+    let space = city_space();
+    let with_turn = |source: &str| {
+        let doc = parse(source, None);
+        let text = demo_text(&doc, &space, &space.demos[0]).unwrap();
+        let at = demo_point(&doc, &space).unwrap();
+        parse(&apply_checked(&doc, &Edit::AddDemo { at, text }, &space).unwrap(), None)
+    };
+    let phrase = |doc: &PromptDocument| {
+        let at = doc.source.rfind("Which city").unwrap();
+        apply_checked(doc, &Edit::InsertPhrase { at, text: "Be accurate. ".into() }, &space).unwrap()
+    };
+    // A CRLF file: found (the answer without its CR), followed, removed.
+    let crlf = CITY.replace('\n', "\r\n");
+    let one = with_turn(&crlf);
+    assert!(!one.source.replace("\r\n", "").contains('\n'), "{:?}", one.source);
+    let found = find_demos(&one, &space);
+    assert_eq!(found.len(), 1, "{:?}", one.source);
+    assert_eq!(&one.source[found[0].answer.start..found[0].answer.end], "Oslo");
+    let followed = phrase(&one);
+    assert_eq!(followed.matches("Be accurate. Which city").count(), 2, "{followed:?}");
+    assert_eq!(find_demos(&parse(&followed, None), &space).len(), 1);
+    assert_eq!(apply_checked(&one, &Edit::RemoveDemo(found[0].span), &space).unwrap(), crlf);
+    // An answer written by hand stays as it is when the turn is edited.
+    let one = with_turn(CITY);
+    let by_hand = parse(&one.source.replace("\nOslo\n", "\nOslo, Norway\n"), None);
+    assert_eq!(find_demos(&by_hand, &space).len(), 1);
+    let followed = phrase(&by_hand);
+    assert!(followed.contains("Be accurate. Which city") && followed.contains("\nOslo, Norway\n"), "{followed}");
+    // Laid out otherwise, turns would be no demonstrations at all: refused while it has them.
+    for edit in [Edit::Format(Format::Plain), Edit::DropRoles, Edit::Completion("Answer:".into())] {
+        assert!(matches!(apply_checked(&one, &edit, &space), Err(EditError::NotApplicable(_))), "{edit:?}");
+        assert!(apply_checked(&parse(CITY, None), &edit, &space).is_ok(), "{edit:?}");
+    }
+    assert!(!candidates(&one, &space, &mut Rng::new(3)).iter().any(|e| matches!(e, Edit::Format(_) | Edit::DropRoles)));
+    // Demonstrations written as lines inside the turn (as before turns were offered) keep the
+    // prompt laid out in lines: found, and no turn offered beside them.
+    let lines = parse(&CITY.replace("{{text}}", "I flew to Oslo.\nAnswer: Oslo\n\n{{text}}"), None);
+    assert!(matches!(layout(&lines, &space), Some(Layout::Lines { .. })));
+    assert_eq!(find_demos(&lines, &space).len(), 1);
+    let offered = demo_text(&lines, &space, &space.demos[1]).unwrap();
+    assert_eq!(offered, "Lima was hot.\nAnswer: Lima\n\n");
 }

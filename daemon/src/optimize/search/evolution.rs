@@ -81,9 +81,10 @@ impl Search<'_> {
             if find_demos(&doc, &self.space).iter().any(|d| d.source == demo.source) {
                 continue;
             }
-            if let (Some(at), Some(t)) =
-                (edits::demo_point(&doc), edits::demo_text(&doc, &self.space.demos[demo.source]))
-            {
+            if let (Some(at), Some(t)) = (
+                edits::demo_point(&doc, &self.space),
+                edits::demo_text(&doc, &self.space, &self.space.demos[demo.source]),
+            ) {
                 apply(&mut text, Edit::AddDemo { at, text: t }, &self.space);
             }
         }
