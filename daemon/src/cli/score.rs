@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::engine::{DeviceChoice, Engine, EngineOptions, store};
 use crate::eval::evaluate::load_split;
 use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, PreparedPrompt, Split};
-use crate::optimize::model::{MIN_TO_HOLD_OUT, hold_out};
+use crate::optimize::model::{HeldOut, MIN_TO_HOLD_OUT, hold_out};
 use reprompt_protocol::dataset::Dataset;
 
 #[derive(Debug, clap::Args)]
@@ -89,15 +89,21 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &evaluation)?;
+        // The evaluation, and where its examples are a held-out half of the training file,
+        // the halves as `optimize`'s report names them (`null` otherwise).
+        let mut json = serde_json::to_value(&evaluation)?;
+        if let Some(fields) = json.as_object_mut() {
+            fields.insert("held_out".into(), serde_json::to_value(&held_out)?);
+        }
+        serde_json::to_writer_pretty(&mut *out, &json)?;
         writeln!(out)?;
     } else {
-        print_table(&args.file, &evaluation, held_out, args.show_failures, out)?;
+        print_table(&args.file, &evaluation, held_out.is_some(), args.show_failures, out)?;
     }
     Ok(())
 }
 
-/// The examples `split` scores, and whether they are a held-out half: the validation split of
+/// The examples `split` scores, and the halves where they are a held-out one: the validation split of
 /// a prompt that names no `reprompt.validation` is the half of its training examples
 /// `reprompt optimize` holds out for validation ([`hold_out`]), so the optimizer's validation
 /// figures can be checked (cached, they cost nothing).
@@ -105,10 +111,10 @@ fn scored_examples(
     doc: &reprompt_protocol::PromptDocument,
     file: &Path,
     split: Split,
-) -> anyhow::Result<(Dataset, bool)> {
+) -> anyhow::Result<(Dataset, Option<HeldOut>)> {
     let names = |split: Split| doc.settings.split_path(split.setting(), file).is_some();
     if split != Split::Validation || names(Split::Validation) || !names(Split::Train) {
-        return Ok((load_split(doc, file, split)?, false));
+        return Ok((load_split(doc, file, split)?, None));
     }
     let train = load_split(doc, file, Split::Train)?;
     let n = train.examples.len();
@@ -119,13 +125,15 @@ fn scored_examples(
             file.display()
         );
     }
-    let (_, validation) = hold_out(train);
+    let dataset = train.path.clone();
+    let (train, validation) = hold_out(train);
     eprintln!(
         "note: the prompt names no `reprompt.validation`: scoring the {} of its {n} training examples that \
          `reprompt optimize` holds out for validation",
         validation.examples.len()
     );
-    Ok((validation, true))
+    let halves = HeldOut { dataset, train: train.examples.len(), validation: validation.examples.len() };
+    Ok((validation, Some(halves)))
 }
 
 fn print_table(

@@ -37,6 +37,11 @@ pub fn require_splits(doc: &PromptDocument, path: &Path) -> Result<()> {
 /// with: half of them are held out for validation ([`hold_out`]).
 pub const MIN_TO_HOLD_OUT: usize = 4;
 
+/// The version of the edits a generation prompt is offered beyond a classification's, in a
+/// checkpoint's digest ([`ModelScorer::data_digest`]): 1, the stop at the answer's line end
+/// ([`Edit::StopAtLineEnd`](super::edits::Edit::StopAtLineEnd)). Bumped when they change.
+pub const GENERATION_EDITS: u32 = 1;
+
 fn no_training_examples(path: &Path) -> OptimizeError {
     OptimizeError::Input(format!(
         "optimizing needs training examples: add `reprompt.dataset: <file>` to {}",
@@ -297,6 +302,11 @@ impl<'e> ModelScorer<'e> {
         });
         if let Some(version) = self.prepared[&key].sampling_version() {
             scoring["sampling"] = serde_json::json!(version);
+        }
+        // A generation prompt's edits were extended after classification's last changed
+        // (the stop at the answer's line end): its checkpoints from before are not resumed.
+        if parse(original, None).settings.task_or_default() == Task::Generate {
+            scoring["generation edits"] = serde_json::json!(GENERATION_EDITS);
         }
         Ok(super::search::data_digest(&self.train.hash, &self.validation.hash, &scoring.to_string()))
     }

@@ -1,7 +1,9 @@
 //! Front-matter lines the edits write: label lists, `reprompt.data_labels`, a setting set
-//! or replaced where it is written, an entry's whole line.
+//! or replaced where it is written, an entry's whole line, the answer's stop sequences.
 
+use reprompt_protocol::yaml::{YamlKind, YamlNode};
 use reprompt_protocol::{PromptDocument, Span};
+use serde_json::Value;
 
 use super::{EditError, EditSpace, TextEdit};
 
@@ -89,4 +91,97 @@ pub fn without_label_bias(doc: &PromptDocument) -> Option<String> {
     let mut text = doc.source.clone();
     text.replace_range(line.start..line.end, "");
     Some(text)
+}
+
+/// The stop sequence that ends the model's answer at the end of its line.
+pub const LINE_END: &str = "\n";
+
+/// The prompt's `config.stopSequences` as written (none where it has none, or not a list).
+fn stop_sequences(doc: &PromptDocument) -> Vec<String> {
+    let list = doc.reserved.get("config").and_then(|c| c.get("stopSequences")).and_then(Value::as_array);
+    list.into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+}
+
+/// Whether the prompt's answers end at the end of their line already (`stopSequences`
+/// holds [`LINE_END`]).
+pub(super) fn stops_at_line_end(doc: &PromptDocument) -> bool {
+    stop_sequences(doc).iter().any(|s| s == LINE_END)
+}
+
+/// The front-matter edit that adds [`LINE_END`] to `config.stopSequences` (Dotprompt's
+/// generation config, so the file stays valid for other Dotprompt tools): the list replaced
+/// where it is written, else an entry added to the `config` mapping (block or flow), else a
+/// `config` mapping added at the end of the front matter.
+pub(super) fn stop_at_line_end(doc: &PromptDocument) -> Result<Vec<TextEdit>, EditError> {
+    let not = |why: &str| EditError::NotApplicable(why.to_string());
+    if stops_at_line_end(doc) {
+        return Err(not("the answer stops at its line's end already"));
+    }
+    let front = doc.front_matter.as_ref().ok_or_else(|| not("the prompt has no front matter"))?;
+    let root = front.root.as_ref().ok_or_else(|| not("the front matter does not parse"))?;
+    let source = &doc.source;
+    let mut stops = stop_sequences(doc);
+    stops.push(LINE_END.to_string());
+    let value = word_list_value(&stops);
+    let Some((config_key, config)) = root.get("config") else {
+        let yaml = &source[front.span.start..front.span.end];
+        let newline = if yaml.is_empty() || yaml.ends_with('\n') { "" } else { "\n" };
+        let replacement = format!("{newline}config:\n  stopSequences: {value}\n");
+        return Ok(vec![TextEdit { span: Span::at(front.span.end), replacement }]);
+    };
+    if !matches!(config.kind, YamlKind::Mapping(_)) {
+        return Err(not("the prompt's `config` is not a mapping"));
+    }
+    if let Some((key, list)) = config.get("stopSequences") {
+        if !matches!(list.kind, YamlKind::Sequence(_)) || stops.len() != list_len(list) + 1 {
+            return Err(not("the prompt's `config.stopSequences` is not a list of text"));
+        }
+        // A block list sits on the lines below its key: the flow list goes right after it.
+        let between = source.get(key.span.end..list.span.start).unwrap_or_default();
+        return Ok(vec![if between.contains('\n') {
+            TextEdit { span: Span::new(key.span.end, list.span.end), replacement: format!(": {value}") }
+        } else {
+            TextEdit { span: list.span, replacement: value }
+        }]);
+    }
+    let written = source.get(config.span.start..config.span.end).unwrap_or_default();
+    if written.starts_with('{') {
+        // A flow mapping on one line without comments: the entry goes before its closing
+        // brace, after a comma unless one (or the opening brace) is there already.
+        let open = config.span.start;
+        let line_end = source[open..].find(['\n', '\r']).map_or(source.len(), |i| open + i);
+        let last = config.entries().last().map_or(open + 1, |(_, v)| v.span.end);
+        // What lies between the last value and the closing brace: spaces and a comma at most.
+        let rest = &source[last.min(line_end)..line_end];
+        let gap = rest.len() - rest.trim_start_matches([' ', ',']).len();
+        if source[open..line_end].contains('#') || !rest[gap..].starts_with('}') || rest[..gap].matches(',').count() > 1
+        {
+            return Err(not("the prompt's `config` is a flow mapping with comments or several lines"));
+        }
+        let comma = if config.entries().is_empty() { "" } else { ", " };
+        let replacement = format!("{comma}stopSequences: {value}");
+        return Ok(vec![TextEdit { span: Span::new(last, last + gap), replacement }]);
+    }
+    // A block mapping: a line of its own after its last entry, indented as its first key.
+    let first = config.entries().first().map(|(k, _)| k.span.start).ok_or_else(|| not("an empty `config`"))?;
+    let line_start = source[..first].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &source[line_start..first];
+    if !indent.chars().all(|c| c == ' ') || line_start <= config_key.span.start {
+        return Err(not("the prompt's `config` is not laid out one entry per line"));
+    }
+    let end = config.span.end;
+    let line_end =
+        if source[..end].ends_with('\n') { Some(end) } else { source[end..].find('\n').map(|i| end + i + 1) };
+    Ok(vec![match line_end {
+        Some(at) => TextEdit { span: Span::at(at), replacement: format!("{indent}stopSequences: {value}\n") },
+        None => TextEdit { span: Span::at(end), replacement: format!("\n{indent}stopSequences: {value}") },
+    }])
+}
+
+/// How many items a YAML sequence holds.
+fn list_len(node: &YamlNode) -> usize {
+    match &node.kind {
+        YamlKind::Sequence(items) => items.len(),
+        _ => 0,
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use reprompt_protocol::settings::Format;
+use reprompt_protocol::settings::{Format, Task};
 use reprompt_protocol::{PromptDocument, Severity, Span, parse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -26,7 +26,9 @@ pub use front::{data_labels_value, label_groups_value, without_label_bias};
 pub use text::{insertion_points, sentences};
 
 use demos::{final_cue, follow_the_turn, shows_turns};
-use front::{entry_line, keep_data_labels, replace_value, set_setting, word_list_value};
+use front::{
+    entry_line, keep_data_labels, replace_value, set_setting, stop_at_line_end, stops_at_line_end, word_list_value,
+};
 use text::{
     capitalized, example_fields, instruction_deletions, label_mentions, line_around, merged_deletions, role_markers,
     text_segments,
@@ -75,6 +77,10 @@ pub enum Edit {
     /// (`reprompt.label_bias`), fitted to the prompt's own answers on training examples
     /// ([`super::calibrate::prior_bias`]).
     LabelBias(Vec<f64>),
+    /// End the model's answer at the end of its line (`config.stopSequences` gets `"\n"`): a
+    /// generation prompt whose training answers are one line each, where the model would go
+    /// on to write the next example.
+    StopAtLineEnd,
 }
 
 /// Whether `edit` gives `doc` the very answer words it has (a relabelling that would only
@@ -98,7 +104,9 @@ impl Edit {
             Edit::InsertPhrase { .. } => 3,
             Edit::SwapSentences(..) => 4,
             Edit::Paraphrase { .. } => 5,
-            Edit::AnswerCue(_) => 6,
+            // Where the answer starts and where it ends: one kind, so that policies
+            // pre-trained before the stop edit keep their shape.
+            Edit::AnswerCue(_) | Edit::StopAtLineEnd => 6,
             Edit::DropRoles => 7,
             Edit::AddDemo { .. } => 8,
             Edit::RemoveDemo(_) => 9,
@@ -139,6 +147,7 @@ impl Edit {
                 format!("label words {}", groups.iter().map(|g| g.join(", ")).collect::<Vec<_>>().join(" / "))
             }
             Edit::LabelBias(bias) => format!("calibrate the labels: label bias {}", bias_value(bias)),
+            Edit::StopAtLineEnd => "stop the answer at the end of its line".into(),
         }
     }
 }
@@ -571,6 +580,16 @@ pub fn text_edits(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Resul
             Ok(vec![TextEdit { span: *span, replacement: text.clone() }])
         }
         Edit::Stop => Ok(Vec::new()),
+        Edit::StopAtLineEnd => {
+            if doc.settings.task_or_default() != Task::Generate {
+                return Err(not("a classification's answer is read from its label words, not generated"));
+            }
+            // A worked solution that ends in its answer's line would lose that line.
+            if space.demos.iter().filter_map(|d| d.answer.as_deref()).any(|a| a.trim().contains(['\n', '\r'])) {
+                return Err(not("the training answers run over several lines"));
+            }
+            stop_at_line_end(doc)
+        }
         Edit::Completion(cue) => {
             if doc.settings.format == Format::Plain && role_markers(doc).is_empty() {
                 return Err(not("the prompt is a plain completion prompt already"));
@@ -673,6 +692,10 @@ pub fn apply_checked(doc: &PromptDocument, edit: &Edit, space: &EditSpace) -> Re
     let edited = parse(&text, None);
     if let Some(error) = edited.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         return Err(EditError::Invalid(error.message.clone()));
+    }
+    if *edit == Edit::StopAtLineEnd && !stops_at_line_end(&edited) {
+        // Written where the YAML does not read it (after a `...` that ends the document).
+        return Err(EditError::Invalid("the edited config does not stop the answer at its line's end".into()));
     }
     let (before, after) = (variables(doc), variables(&edited));
     if before != after {
@@ -778,6 +801,11 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
                 edits.push(Edit::ReplaceDemo { span: demo.span, text });
             }
         }
+    }
+    // Last, so that a classification's candidates (and the draws that sample them) are the
+    // same as before the stop edit was offered.
+    if doc.settings.task_or_default() == Task::Generate && !stops_at_line_end(doc) {
+        edits.push(Edit::StopAtLineEnd);
     }
     edits.into_iter().filter_map(|e| apply_checked(doc, &e, space).ok().map(|text| (e, text))).collect()
 }

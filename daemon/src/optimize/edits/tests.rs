@@ -766,3 +766,70 @@ fn turn_demonstrations_keep_their_answers_their_line_endings_and_their_layout() 
     let offered = demo_text(&lines, &space, &space.demos[1]).unwrap();
     assert_eq!(offered, "Lima was hot.\nAnswer: Lima\n\n");
 }
+
+#[test]
+fn a_generated_answer_is_stopped_at_its_line_end_through_the_prompts_own_config() {
+    let city = city_space();
+    let stops = |text: &str| {
+        let doc = parse(text, None);
+        assert!(doc.diagnostics.iter().all(|d| d.severity != Severity::Error), "{text}");
+        doc.reserved.get("config").and_then(|c| c.get("stopSequences")).cloned()
+    };
+    let stopped = |text: &str| apply_checked(&parse(text, None), &Edit::StopAtLineEnd, &city);
+    // Offered to a generation prompt, last; the result says so in its config.
+    let offered = candidates(&parse(CITY, None), &city, &mut Rng::new(1));
+    assert_eq!(offered.last(), Some(&Edit::StopAtLineEnd));
+    assert_eq!(Edit::StopAtLineEnd.describe(CITY), "stop the answer at the end of its line");
+    let one = stopped(CITY).unwrap();
+    assert!(
+        one.starts_with("---\nreprompt.task: generate\n") && one.contains("config:\n  stopSequences: [\"\\n\"]\n---\n")
+    );
+    assert_eq!(stops(&one), Some(serde_json::json!(["\n"])));
+    // Once it stops there, not offered again.
+    assert!(!candidates(&parse(&one, None), &city, &mut Rng::new(1)).contains(&Edit::StopAtLineEnd));
+    assert!(matches!(stopped(&one), Err(EditError::NotApplicable(_))));
+    // A config of its own: a line after its last entry, indented as its entries; stop
+    // sequences already written kept, the line end added (flow list or block list).
+    let with_config = |config: &str| CITY.replacen("---\n", &format!("---\n{config}"), 1);
+    let block = with_config("config:\n    temperature: 0\n    maxOutputTokens: 8\n");
+    let one = stopped(&block).unwrap();
+    assert!(one.contains("    maxOutputTokens: 8\n    stopSequences: [\"\\n\"]\nreprompt.task"), "{one}");
+    let one = stopped(&with_config("config:\n  stopSequences: [\"###\"]\n  temperature: 0\n")).unwrap();
+    assert_eq!(stops(&one), Some(serde_json::json!(["###", "\n"])), "{one}");
+    let one = stopped(&with_config("config:\n  stopSequences:\n  - \"###\"\n")).unwrap();
+    assert_eq!(stops(&one), Some(serde_json::json!(["###", "\n"])), "{one}");
+    let one = stopped(&with_config("config: {temperature: 0}\n")).unwrap();
+    assert!(one.contains("config: {temperature: 0, stopSequences: [\"\\n\"]}\n"), "{one}");
+    let one = stopped(&with_config("config: {temperature: 0,}\n")).unwrap();
+    assert!(one.contains("config: {temperature: 0, stopSequences: [\"\\n\"]}\n"), "{one}");
+    let one = stopped(&with_config("config: { maxOutputTokens: 8, temperature: 0 }\n")).unwrap();
+    assert!(one.contains("config: { maxOutputTokens: 8, temperature: 0, stopSequences: [\"\\n\"]}\n"), "{one}");
+    assert_eq!(stops(&stopped(&with_config("config: { }\n")).unwrap()), Some(serde_json::json!(["\n"])));
+    assert_eq!(stops(&stopped(&with_config("config: {}\n")).unwrap()), Some(serde_json::json!(["\n"])));
+    // A CRLF file stays CRLF.
+    let crlf = stopped(&block.replace('\n', "\r\n")).unwrap();
+    assert!(crlf.contains("    stopSequences: [\"\\n\"]\r\n") && !crlf.replace("\r\n", "").contains('\n'), "{crlf:?}");
+    // What it cannot extend, it leaves alone.
+    for config in [
+        "config: fast\n",
+        "config:\n  stopSequences: \"###\"\n",
+        "config:\n  stopSequences: [1]\n",
+        "config: {\n  temperature: 0 # cold\n}\n",
+    ] {
+        assert!(matches!(stopped(&with_config(config)), Err(EditError::NotApplicable(_))), "{config}");
+    }
+    // Where the YAML would not read it (after the `...` that ends its document), refused.
+    let ended = CITY.replacen("\n---\n{{role", "\n...\n---\n{{role", 1);
+    assert!(parse(&ended, None).diagnostics.iter().all(|d| d.severity != Severity::Error), "{ended}");
+    assert!(matches!(stopped(&ended), Err(EditError::Invalid(_))), "{ended}");
+    // Answers of several lines (a worked solution ending in its answer's line) would be cut.
+    let mut worked = city.clone();
+    worked.demos[0].answer = Some("She flew there.\n#### Oslo".into());
+    let refused = apply_checked(&parse(CITY, None), &Edit::StopAtLineEnd, &worked);
+    assert!(matches!(refused, Err(EditError::NotApplicable(_))), "{refused:?}");
+    assert!(!candidates(&parse(CITY, None), &worked, &mut Rng::new(1)).contains(&Edit::StopAtLineEnd));
+    // A classification reads its answer from the label words: never offered, refused.
+    let example = parse(EXAMPLE, None);
+    assert!(!candidates(&example, &space(), &mut Rng::new(1)).contains(&Edit::StopAtLineEnd));
+    assert!(matches!(apply_checked(&example, &Edit::StopAtLineEnd, &space()), Err(EditError::NotApplicable(_))));
+}
