@@ -4,7 +4,9 @@ exact_match): sentences that mention a person and a city, made from 12 sentence 
 20 first names and 40 city names written for this, the answer the city's name. Drawn with
 random.Random(5), distinct sentences: 16 train, 32 dev, 152 test.
 
-Usage: python3 bench/dev/city.py DIR   (writes DIR/city.prompt and DIR/data/*.jsonl)
+Usage: python3 bench/dev/city.py DIR [--plain]   (writes DIR/city.prompt and DIR/data/*.jsonl)
+--plain: the same task as a prompt without role markers (the chat template then makes it one
+user message): the question, "Sentence: {{text}}" and "City:" on lines of their own.
 """
 import json
 import os
@@ -33,6 +35,11 @@ Which city is mentioned in this sentence? Reply with the city name only.
 {{text}}
 """
 
+PLAIN_BODY = """Which city is mentioned in this sentence? Reply with the city name only.
+Sentence: {{text}}
+City:
+"""
+
 CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Lisbon", "Dublin", "Oslo", "Warsaw",
           "Athens", "Cairo", "Nairobi", "Lagos", "Tokyo", "Seoul", "Beijing", "Delhi", "Mumbai", "Bangkok",
           "Sydney", "Toronto", "Chicago", "Boston", "Denver", "Seattle", "Lima", "Bogota", "Santiago", "Havana",
@@ -56,7 +63,7 @@ TEMPLATES = [
 ]
 
 
-def main(out):
+def main(out, plain=False):
     rng = random.Random(5)
     rows, seen = [], set()
     while len(rows) < 200:
@@ -71,8 +78,8 @@ def main(out):
             for row in part:
                 f.write(json.dumps(row) + "\n")
     with open(os.path.join(out, "city.prompt"), "w") as f:
-        f.write(PROMPT)
+        f.write(PROMPT[:PROMPT.index("---\n", 4) + 4] + PLAIN_BODY if plain else PROMPT)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--plain" in sys.argv[2:])
