@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{reprompt, workspace};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A private cache directory that shares the fetched model but not cached evaluations.
 fn private_cache(name: &str) -> PathBuf {
@@ -483,5 +483,57 @@ fn an_error_that_quotes_the_data_carries_no_terminal_escapes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("train.tsv:2: unknown label `␛]52;c;ZXZpbA==␇␛[2Jgreat`"), "{stderr}");
     assert!(!stderr.chars().any(|c| c.is_control() && c != '\n'), "{stderr:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn answers_right_on_their_first_line_that_go_on_past_it_get_a_note_naming_the_stop() {
+    // A completion prompt with one demonstration: SmolLM2-135M answers and goes on to write
+    // the next example ("Geneva⏎⏎Sentence: …").
+    let dir = private_cache("stop-note");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let rows = [
+        ("After three years abroad, Chen finally returned home to Geneva.", "Geneva"),
+        ("Our flight to Milan was delayed, so Liam missed the meeting.", "Milan"),
+        ("Our flight to Havana was delayed, so Lena missed the meeting.", "Havana"),
+    ];
+    let data: String =
+        rows.iter().map(|(text, answer)| format!("{}\n", json!({"text": text, "answer": answer}))).collect();
+    std::fs::write(dir.join("data/train.jsonl"), data).unwrap();
+    let prompt = |config: &str| {
+        format!(
+            "---\nconfig:\n  temperature: 0\n  maxOutputTokens: 8\n{config}input:\n  schema:\n    text: string\n\
+             reprompt.task: generate\nreprompt.dataset: data/train.jsonl\nreprompt.reward: exact_match\n\
+             reprompt.format: plain\n---\nWhich city is mentioned in this sentence?\n\
+             Sentence: The conference where Hana gave a talk was held in Amsterdam this year.\nAnswer: Amsterdam\n\n\
+             Sentence: {{{{text}}}}\nAnswer:\n"
+        )
+    };
+    let score = |name: &str, text: String| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = reprompt(&["score", file.to_str().unwrap(), "--json"], &dir);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let e: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        (e, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (e, stderr) = score("city.prompt", prompt(""));
+    let right_first = e["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| {
+            let p = x["prediction"].as_str().unwrap();
+            p.contains('\n') && p.lines().next().unwrap().trim() == x["gold"].as_str().unwrap()
+        })
+        .count();
+    assert!(right_first > 0, "{e}");
+    let note = format!("note: {right_first} of the 3 failing answers are right on their first line and go on past it");
+    assert!(stderr.contains(&note) && stderr.contains("`stopSequences: [\"\\n\"]` under `config`"), "{stderr}");
+    // Stopped at the line end, those answers are right, and the note is gone.
+    let (stopped, stderr) = score("stopped.prompt", prompt("  stopSequences: [\"\\n\"]\n"));
+    let correct = stopped["examples"].as_array().unwrap().iter().filter(|x| x["correct"] == true).count();
+    assert_eq!(correct, right_first, "{stopped}");
+    assert!(!stderr.contains("right on their first line"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,9 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::{DeviceChoice, Engine, EngineOptions, store};
 use crate::eval::evaluate::load_split;
-use crate::eval::{EvalCache, Evaluation, Evaluator, FileCache, PreparedPrompt, Split};
+use crate::eval::rewards::normalize_answer;
+use crate::eval::{EvalCache, Evaluation, Evaluator, ExampleResult, FileCache, PreparedPrompt, Split};
+use crate::optimize::edits::stops_at_line_end;
 use crate::optimize::model::{HeldOut, MIN_TO_HOLD_OUT, hold_out};
 use reprompt_protocol::dataset::Dataset;
+use reprompt_protocol::settings::Task;
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
@@ -100,7 +103,31 @@ pub fn run(args: &ScoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     } else {
         print_table(&args.file, &evaluation, held_out.is_some(), args.show_failures, out)?;
     }
+    let past = right_on_their_first_line(&doc, &evaluation);
+    if past > 0 {
+        eprintln!(
+            "note: {past} of the {} failing answers are right on their first line and go on past it; \
+             `stopSequences: [\"\\n\"]` under `config` ends answers there (`reprompt optimize` tries it)",
+            evaluation.failures().count()
+        );
+    }
     Ok(())
+}
+
+/// How many failing answers of a generation prompt are right on their first line but go on
+/// past it (the gold answer one line, the model writing on, as a completion prompt's next
+/// example): none where the prompt stops its answers at the line end already.
+fn right_on_their_first_line(doc: &reprompt_protocol::PromptDocument, e: &Evaluation) -> usize {
+    if doc.settings.task_or_default() != Task::Generate || stops_at_line_end(doc) {
+        return 0;
+    }
+    let right = |f: &&ExampleResult| {
+        let first = f.prediction.trim_start().lines().next().unwrap_or_default();
+        !f.gold.trim().contains(['\n', '\r'])
+            && first.len() < f.prediction.trim().len()
+            && normalize_answer(first) == normalize_answer(&f.gold)
+    };
+    e.failures().filter(right).count()
 }
 
 /// The examples `split` scores, and the halves where they are a held-out one: the validation split of

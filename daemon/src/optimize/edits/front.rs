@@ -104,7 +104,7 @@ fn stop_sequences(doc: &PromptDocument) -> Vec<String> {
 
 /// Whether the prompt's answers end at the end of their line already (`stopSequences`
 /// holds [`LINE_END`]).
-pub(super) fn stops_at_line_end(doc: &PromptDocument) -> bool {
+pub fn stops_at_line_end(doc: &PromptDocument) -> bool {
     stop_sequences(doc).iter().any(|s| s == LINE_END)
 }
 

@@ -22,13 +22,11 @@ mod front;
 mod text;
 
 pub use demos::{FoundDemo, Layout, demo_point, demo_text, example_unit, find_demos, layout};
-pub use front::{data_labels_value, label_groups_value, without_label_bias};
+pub use front::{data_labels_value, label_groups_value, stops_at_line_end, without_label_bias};
 pub use text::{insertion_points, sentences};
 
 use demos::{final_cue, follow_the_turn, shows_turns};
-use front::{
-    entry_line, keep_data_labels, replace_value, set_setting, stop_at_line_end, stops_at_line_end, word_list_value,
-};
+use front::{entry_line, keep_data_labels, replace_value, set_setting, stop_at_line_end, word_list_value};
 use text::{
     capitalized, example_fields, instruction_deletions, label_mentions, line_around, merged_deletions, role_markers,
     text_segments,
