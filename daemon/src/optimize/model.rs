@@ -305,7 +305,7 @@ impl<'e> ModelScorer<'e> {
         }
         // A generation prompt's edits were extended after classification's last changed
         // (the stop at the answer's line end): its checkpoints from before are not resumed.
-        if parse(original, None).settings.task_or_default() == Task::Generate {
+        if self.prepared[&key].task == Task::Generate {
             scoring["generation edits"] = serde_json::json!(GENERATION_EDITS);
         }
         Ok(super::search::data_digest(&self.train.hash, &self.validation.hash, &scoring.to_string()))

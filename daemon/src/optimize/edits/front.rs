@@ -46,7 +46,13 @@ pub(super) fn keep_data_labels(doc: &PromptDocument, space: &EditSpace) -> Resul
 /// end: a flow value there would not be indented enough to belong to the key.
 pub(super) fn replace_value(doc: &PromptDocument, key: &str, value: &str) -> Option<TextEdit> {
     let (key_span, value_span) = doc.entry_span(key)?;
-    let between = doc.source.get(key_span.end..value_span.start)?;
+    value_replaced(&doc.source, key_span, value_span, value)
+}
+
+/// [`replace_value`] for the entry whose key and value are at these spans (one nested in a
+/// mapping too).
+fn value_replaced(source: &str, key_span: Span, value_span: Span, value: &str) -> Option<TextEdit> {
+    let between = source.get(key_span.end..value_span.start)?;
     Some(if between.contains('\n') {
         TextEdit { span: Span::new(key_span.end, value_span.end), replacement: format!(": {value}") }
     } else {
@@ -60,11 +66,16 @@ pub(super) fn set_setting(doc: &PromptDocument, key: &str, value: &str) -> Resul
     if let Some(edit) = replace_value(doc, key, value) {
         return Ok(vec![edit]);
     }
+    appended(doc, &format!("{key}: {value}\n"))
+}
+
+/// `lines` added at the end of the front matter (on a line of their own).
+fn appended(doc: &PromptDocument, lines: &str) -> Result<Vec<TextEdit>, EditError> {
     let front =
         doc.front_matter.as_ref().ok_or_else(|| EditError::NotApplicable("the prompt has no front matter".into()))?;
     let yaml = &doc.source[front.span.start..front.span.end];
     let newline = if yaml.is_empty() || yaml.ends_with('\n') { "" } else { "\n" };
-    Ok(vec![TextEdit { span: Span::at(front.span.end), replacement: format!("{newline}{key}: {value}\n") }])
+    Ok(vec![TextEdit { span: Span::at(front.span.end), replacement: format!("{newline}{lines}") }])
 }
 
 /// The whole line of the front-matter entry `key` (with its line end), where it is written on
@@ -124,10 +135,7 @@ pub(super) fn stop_at_line_end(doc: &PromptDocument) -> Result<Vec<TextEdit>, Ed
     stops.push(LINE_END.to_string());
     let value = word_list_value(&stops);
     let Some((config_key, config)) = root.get("config") else {
-        let yaml = &source[front.span.start..front.span.end];
-        let newline = if yaml.is_empty() || yaml.ends_with('\n') { "" } else { "\n" };
-        let replacement = format!("{newline}config:\n  stopSequences: {value}\n");
-        return Ok(vec![TextEdit { span: Span::at(front.span.end), replacement }]);
+        return appended(doc, &format!("config:\n  stopSequences: {value}\n"));
     };
     if !matches!(config.kind, YamlKind::Mapping(_)) {
         return Err(not("the prompt's `config` is not a mapping"));
@@ -136,13 +144,8 @@ pub(super) fn stop_at_line_end(doc: &PromptDocument) -> Result<Vec<TextEdit>, Ed
         if !matches!(list.kind, YamlKind::Sequence(_)) || stops.len() != list_len(list) + 1 {
             return Err(not("the prompt's `config.stopSequences` is not a list of text"));
         }
-        // A block list sits on the lines below its key: the flow list goes right after it.
-        let between = source.get(key.span.end..list.span.start).unwrap_or_default();
-        return Ok(vec![if between.contains('\n') {
-            TextEdit { span: Span::new(key.span.end, list.span.end), replacement: format!(": {value}") }
-        } else {
-            TextEdit { span: list.span, replacement: value }
-        }]);
+        let edit = value_replaced(source, key.span, list.span, &value);
+        return edit.map(|e| vec![e]).ok_or_else(|| not("the prompt's `config.stopSequences` is not where it says"));
     }
     let written = source.get(config.span.start..config.span.end).unwrap_or_default();
     if written.starts_with('{') {

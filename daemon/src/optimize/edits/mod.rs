@@ -802,7 +802,7 @@ pub fn applied_candidates(doc: &PromptDocument, space: &EditSpace, rng: &mut Rng
     }
     // Last, so that a classification's candidates (and the draws that sample them) are the
     // same as before the stop edit was offered.
-    if doc.settings.task_or_default() == Task::Generate && !stops_at_line_end(doc) {
+    if doc.settings.task_or_default() == Task::Generate {
         edits.push(Edit::StopAtLineEnd);
     }
     edits.into_iter().filter_map(|e| apply_checked(doc, &e, space).ok().map(|text| (e, text))).collect()
